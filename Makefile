@@ -1,0 +1,58 @@
+# Two commands for a newcomer: `make run` (everything, then UI + API) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+VENV := .venv
+UV := .uv/bin/uv
+
+export TRIAGE_HOME ?= $(CURDIR)/.triage
+export DAGSTER_HOME ?= $(TRIAGE_HOME)/dagster
+# Two cores: one OpenMP thread per process (see README, "Performance notes").
+export OMP_NUM_THREADS ?= 1
+export OMP_WAIT_POLICY ?= PASSIVE
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+HOST ?= 127.0.0.1
+API_PORT ?= 8000
+UI_PORT ?= 3000
+
+.PHONY: install pipeline serve ui run test bench-validate clean help
+
+help:
+	@echo "make run       install, run the pipeline, then start the Dagster UI and the API"
+	@echo "make test      install and run the whole test suite"
+	@echo "make install   create .venv from uv.lock"
+	@echo "make pipeline  seed demo data if needed and materialise every asset (headless)"
+	@echo "make serve     start the API on $(HOST):$(API_PORT)"
+	@echo "make ui        start the Dagster UI on $(HOST):$(UI_PORT)"
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python "$(PYTHON)"
+	@touch $@
+
+install: $(VENV)/.installed
+
+pipeline: install
+	$(VENV)/bin/triage pipeline
+
+serve: install
+	$(VENV)/bin/triage serve --host $(HOST) --port $(API_PORT)
+
+ui: install
+	$(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(UI_PORT)
+
+run: pipeline
+	@bash orchestration/run_local.sh "$(HOST)" "$(UI_PORT)" "$(API_PORT)"
+
+test: install
+	$(VENV)/bin/pytest
+
+bench-validate: install
+	$(VENV)/bin/python tests/benchmarks/bench_validate.py
+
+clean:
+	rm -rf $(TRIAGE_HOME)

@@ -1,0 +1,167 @@
+"""Deployment stage: an immutable, versioned artifact plus manifest, and the atomic pointer switch."""
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import onnx
+import polars as pl
+from dagster_mlflow.resources import MlFlow
+
+from assets.model import TrainedModel
+from assets.onnx_export import OnnxArtifact
+from orchestration.resources import REGISTERED_MODEL_NAME, TriageStorage, code_version
+from schemas.clinical import SEVERITIES
+from schemas.features import ONNX_DIAGNOSIS_OUTPUT, ONNX_INPUT, ONNX_SEVERITY_OUTPUT
+
+MANIFEST_FORMAT = 1
+CURRENT_POINTER = "current.json"
+CHAMPION_ALIAS = "champion"
+
+
+def _atomic_write(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_deployment(deployments: Path, manifest: dict, content: bytes) -> Path:
+    """Write ``<version>/model.onnx`` and ``manifest.json`` into a fresh directory, then switch
+    ``current.json`` to it with one atomic rename. A version directory is never rewritten."""
+    version = manifest["version"]
+    target = deployments / version
+    if target.exists():
+        raise FileExistsError(f"deployment {version} already exists; versions are immutable")
+    deployments.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=deployments, prefix=f".{version}."))
+    (staging / manifest["onnx_file"]).write_bytes(content)
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    os.rename(staging, target)
+    pointer = {"version": version, "manifest": f"{version}/manifest.json"}
+    _atomic_write(deployments / CURRENT_POINTER, json.dumps(pointer, indent=2).encode())
+    return target
+
+
+def read_current(deployments: Path) -> dict | None:
+    pointer = deployments / CURRENT_POINTER
+    if not pointer.exists():
+        return None
+    return json.loads(pointer.read_text())
+
+
+def _data_versions(context: dg.AssetExecutionContext, weeks: list[str]) -> dict:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("raw_patient_records"), asset_partitions=weeks
+        ),
+        limit=max(len(weeks) * 4, 10),
+    ).records
+    files: dict[str, dict] = {}
+    for record in records:
+        event = record.asset_materialization
+        if event is None or event.partition in files:
+            continue
+        files[event.partition] = {
+            "file": event.metadata["source_file"].value,
+            "sha256": event.metadata["file_sha256"].value,
+        }
+    return {"weekly_exports": dict(sorted(files.items()))}
+
+
+@dg.asset(
+    group_name="deployment",
+    kinds={"onnx", "mlflow"},
+    deps=[dg.AssetKey("disease_catalogue")],
+    description=(
+        "The model clinicians are served: an immutable directory deployments/<version>/ with "
+        "model.onnx and manifest.json (provenance: MLflow run, Dagster run, code and data "
+        "versions), registered in MLflow with the `champion` alias. Reached only after the quality "
+        "gate and ONNX parity checks pass; current.json then switches atomically."
+    ),
+)
+def deployed_model(
+    context: dg.AssetExecutionContext,
+    storage: TriageStorage,
+    mlflow: dg.ResourceParam[MlFlow],
+    diagnosis_model: TrainedModel,
+    model_evaluation: dict,
+    onnx_model: OnnxArtifact,
+    training_table: pl.DataFrame,
+) -> dg.MaterializeResult:
+    trained_at = datetime.now(timezone.utc)
+    version = f"{trained_at:%Y%m%dT%H%M%SZ}-{onnx_model.sha256[:8]}"
+    names = dict(
+        training_table.select("diagnosis", "diagnosis_name").unique().iter_rows()
+    )
+    categories = dict(
+        training_table.select("diagnosis", "diagnosis_category").unique().iter_rows()
+    )
+    weeks = sorted(training_table["week"].unique().to_list())
+    catalogue_event = context.instance.get_latest_materialization_event(
+        dg.AssetKey("disease_catalogue")
+    )
+    hpo_release = (
+        catalogue_event.asset_materialization.metadata["hpo_release"].value
+        if catalogue_event and catalogue_event.asset_materialization
+        else None
+    )
+
+    info = mlflow.onnx.log_model(
+        onnx.load_from_string(onnx_model.content),
+        name="model",
+        registered_model_name=REGISTERED_MODEL_NAME,
+        pip_requirements=["onnxruntime"],
+    )
+    registered_version = str(info.registered_model_version)
+    mlflow.tracking.MlflowClient().set_registered_model_alias(
+        REGISTERED_MODEL_NAME, CHAMPION_ALIAS, registered_version
+    )
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": version,
+        "trained_at": trained_at.isoformat(),
+        "onnx_file": "model.onnx",
+        "onnx_sha256": onnx_model.sha256,
+        "onnx_input": ONNX_INPUT,
+        "onnx_outputs": {"diagnosis": ONNX_DIAGNOSIS_OUTPUT, "severity": ONNX_SEVERITY_OUTPUT},
+        "features": diagnosis_model.spec.to_manifest(),
+        "classes": [
+            {"code": code, "name": names.get(code, code), "category": categories[code]}
+            for code in diagnosis_model.classes
+        ],
+        "severity_labels": list(SEVERITIES),
+        "metrics": {**model_evaluation["metrics"], "onnx_max_abs_diff": onnx_model.max_abs_diff},
+        "imputation": diagnosis_model.imputation,
+        "mlflow_run_id": diagnosis_model.mlflow_run_id,
+        "mlflow_model_name": REGISTERED_MODEL_NAME,
+        "mlflow_model_version": registered_version,
+        "dagster_run_id": context.run_id,
+        "code_version": code_version(),
+        "data_versions": {**_data_versions(context, weeks), "hpo_release": hpo_release},
+        "hpo_release": hpo_release,
+    }
+    target = write_deployment(storage.paths.deployments, manifest, onnx_model.content)
+    mlflow.set_tags({"deployed_version": version})
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "version": version,
+            "path": str(target),
+            "onnx_sha256": onnx_model.sha256,
+            "mlflow_run_id": diagnosis_model.mlflow_run_id,
+            "mlflow_model_version": registered_version,
+            "code_version": manifest["code_version"],
+            "classes": len(manifest["classes"]),
+        },
+    )

@@ -1,0 +1,116 @@
+"""Validation stage: every raw row lands in exactly one of the validated or quarantined tables."""
+
+
+import dagster as dg
+import polars as pl
+
+from assets.partitions import weekly_exports
+from orchestration.resources import TriageStorage
+from schemas.validation import validate_records
+
+ROW_ACCOUNTING_CHECK = "row_accounting"
+QUARANTINE_RATE_CHECK = "quarantine_rate"
+MAX_QUARANTINE_RATE = 0.10
+
+VALIDATED = dg.AssetKey("validated_patient_records")
+QUARANTINED = dg.AssetKey("quarantined_patient_records")
+
+
+def _failure_sample(quarantined: pl.DataFrame, n: int = 10) -> str:
+    """A Markdown sample of quarantined rows: location and reasons only (no identifiers)."""
+    if quarantined.is_empty():
+        return "_no quarantined rows_"
+    sample = quarantined.head(n).select(
+        "source_file",
+        "source_row",
+        pl.col("reasons").list.join("; ").alias("reasons"),
+    )
+    lines = ["| file | row | reasons |", "|---|---|---|"]
+    for file, row, reasons in sample.iter_rows():
+        lines.append(f"| {file} | {row} | {reasons} |")
+    return "\n".join(lines)
+
+
+@dg.multi_asset(
+    group_name="validation",
+    partitions_def=weekly_exports,
+    outs={
+        "validated_patient_records": dg.AssetOut(
+            kinds={"polars", "pandera"},
+            description=(
+                "Rows of one weekly export that passed every clinical-range check, typed, "
+                "normalised (°C, canonical sex/severity, HPO ids) and pseudonymised (patient_key)."
+            ),
+        ),
+        "quarantined_patient_records": dg.AssetOut(
+            kinds={"polars", "pandera"},
+            description=(
+                "Rows held back from training, with their original text values, source_file, "
+                "source_row and every failed check in `reasons`."
+            ),
+        ),
+    },
+    ins={"raw_patient_records": dg.AssetIn()},
+    check_specs=[
+        dg.AssetCheckSpec(
+            ROW_ACCOUNTING_CHECK,
+            asset=VALIDATED,
+            blocking=True,
+            description="valid + quarantined == raw rows, and no source row appears twice.",
+        ),
+        dg.AssetCheckSpec(
+            QUARANTINE_RATE_CHECK,
+            asset=QUARANTINED,
+            description=f"Warns when more than {MAX_QUARANTINE_RATE:.0%} of a week is quarantined.",
+        ),
+    ],
+)
+def validated_patient_records(
+    context: dg.AssetExecutionContext,
+    storage: TriageStorage,
+    raw_patient_records: pl.DataFrame,
+):
+    outcome = validate_records(raw_patient_records, storage.pseudonym_key())
+    valid, quarantined = outcome.valid, outcome.quarantined
+    summary = outcome.summary()
+    rows = raw_patient_records.height
+
+    yield dg.Output(
+        valid,
+        output_name="validated_patient_records",
+        metadata={
+            "dagster/row_count": valid.height,
+            "raw_rows": rows,
+            "valid_share": float(valid.height / rows) if rows else 0.0,
+        },
+    )
+    yield dg.Output(
+        quarantined,
+        output_name="quarantined_patient_records",
+        metadata={
+            "dagster/row_count": quarantined.height,
+            "counts_by_reason": dg.MetadataValue.json(summary.get("reasons", {})),
+            "counts_by_column": dg.MetadataValue.json(summary.get("columns", {})),
+            "failure_sample": dg.MetadataValue.md(_failure_sample(quarantined)),
+        },
+    )
+
+    seen = pl.concat(
+        [valid.select("source_row"), quarantined.select("source_row")], how="vertical"
+    )["source_row"]
+    accounted = valid.height + quarantined.height == rows and seen.n_unique() == seen.len()
+    yield dg.AssetCheckResult(
+        check_name=ROW_ACCOUNTING_CHECK,
+        asset_key=VALIDATED,
+        passed=bool(accounted),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"raw": rows, "valid": valid.height, "quarantined": quarantined.height},
+    )
+    rate = quarantined.height / rows if rows else 0.0
+    yield dg.AssetCheckResult(
+        check_name=QUARANTINE_RATE_CHECK,
+        asset_key=QUARANTINED,
+        passed=rate <= MAX_QUARANTINE_RATE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"quarantine_rate": float(rate), "threshold": MAX_QUARANTINE_RATE},
+    )

@@ -1,0 +1,96 @@
+"""``make pipeline``: seed the demo if needed, then materialise the whole graph headless.
+
+Runs go to the local Dagster instance (TRIAGE_HOME/dagster), so they appear in the UI afterwards.
+The in-process executor is used: the multiprocess one re-imports everything per step.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from orchestration.settings import TriagePaths
+
+DEMO_PATIENTS = 4000
+DEMO_WEEKS = 4
+DEMO_SEED = 7
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+DAGSTER_YAML = """\
+# Local single-machine instance: SQLite storage under this directory.
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home(paths: TriagePaths) -> Path:
+    """Point DAGSTER_HOME at TRIAGE_HOME/dagster unless the environment already chose one."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(paths.dagster_home)))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return home
+
+
+def seed_demo_if_empty(paths: TriagePaths) -> list[Path]:
+    from assets.partitions import partition_key_for
+    from orchestration.simulation import write_weekly_exports
+
+    paths.landing.mkdir(parents=True, exist_ok=True)
+    if any(partition_key_for(p.name) for p in paths.landing.iterdir()):
+        return []
+    return write_weekly_exports(
+        paths.landing,
+        patients=DEMO_PATIENTS,
+        weeks=DEMO_WEEKS,
+        seed=DEMO_SEED,
+        defect_rate=0.03,
+        start="2026-01-05",
+    )
+
+
+def run_pipeline(seed_demo: bool = True) -> int:
+    paths = TriagePaths.from_env()
+    ensure_dagster_home(paths)
+    if seed_demo:
+        seeded = seed_demo_if_empty(paths)
+        if seeded:
+            print(f"seeded {len(seeded)} demo weekly exports into {paths.landing}")
+
+    import dagster as dg
+
+    from assets.partitions import weekly_exports
+    from orchestration.definitions import defs
+    from orchestration.resources import TriageStorage
+    from orchestration.sensors import landing_partition_keys
+
+    keys = landing_partition_keys(TriageStorage(home=str(paths.home)))
+    if not keys:
+        print(f"no weekly exports in {paths.landing}", file=sys.stderr)
+        return 1
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(weekly_exports.name))
+    instance.add_dynamic_partitions(weekly_exports.name, [k for k in keys if k not in known])
+
+    started = time.perf_counter()
+    validation = defs.resolve_job_def("weekly_validation")
+    for key in keys:
+        result = validation.execute_in_process(
+            instance=instance, partition_key=key, raise_on_error=False, run_config=QUIET_LOGS
+        )
+        print(f"weekly_validation {key}: {'ok' if result.success else 'FAILED'} ({result.run_id})")
+        if not result.success:
+            return 1
+    result = defs.resolve_job_def("training").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET_LOGS
+    )
+    print(f"training: {'ok' if result.success else 'FAILED'} ({result.run_id})")
+    if not result.success:
+        for event in result.all_events:
+            if event.is_failure:
+                print(f"  {event.step_key}: {event.message}", file=sys.stderr)
+        return 1
+    print(f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {paths.deployments}")
+    return 0

@@ -1,0 +1,67 @@
+import dagster as dg
+import pytest
+
+from orchestration.definitions import defs
+from orchestration.resources import TriageStorage
+from orchestration.sensors import weekly_export_sensor
+
+STAGES = {
+    "raw_patient_records": "ingestion",
+    "validated_patient_records": "validation",
+    "quarantined_patient_records": "validation",
+    "disease_catalogue": "knowledge",
+    "training_table": "training",
+    "balanced_training_set": "training",
+    "diagnosis_model": "training",
+    "model_evaluation": "training",
+    "onnx_model": "deployment",
+    "deployed_model": "deployment",
+    "drift_report": "monitoring",
+}
+
+
+def test_definitions_load_with_every_asset_in_its_stage_group_with_kinds_and_description():
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    assert set(specs) == set(STAGES)
+    for name, group in STAGES.items():
+        assert specs[name].group_name == group, name
+        assert specs[name].kinds, name
+        assert specs[name].description, name
+
+
+def test_the_deployed_model_waits_for_blocking_checks_upstream():
+    graph = defs.resolve_asset_graph()
+    checks = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
+    assert checks["quality_gate"].blocking
+    assert checks["onnx_parity"].blocking
+    assert checks["row_accounting"].blocking
+    assert not checks["quarantine_rate"].blocking
+    upstream = graph.get(dg.AssetKey("deployed_model")).parent_keys
+    assert {dg.AssetKey("model_evaluation"), dg.AssetKey("onnx_model")} <= upstream
+
+
+def test_jobs_cover_the_graph():
+    assert defs.resolve_job_def("weekly_validation").partitions_def is not None
+    assert defs.resolve_job_def("training") is not None
+
+
+@pytest.fixture
+def landing(tmp_path):
+    (tmp_path / "landing").mkdir()
+    return tmp_path
+
+
+def test_weekly_export_sensor_registers_each_new_file_once(landing):
+    (landing / "landing" / "records_2026-01-05.txt").write_text("x")
+    (landing / "landing" / "notes.txt").write_text("not an export")
+    storage = TriageStorage(home=str(landing))
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"storage": storage})
+        result = weekly_export_sensor(context)
+        assert [r.partition_key for r in result.run_requests] == ["2026-01-05"]
+        assert result.dynamic_partitions_requests[0].partition_keys == ["2026-01-05"]
+        instance.add_dynamic_partitions("weekly_exports", ["2026-01-05"])
+        again = weekly_export_sensor(
+            dg.build_sensor_context(instance=instance, resources={"storage": storage})
+        )
+        assert again.run_requests == []
