@@ -135,6 +135,33 @@ def training_table(
     )
 
 
+@dg.asset_check(
+    asset=training_table,
+    name="class_minimum",
+    description="Warns when diagnoses had fewer records than the configured minimum and so "
+    "cannot be learned from data; names them.",
+)
+def class_minimum(context: dg.AssetCheckExecutionContext, policy: ModelPolicy):
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("training_table"))
+    too_few = event.asset_materialization.metadata["classes_below_minimum"].value
+    orphans = sorted(code for code in too_few if category_of(code) == "orphan")
+    others = sorted(code for code in too_few if category_of(code) != "orphan")
+    return dg.AssetCheckResult(
+        passed=not too_few,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(too_few)} diagnoses below {policy.min_class_rows} records"
+            if too_few
+            else "every diagnosis reaches the minimum"
+        ),
+        metadata={
+            "orphan_below_minimum": dg.MetadataValue.json({c: too_few[c] for c in orphans}),
+            "other_below_minimum": dg.MetadataValue.json({c: too_few[c] for c in others}),
+            "min_class_rows": policy.min_class_rows,
+        },
+    )
+
+
 @dg.asset(
     group_name="training",
     kinds={"numpy", "imblearn"},

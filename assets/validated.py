@@ -6,9 +6,12 @@ import polars as pl
 
 from assets.partitions import weekly_exports
 from orchestration.resources import TriageStorage
-from schemas.validation import validate_records
+from pandera.errors import SchemaError, SchemaErrors
+
+from schemas.validation import VALID_RECORDS_SCHEMA, validate_records
 
 ROW_ACCOUNTING_CHECK = "row_accounting"
+SCHEMA_CHECK = "schema_conformance"
 QUARANTINE_RATE_CHECK = "quarantine_rate"
 MAX_QUARANTINE_RATE = 0.10
 
@@ -53,6 +56,12 @@ def _failure_sample(quarantined: pl.DataFrame, n: int = 10) -> str:
     ins={"raw_patient_records": dg.AssetIn()},
     check_specs=[
         dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=VALIDATED,
+            blocking=True,
+            description="The validated table conforms to the Pandera clinical-range schema.",
+        ),
+        dg.AssetCheckSpec(
             ROW_ACCOUNTING_CHECK,
             asset=VALIDATED,
             blocking=True,
@@ -93,6 +102,19 @@ def validated_patient_records(
             "counts_by_column": dg.MetadataValue.json(summary.get("columns", {})),
             "failure_sample": dg.MetadataValue.md(_failure_sample(quarantined)),
         },
+    )
+
+    try:
+        VALID_RECORDS_SCHEMA.validate(valid, lazy=True)
+        schema_problems: list[str] = []
+    except (SchemaError, SchemaErrors) as exc:
+        schema_problems = [str(exc)[:2000]]
+    yield dg.AssetCheckResult(
+        check_name=SCHEMA_CHECK,
+        asset_key=VALIDATED,
+        passed=not schema_problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"problems": dg.MetadataValue.json(schema_problems)},
     )
 
     seen = pl.concat(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 import mlflow
@@ -21,16 +22,26 @@ REGISTERED_MODEL_NAME = "triage-diagnosis"
 
 
 class TriageStorage(dg.ConfigurableResource):
-    """The state directory (TRIAGE_HOME) and its layout."""
+    """The state directory and its layout. Without ``home``, TRIAGE_HOME is read when a run
+    starts (default ./.triage), never when the code location is loaded."""
 
-    home: str
+    home: Optional[str] = None
 
     @property
     def paths(self) -> TriagePaths:
-        return TriagePaths(Path(self.home))
+        return TriagePaths(Path(self.home).resolve()) if self.home else TriagePaths.from_env()
 
     def pseudonym_key(self) -> bytes:
-        return pseudonym_key(Path(self.home))
+        return pseudonym_key(self.paths.home)
+
+
+class TriageIOManager(dg.FilesystemIOManager):
+    """Dagster's filesystem IO manager; without ``base_dir`` it roots at TRIAGE_HOME/storage,
+    resolved when a run starts."""
+
+    def create_io_manager(self, context: dg.InitResourceContext):
+        base_dir = self.base_dir or str(TriagePaths.from_env().storage)
+        return dg.FilesystemIOManager(base_dir=base_dir).create_io_manager(context)
 
 
 class ModelPolicy(dg.ConfigurableResource):
@@ -59,17 +70,22 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
     MLflow would otherwise put artifacts of a new experiment under ``./mlruns`` of whatever
     directory the process started in.
     """
-    config = context.resource_config
-    uri = config.get("mlflow_tracking_uri")
-    if uri:
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(uri)
+    config = dict(context.resource_config)
+    paths = TriagePaths.from_env()
+    config["mlflow_tracking_uri"] = config.get("mlflow_tracking_uri") or os.environ.get(
+        "MLFLOW_TRACKING_URI"
+    )
+    if not config["mlflow_tracking_uri"]:
+        paths.mlflow.mkdir(parents=True, exist_ok=True)
+        config["mlflow_tracking_uri"] = f"sqlite:///{paths.mlflow / 'mlflow.db'}"
+    mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
     if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
         mlflow.create_experiment(
-            config["experiment_name"], artifact_location=config.get("artifact_location")
+            config["experiment_name"],
+            artifact_location=config.get("artifact_location")
+            or (paths.mlflow / "artifacts").as_uri(),
         )
-    return MlFlow(context)
+    return MlFlow(context.replace_config(config))
 
 
 def code_version() -> str:
@@ -89,22 +105,15 @@ def code_version() -> str:
 
 
 def build_resources() -> dict[str, object]:
-    """Resources for the current environment (local single-machine default)."""
-    home = os.environ.get("TRIAGE_HOME", ".triage")
-    paths = TriagePaths(Path(home).expanduser().resolve())
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow / 'mlflow.db'}"
-    artifact_location = os.environ.get("TRIAGE_MLFLOW_ARTIFACTS") or (
-        paths.mlflow / "artifacts"
-    ).as_uri()
+    """Resources for the local single-machine default: everything under TRIAGE_HOME, resolved
+    when a run starts. MLflow uses MLFLOW_TRACKING_URI when set, else SQLite in TRIAGE_HOME."""
     return {
-        "storage": TriageStorage(home=str(paths.home)),
+        "storage": TriageStorage(),
         "policy": ModelPolicy(),
         "mlflow": triage_mlflow.configured(
             {
                 "experiment_name": EXPERIMENT_NAME,
-                "mlflow_tracking_uri": tracking_uri,
-                "artifact_location": artifact_location,
             }
         ),
-        "io_manager": dg.FilesystemIOManager(base_dir=str(paths.storage)),
+        "io_manager": TriageIOManager(),
     }

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -518,14 +519,17 @@ def write_weekly_exports(
     defect_rate: float = 0.03,
     start: str = "2026-01-05",
     n_orphan_diseases: int = 30,
+    **cohort_options: Any,
 ) -> list[Path]:
     """Write ``records_<monday>.txt`` (comma-delimited, header = RAW_COLUMNS) per week into
-    ``out_dir`` and return the paths in week order. Each file appears atomically."""
+    ``out_dir`` and return the paths in week order. Each file appears atomically (written to a
+    temporary name, then renamed), so a sensor never sees half a file. ``cohort_options``
+    (``healthy_share``, ``orphan_share``, ...) are passed to :func:`simulate_cohort`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for monday, frame in simulate_cohort(
-        patients, weeks, seed, defect_rate, start, n_orphan_diseases
+        patients, weeks, seed, defect_rate, start, n_orphan_diseases, **cohort_options
     ):
         target = out_dir / export_file_name(monday)
         fd, tmp = tempfile.mkstemp(prefix=".records_", suffix=".tmp", dir=out_dir)

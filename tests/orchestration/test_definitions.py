@@ -35,7 +35,9 @@ def test_the_deployed_model_waits_for_blocking_checks_upstream():
     assert checks["quality_gate"].blocking
     assert checks["onnx_parity"].blocking
     assert checks["row_accounting"].blocking
+    assert checks["schema_conformance"].blocking
     assert not checks["quarantine_rate"].blocking
+    assert not checks["class_minimum"].blocking
     upstream = graph.get(dg.AssetKey("deployed_model")).parent_keys
     assert {dg.AssetKey("model_evaluation"), dg.AssetKey("onnx_model")} <= upstream
 

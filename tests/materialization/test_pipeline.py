@@ -1,0 +1,92 @@
+"""The whole graph on a small simulated cohort in a temporary TRIAGE_HOME, then the API on it."""
+
+import json
+import sqlite3
+
+import dagster as dg
+import pytest
+
+
+
+def test_every_asset_materialised_and_every_raw_row_accounted_for(deployed_home, deployed_weeks):
+    with dg.DagsterInstance.from_config(str(deployed_home / "dagster")) as instance:
+        for name in [
+            "disease_catalogue", "training_table", "balanced_training_set", "diagnosis_model",
+            "model_evaluation", "onnx_model", "deployed_model", "drift_report",
+        ]:
+            assert instance.get_latest_materialization_event(dg.AssetKey(name)), name
+        for week in deployed_weeks:
+            counts = {}
+            for name in ["raw_patient_records", "validated_patient_records",
+                         "quarantined_patient_records"]:
+                records = instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[week]),
+                    limit=1,
+                ).records
+                counts[name] = records[0].asset_materialization.metadata["dagster/row_count"].value
+            assert counts["raw_patient_records"] == 800
+            assert counts["quarantined_patient_records"] > 0  # the cohort carries defects
+            assert (
+                counts["validated_patient_records"] + counts["quarantined_patient_records"]
+                == counts["raw_patient_records"]
+            )
+
+
+def test_deployment_manifest_traces_the_model_to_its_runs_code_and_data(deployed_home, deployed_weeks):
+    pointer = json.loads((deployed_home / "deployments" / "current.json").read_text())
+    manifest = json.loads((deployed_home / "deployments" / pointer["manifest"]).read_text())
+    assert manifest["version"] == pointer["version"]
+    assert sorted(manifest["data_versions"]["weekly_exports"]) == deployed_weeks
+    assert manifest["hpo_release"] == "2025-01-16"
+    assert manifest["dagster_run_id"] and manifest["mlflow_run_id"]
+    assert manifest["metrics"]["onnx_max_abs_diff"] <= 1e-4
+    categories = {c["category"] for c in manifest["classes"]}
+    assert categories == {"common", "orphan", "healthy"}
+    db = sqlite3.connect(deployed_home / "mlflow" / "mlflow.db")
+    status = db.execute(
+        "select status from runs where run_uuid = ?", (manifest["mlflow_run_id"],)
+    ).fetchone()
+    alias = db.execute(
+        "select version from registered_model_aliases where alias = 'champion'"
+    ).fetchone()
+    assert status == ("FINISHED",)
+    assert alias == (int(manifest["mlflow_model_version"]),)
+
+
+def test_drift_report_written_with_methods_named(deployed_home, deployed_weeks):
+    summary = json.loads((deployed_home / "reports" / "drift" / f"drift_{deployed_weeks[-1]}.json").read_text())
+    assert (deployed_home / "reports" / "drift" / f"drift_{deployed_weeks[-1]}.html").stat().st_size > 10_000
+    assert set(summary["columns"]) == {
+        "age", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp"
+    }
+    assert all(c["method"] for c in summary["columns"].values())
+
+
+def test_the_api_serves_the_deployed_model(deployed_home, deployed_weeks):
+    from litestar.testing import TestClient
+
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    settings = Settings.from_env(
+        {"TRIAGE_HOME": str(deployed_home), "TRIAGE_API_KEYS": "clinician:tok-c,auditor:tok-a"}
+    )
+    with TestClient(app=create_app(settings)) as client:
+        febrile = {
+            "age": 30, "sex": "male", "heart_rate": 108, "body_temperature": 39.4,
+            "systolic_bp": 115, "diastolic_bp": 72,
+            "symptoms": ["HP:0001945", "HP:0012735", "HP:0003326"],
+        }
+        answer = client.post(
+            "/v1/predict?top_k=5", json=febrile, headers={"Authorization": "Bearer tok-c"}
+        )
+        assert answer.status_code in (200, 201), answer.text
+        body = answer.json()
+        assert len(body["differential"]) == 5
+        probabilities = [d["probability"] for d in body["differential"]]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert body["differential"][0]["category"] in {"common", "orphan", "healthy"}
+        card = client.get("/v1/model", headers={"Authorization": "Bearer tok-a"}).json()
+        assert card["version"] == body["model_version"]
+        assert card["mlflow_run_id"] and card["dagster_run_id"]
+        assert client.post("/v1/predict", json=febrile).status_code == 401
