@@ -1,0 +1,221 @@
+"""HTTP endpoints of API v1.
+
+- ``PredictionController`` (bearer token): ``POST /v1/predict``, ``POST /v1/predict/batch``.
+- ``ModelController`` (bearer token): ``GET /v1/model``.
+- ``HealthController`` (public): ``GET /health``, ``GET /ready``.
+
+Request bodies are checked by a ``before_request`` hook *before* Litestar decodes them into the
+Structs: the hook parses the JSON once (Litestar reuses the parsed value), runs the full-body
+validators of :mod:`serving.structs` and raises :class:`RequestProblems` listing every problem.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.exceptions import SerializationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody, Parameter
+from litestar.response import Response
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+from serving.auth import require_api_key
+from serving.model_store import ModelStore
+from serving.prediction_log import PredictionLog
+from serving.structs import (
+    TOP_K_DEFAULT,
+    TOP_K_MAX,
+    TOP_K_MIN,
+    BatchPredictions,
+    ErrorBody,
+    Health,
+    ModelCard,
+    Patient,
+    PredictBatch,
+    Prediction,
+    Problem,
+    Readiness,
+    validate_batch_body,
+    validate_patient_body,
+    validate_top_k,
+)
+
+TopK = Annotated[
+    int,
+    Parameter(
+        ge=TOP_K_MIN,
+        le=TOP_K_MAX,
+        description=f"How many diagnoses to return ({TOP_K_MIN}–{TOP_K_MAX}; fewer if the model "
+        "knows fewer classes).",
+    ),
+]
+
+_ERROR_RESPONSES = {
+    401: ResponseSpec(data_container=ErrorBody, description="Missing or unknown bearer token."),
+    422: ResponseSpec(
+        data_container=ErrorBody, description="Invalid input; `problems` lists every problem."
+    ),
+    503: ResponseSpec(data_container=ErrorBody, description="No model is loaded."),
+}
+
+
+class RequestProblems(Exception):
+    """Invalid request; mapped to 422 with every problem (see :mod:`serving.app`)."""
+
+    def __init__(self, detail: str, problems: list[Problem]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.problems = problems
+
+
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    if not body.strip():
+        raise RequestProblems(
+            "request body is empty",
+            [Problem(field="body", value=None, message="a JSON body is required")],
+        )
+    try:
+        return await request.json()
+    except SerializationException as exc:
+        raise RequestProblems(
+            "request body is not valid JSON",
+            [Problem(field="body", value=None, message=str(exc.detail or exc)[:200])],
+        ) from None
+
+
+def _raise_if(problems: list[Problem], what: str) -> None:
+    if problems:
+        raise RequestProblems(f"{len(problems)} problem(s) in the {what}", problems)
+
+
+async def check_single_request(request: Request) -> None:
+    """before_request hook of /v1/predict: every problem in query and body at once."""
+    top_k, problems = validate_top_k(request.query_params.get("top_k"))
+    patient, body_problems = validate_patient_body(await _json_body(request))
+    problems.extend(body_problems)
+    _raise_if(problems, "request")
+    request.state.top_k = top_k
+    request.state.patients = [patient]
+
+
+async def check_batch_request(request: Request) -> None:
+    """before_request hook of /v1/predict/batch: paths look like ``patients[3].heart_rate``."""
+    top_k, problems = validate_top_k(request.query_params.get("top_k"))
+    patients, body_problems = validate_batch_body(await _json_body(request))
+    problems.extend(body_problems)
+    _raise_if(problems, "request")
+    request.state.top_k = top_k
+    request.state.patients = patients
+
+
+async def _current_store(request: Request) -> ModelStore:
+    store: ModelStore = request.app.state.model_store
+    if store.reload_due():
+        await anyio.to_thread.run_sync(store.reload_now)
+    return store
+
+
+def _score(request: Request, store: ModelStore) -> list[dict[str, Any]]:
+    patients: list[dict[str, Any]] = request.state.patients
+    answers = store.predict(patients, request.state.top_k)
+    prediction_log: PredictionLog | None = request.app.state.prediction_log
+    if prediction_log is not None:
+        prediction_log.record(patients, answers)
+    return answers
+
+
+class PredictionController(Controller):
+    path = "/v1"
+    tags = ["prediction"]
+    guards = [require_api_key]
+    security = [{"BearerToken": []}]
+
+    @post(
+        "/predict",
+        operation_id="predictDifferential",
+        status_code=HTTP_200_OK,
+        before_request=check_single_request,
+        responses=_ERROR_RESPONSES,
+    )
+    async def predict(
+        self, request: Request, data: JSONBody[Patient], top_k: TopK = TOP_K_DEFAULT
+    ) -> Prediction:
+        """Ranked differential diagnosis, orphan probability and severity for one patient.
+
+        Every body field is optional; ``body_temperature`` is in °C. Invalid input answers 422 with
+        every problem listed (field, value, allowed range).
+        """
+        store = await _current_store(request)
+        return msgspec.convert(_score(request, store)[0], Prediction)
+
+    @post(
+        "/predict/batch",
+        operation_id="predictDifferentialBatch",
+        status_code=HTTP_200_OK,
+        before_request=check_batch_request,
+        responses=_ERROR_RESPONSES,
+        request_max_body_size=8 * 1024 * 1024,
+    )
+    async def predict_batch(
+        self, request: Request, data: JSONBody[PredictBatch], top_k: TopK = TOP_K_DEFAULT
+    ) -> BatchPredictions:
+        """Predictions for 1–1000 patients, in the order they were sent.
+
+        Problems are reported with paths like ``patients[3].heart_rate``; one bad patient rejects
+        the whole batch (nothing is scored).
+        """
+        store = await _current_store(request)
+        return msgspec.convert({"predictions": _score(request, store)}, BatchPredictions)
+
+
+class ModelController(Controller):
+    path = "/v1/model"
+    tags = ["model"]
+    guards = [require_api_key]
+    security = [{"BearerToken": []}]
+
+    @get(
+        "/",
+        operation_id="getModelCard",
+        responses={k: v for k, v in _ERROR_RESPONSES.items() if k != 422},
+    )
+    async def model_card(self, request: Request) -> ModelCard:
+        """The deployed model's card: version, provenance (MLflow, Dagster, data versions), metrics."""
+        store = await _current_store(request)
+        return msgspec.convert(store.require().card(), ModelCard)
+
+
+class HealthController(Controller):
+    path = "/"
+    tags = ["health"]
+
+    @get("/health", operation_id="getHealth")
+    async def health(self) -> Health:
+        """Liveness: the process answers. No authentication."""
+        return Health(status="ok")
+
+    @get(
+        "/ready",
+        operation_id="getReadiness",
+        responses={503: ResponseSpec(data_container=Readiness, description="No model loaded.")},
+    )
+    async def ready(self, request: Request) -> Response[Readiness]:
+        """Readiness: 200 once a model is loaded, else 503 with the reason. No authentication."""
+        store = await _current_store(request)
+        model = store.model
+        if model is None:
+            return Response(
+                Readiness(
+                    status="not_ready",
+                    detail="no model is loaded",
+                    last_reload_error=store.last_error,
+                ),
+                status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return Response(
+            Readiness(status="ready", model_version=model.version, last_reload_error=store.last_error)
+        )

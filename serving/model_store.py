@@ -1,0 +1,391 @@
+"""The deployed model: loading, integrity check, prediction and hot reload.
+
+Layout written by the pipeline (see the shared contract)::
+
+    <TRIAGE_HOME>/deployments/current.json      {"version": ..., "manifest": "<version>/manifest.json"}
+    <TRIAGE_HOME>/deployments/<version>/manifest.json
+    <TRIAGE_HOME>/deployments/<version>/model.onnx
+
+:class:`LoadedModel` is one immutable deployment (manifest + onnxruntime session). It is only built
+after the SHA-256 of the ONNX bytes matches ``manifest.onnx_sha256`` and a smoke prediction returns
+the shapes the manifest announces. :class:`ModelStore` holds the current ``LoadedModel`` and swaps the
+reference when ``current.json`` changes; a request takes the reference once, so it is never served
+by half of one model and half of another. A failed load keeps the previous model and records the
+error (shown by ``/ready``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from schemas.features import FeatureSpec
+
+log = logging.getLogger("triage.serving.model")
+
+MANIFEST_FORMAT = 1
+CATEGORIES = ("common", "orphan", "healthy")
+
+
+class ModelLoadError(RuntimeError):
+    """The deployment cannot be served; the message says which file and why."""
+
+
+class NoModelError(RuntimeError):
+    """No model is loaded (nothing deployed yet, or every load so far failed)."""
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _session_options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # one thread per session; scale with worker processes (see stack notes)
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return options
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{what} not found: {path.name}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{what} {path.name} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{what} {path.name} must be a JSON object")
+    return data
+
+
+def _inside(base: Path, relative: str, what: str) -> Path:
+    """Resolve ``relative`` under ``base`` and refuse paths escaping it."""
+    if not isinstance(relative, str) or not relative:
+        raise ModelLoadError(f"{what} path is missing")
+    target = (base / relative).resolve()
+    if not target.is_relative_to(base.resolve()):
+        raise ModelLoadError(f"{what} path {relative!r} points outside {base.name}/")
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class ClassEntry:
+    code: str
+    name: str
+    category: str
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One deployment, ready to score. Immutable: hot reload replaces the whole object."""
+
+    version: str
+    manifest: Mapping[str, Any]
+    session: ort.InferenceSession = field(repr=False)
+    spec: FeatureSpec = field(repr=False)
+    classes: tuple[ClassEntry, ...]
+    severity_labels: tuple[str, ...]
+    input_name: str
+    diagnosis_output: str
+    severity_output: str
+    onnx_sha256: str
+    loaded_at: str
+    _orphan_mask: np.ndarray = field(repr=False)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_manifest(cls, manifest_path: Path) -> "LoadedModel":
+        manifest = _read_json(manifest_path, "manifest")
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise ModelLoadError(
+                f"manifest format {manifest.get('format')!r} is not supported (expected {MANIFEST_FORMAT})"
+            )
+        try:
+            version = str(manifest["version"])
+            expected_sha = str(manifest["onnx_sha256"]).lower()
+            onnx_file = manifest.get("onnx_file", "model.onnx")
+            input_name = str(manifest.get("onnx_input", "features"))
+            outputs = manifest.get("onnx_outputs") or {}
+            diagnosis_output = str(outputs.get("diagnosis", "diagnosis_probabilities"))
+            severity_output = str(outputs.get("severity", "severity_probabilities"))
+            spec = FeatureSpec.from_manifest(manifest["features"])
+            classes = tuple(
+                ClassEntry(code=str(c["code"]), name=str(c.get("name") or c["code"]),
+                           category=str(c["category"]))
+                for c in manifest["classes"]
+            )
+            severity_labels = tuple(str(s) for s in manifest["severity_labels"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"manifest of {manifest_path.parent.name} is incomplete: {exc!r}") from None
+        if not classes:
+            raise ModelLoadError(f"manifest of version {version} lists no classes")
+        bad = sorted({c.category for c in classes} - set(CATEGORIES))
+        if bad:
+            raise ModelLoadError(f"manifest of version {version} has unknown class categories {bad}")
+
+        onnx_path = _inside(manifest_path.parent, onnx_file, "onnx_file")
+        try:
+            content = onnx_path.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read {onnx_path.name} of version {version}: {exc.strerror}") from None
+        actual_sha = hashlib.sha256(content).hexdigest()
+        if actual_sha != expected_sha:
+            raise ModelLoadError(
+                f"refusing version {version}: sha256 of {onnx_path.name} is {actual_sha}, "
+                f"manifest says {expected_sha}"
+            )
+        try:
+            session = ort.InferenceSession(
+                content, _session_options(), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"onnxruntime cannot load version {version}: {exc}") from None
+
+        model = cls(
+            version=version,
+            manifest=manifest,
+            session=session,
+            spec=spec,
+            classes=classes,
+            severity_labels=severity_labels,
+            input_name=input_name,
+            diagnosis_output=diagnosis_output,
+            severity_output=severity_output,
+            onnx_sha256=actual_sha,
+            loaded_at=_utc_now(),
+            _orphan_mask=np.array([c.category == "orphan" for c in classes], dtype=bool),
+        )
+        model._smoke_test()
+        return model
+
+    def _smoke_test(self) -> None:
+        """Score an empty patient; the output shapes must match the manifest."""
+        try:
+            diagnosis, severity = self._run(self.spec.encode([{}, {"sex": "female"}]))
+        except Exception as exc:
+            raise ModelLoadError(f"version {self.version} fails a test prediction: {exc}") from None
+        if diagnosis.shape != (2, len(self.classes)):
+            raise ModelLoadError(
+                f"version {self.version}: diagnosis output has shape {diagnosis.shape}, "
+                f"manifest lists {len(self.classes)} classes"
+            )
+        if severity.shape != (2, len(self.severity_labels)):
+            raise ModelLoadError(
+                f"version {self.version}: severity output has shape {severity.shape}, "
+                f"manifest lists {len(self.severity_labels)} labels"
+            )
+
+    # ---------------------------------------------------------------- scoring
+    def _run(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        diagnosis, severity = self.session.run(
+            [self.diagnosis_output, self.severity_output], {self.input_name: features}
+        )
+        return np.asarray(diagnosis, dtype=np.float64), np.asarray(severity, dtype=np.float64)
+
+    def predict(self, patients: Sequence[Mapping[str, Any]], top_k: int) -> list[dict[str, Any]]:
+        """Score validated patient dicts (API body fields); one answer dict per patient, same order."""
+        if not patients:
+            return []
+        diagnosis, severity = self._run(self.spec.encode(patients))
+        # float32 sums can drift a hair outside [0, 1]
+        np.clip(diagnosis, 0.0, 1.0, out=diagnosis)
+        np.clip(severity, 0.0, 1.0, out=severity)
+        k = max(1, min(int(top_k), len(self.classes)))
+        # stable sort on the negated probabilities: ties keep manifest order
+        order = np.argsort(-diagnosis, axis=1, kind="stable")[:, :k].tolist()
+        if self._orphan_mask.any():
+            orphan = np.minimum(diagnosis[:, self._orphan_mask].sum(axis=1), 1.0).tolist()
+        else:
+            orphan = [0.0] * len(patients)
+        severity_best = np.argmax(severity, axis=1).tolist()
+        dx_rows, sev_rows = diagnosis.tolist(), severity.tolist()  # plain floats, fast to index
+        classes, labels = self.classes, self.severity_labels
+        answers: list[dict[str, Any]] = []
+        for row, patient in enumerate(patients):
+            probs, sev = dx_rows[row], sev_rows[row]
+            answers.append(
+                {
+                    "prediction_id": uuid.uuid4().hex,
+                    "model_version": self.version,
+                    "differential": [
+                        {
+                            "code": classes[j].code,
+                            "name": classes[j].name,
+                            "category": classes[j].category,
+                            "probability": probs[j],
+                        }
+                        for j in order[row]
+                    ],
+                    "orphan_probability": orphan[row],
+                    "severity": {
+                        "label": labels[severity_best[row]],
+                        "probabilities": dict(zip(labels, sev)),
+                    },
+                    "warnings": self.warnings_for(patient),
+                }
+            )
+        return answers
+
+    def warnings_for(self, patient: Mapping[str, Any]) -> list[str]:
+        warnings = [
+            f"symptom {term} is not used by this model"
+            for term in patient.get("symptoms") or ()
+            if not self.spec.knows_symptom(term)
+        ]
+        if not patient.get("symptoms") and all(
+            patient.get(name) is None for name in self.spec.vitals
+        ):
+            warnings.append("no vital signs or symptoms given: the answer reflects base rates only")
+        return warnings
+
+    def card(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "version": self.version,
+            "trained_at": m.get("trained_at"),
+            "onnx_sha256": self.onnx_sha256,
+            "metrics": m.get("metrics") or {},
+            "mlflow_run_id": m.get("mlflow_run_id"),
+            "mlflow_model_version": _str_or_none(m.get("mlflow_model_version")),
+            "dagster_run_id": m.get("dagster_run_id"),
+            "code_version": m.get("code_version"),
+            "data_versions": m.get("data_versions") or {},
+            "hpo_release": m.get("hpo_release"),
+            "n_classes": len(self.classes),
+            "classes": [
+                {"code": c.code, "name": c.name, "category": c.category} for c in self.classes
+            ],
+            "severity_labels": list(self.severity_labels),
+            "n_symptoms": len(self.spec.symptoms),
+            "loaded_at": self.loaded_at,
+        }
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def load_deployment(deployments_dir: Path) -> LoadedModel:
+    """Load what ``deployments/current.json`` points at, or raise :class:`ModelLoadError`."""
+    pointer = _read_json(deployments_dir / "current.json", "deployment pointer")
+    manifest_rel = pointer.get("manifest")
+    if manifest_rel is None and pointer.get("version"):
+        manifest_rel = f"{pointer['version']}/manifest.json"
+    manifest_path = _inside(deployments_dir, manifest_rel, "manifest")
+    model = LoadedModel.from_manifest(manifest_path)
+    if pointer.get("version") is not None and str(pointer["version"]) != model.version:
+        raise ModelLoadError(
+            f"current.json names version {pointer['version']!r} but its manifest says {model.version!r}"
+        )
+    return model
+
+
+class ModelStore:
+    """Holds the current :class:`LoadedModel` and replaces it when ``current.json`` changes.
+
+    ``reload_if_changed()`` costs one ``stat`` when called more often than ``interval_s``; a load runs
+    only if the pointer file's (inode, size, mtime) changed since the last attempt, so a broken
+    deployment is not retried on every request, only after the pointer is rewritten.
+    """
+
+    def __init__(self, deployments_dir: Path, interval_s: float = 1.0) -> None:
+        self.deployments_dir = deployments_dir
+        self.pointer = deployments_dir / "current.json"
+        self.interval_s = interval_s
+        self._model: LoadedModel | None = None
+        self.last_error: str | None = None
+        self._signature: tuple[int, int, int] | None = None
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self._model
+
+    def require(self) -> LoadedModel:
+        model = self._model
+        if model is None:
+            reason = self.last_error or "no deployment found (deployments/current.json is missing)"
+            raise NoModelError(f"no model is loaded: {reason}")
+        return model
+
+    def predict(self, patients: Sequence[Mapping[str, Any]], top_k: int) -> list[dict[str, Any]]:
+        return self.require().predict(patients, top_k)
+
+    def _stat_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.pointer)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def load(self) -> bool:
+        """Load the current deployment now; True when a new model was installed."""
+        with self._lock:
+            return self._load_locked(self._stat_signature())
+
+    def _load_locked(self, signature: tuple[int, int, int] | None) -> bool:
+        self._signature = signature
+        if signature is None:
+            if self._model is None:
+                self.last_error = "no deployment found (deployments/current.json is missing)"
+            return False
+        try:
+            model = load_deployment(self.deployments_dir)
+        except ModelLoadError as exc:
+            self.last_error = str(exc)
+            log.error("model load failed, keeping %s: %s",
+                      self._model.version if self._model else "no model", exc)
+            return False
+        previous = self._model
+        self._model = model  # atomic reference swap
+        self.last_error = None
+        log.info("serving model %s (was %s)", model.version, previous.version if previous else None)
+        return True
+
+    def reload_due(self) -> bool:
+        """Cheap: at most one ``stat`` per ``interval_s``; True when the pointer file changed."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.interval_s
+        return self._stat_signature() != self._signature
+
+    def reload_if_changed(self) -> bool:
+        """Reload when ``current.json`` changed since the last attempt (checked at most once per
+        ``interval_s``); True when a new model was installed. Safe to call from any thread."""
+        if not self.reload_due():
+            return False
+        return self.reload_now()
+
+    def reload_now(self) -> bool:
+        """Load if the pointer differs from the last attempt, without the interval throttle.
+
+        The app calls ``reload_due()`` on the event loop and, only when it is True, runs this in a
+        worker thread so loading a large model does not stall requests served by the old one.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False  # another thread is loading right now
+        try:
+            signature = self._stat_signature()
+            if signature == self._signature:
+                return False
+            return self._load_locked(signature)
+        finally:
+            self._lock.release()

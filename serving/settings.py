@@ -1,0 +1,127 @@
+"""Serving configuration, read from the environment once at start-up.
+
+``Settings.from_env()`` is called by :func:`serving.app.create_app` (or by :func:`serving.app.serve`
+before uvicorn starts, so a bad value fails fast with a readable message) and the frozen result is
+put on ``app.state``. Nothing else in ``serving/`` reads ``os.environ``.
+
+Environment:
+- ``TRIAGE_HOME``: root of the deployed artefacts (default ``./.triage``), resolved to an absolute
+  path. The model is read from ``<home>/deployments`` and predictions are logged under
+  ``<home>/predictions``.
+- ``TRIAGE_API_KEYS``: ``"role:token,role:token"`` with roles ``clinician``, ``auditor``,
+  ``admin``. Empty or unset means no key is accepted (every protected endpoint answers 401).
+- ``TRIAGE_RELOAD_INTERVAL``: seconds between checks of ``deployments/current.json`` (default 1).
+- ``TRIAGE_PREDICTION_LOG``: ``"0"``/``"false"`` turns the prediction log off (default on).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROLES: tuple[str, ...] = ("clinician", "auditor", "admin")
+DEFAULT_HOME = "./.triage"
+
+
+class SettingsError(ValueError):
+    """A configuration value is unusable; the message says which variable and why (never a token)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    role: str
+    token: str = field(repr=False)  # never shown in reprs or logs
+
+
+def parse_api_keys(raw: str | None) -> tuple[ApiKey, ...]:
+    """Parse ``"role:token,role:token"``; raise :class:`SettingsError` naming the bad entry's position."""
+    if raw is None or not raw.strip():
+        return ()
+    keys: list[ApiKey] = []
+    seen_tokens: set[str] = set()
+    for position, entry in enumerate(raw.split(","), start=1):
+        entry = entry.strip()
+        if not entry:
+            raise SettingsError(f"TRIAGE_API_KEYS entry {position} is empty (expected role:token)")
+        role, sep, token = entry.partition(":")
+        role, token = role.strip(), token.strip()
+        if not sep or not token:
+            raise SettingsError(
+                f"TRIAGE_API_KEYS entry {position} is malformed (expected role:token)"
+            )
+        if role not in ROLES:
+            raise SettingsError(
+                f"TRIAGE_API_KEYS entry {position} has unknown role {role!r} "
+                f"(allowed: {', '.join(ROLES)})"
+            )
+        if any(ch.isspace() for ch in token):
+            raise SettingsError(f"TRIAGE_API_KEYS entry {position}: the token contains whitespace")
+        if token in seen_tokens:
+            raise SettingsError(
+                f"TRIAGE_API_KEYS entry {position} repeats a token already configured; "
+                "each token must map to exactly one role"
+            )
+        seen_tokens.add(token)
+        keys.append(ApiKey(role=role, token=token))
+    return tuple(keys)
+
+
+def _parse_bool(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _parse_float(name: str, raw: str | None, default: float) -> float:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value < 86400:
+        raise SettingsError(f"{name} must be between 0 and 86400 seconds, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    triage_home: Path
+    api_keys: tuple[ApiKey, ...] = ()
+    reload_interval_s: float = 1.0
+    log_predictions: bool = True
+
+    @property
+    def deployments_dir(self) -> Path:
+        return self.triage_home / "deployments"
+
+    @property
+    def current_pointer(self) -> Path:
+        return self.deployments_dir / "current.json"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        """One JSON-lines file per UTC day: ``predictions-YYYY-MM-DD.jsonl``."""
+        return self.triage_home / "predictions"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        home = Path(env.get("TRIAGE_HOME") or DEFAULT_HOME).expanduser().resolve()
+        return cls(
+            triage_home=home,
+            api_keys=parse_api_keys(env.get("TRIAGE_API_KEYS")),
+            reload_interval_s=_parse_float(
+                "TRIAGE_RELOAD_INTERVAL", env.get("TRIAGE_RELOAD_INTERVAL"), 1.0
+            ),
+            log_predictions=_parse_bool(
+                "TRIAGE_PREDICTION_LOG", env.get("TRIAGE_PREDICTION_LOG"), True
+            ),
+        )

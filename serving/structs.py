@@ -1,0 +1,380 @@
+"""Request and response bodies of API v1 (msgspec Structs) and the full-body validator.
+
+The Structs document the contract in OpenAPI, with the ranges taken from
+:data:`schemas.clinical.CLINICAL_RANGES`. msgspec stops at the first bad field, so request bodies
+are first checked by :func:`validate_patient_body` / :func:`validate_batch_body`, which list every
+problem at once (field path, offending value, what is allowed). Only a body that passes reaches
+msgspec, which then cannot fail on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from schemas.clinical import CLINICAL_RANGES, HPO_ID_PATTERN, HPO_ID_RE, SEXES
+
+MAX_BATCH = 1000
+MAX_SYMPTOMS = 256
+TOP_K_MIN, TOP_K_MAX, TOP_K_DEFAULT = 1, 100, 10
+MAX_REPORTED_PROBLEMS = 1000
+_MAX_ECHO = 80
+
+VITAL_FIELDS: tuple[str, ...] = (
+    "age",
+    "heart_rate",
+    "body_temperature",
+    "systolic_bp",
+    "diastolic_bp",
+)
+PATIENT_FIELDS: tuple[str, ...] = (*VITAL_FIELDS, "sex", "symptoms")
+
+
+# The pipeline converts °F exports; the API takes °C only (a value in °F range is an error).
+_API_DESCRIPTIONS = {"body_temperature": "Body temperature in degrees Celsius (°F is not accepted)."}
+
+
+def _vital(name: str) -> Any:
+    r = CLINICAL_RANGES[name]
+    description = _API_DESCRIPTIONS.get(name, r.description)
+    return Annotated[
+        float,
+        Meta(ge=r.low, le=r.high, description=f"{description} Allowed {r.bounds_text}."),
+    ]
+
+
+Age = _vital("age")
+HeartRate = _vital("heart_rate")
+BodyTemperature = _vital("body_temperature")
+SystolicBp = _vital("systolic_bp")
+DiastolicBp = _vital("diastolic_bp")
+Sex = Literal[SEXES]  # type: ignore[valid-type]
+HpoId = Annotated[str, Meta(pattern=HPO_ID_PATTERN, examples=["HP:0001945"])]
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+
+
+class Patient(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One patient's findings; every field is optional. No identifiers: the API never needs them."""
+
+    age: Age | None = None
+    sex: Sex | None = None
+    heart_rate: HeartRate | None = None
+    body_temperature: BodyTemperature | None = None
+    systolic_bp: SystolicBp | None = None
+    diastolic_bp: DiastolicBp | None = None
+    symptoms: Annotated[list[HpoId], Meta(max_length=MAX_SYMPTOMS)] | None = None
+
+
+class PredictBatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    patients: Annotated[list[Patient], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class DifferentialEntry(msgspec.Struct, kw_only=True):
+    code: str
+    name: str
+    category: Literal["common", "orphan", "healthy"]
+    probability: Probability
+
+
+class Severity(msgspec.Struct, kw_only=True):
+    label: str
+    probabilities: dict[str, Probability]
+
+
+class Prediction(msgspec.Struct, kw_only=True):
+    prediction_id: str
+    model_version: str
+    differential: list[DifferentialEntry]
+    orphan_probability: Probability
+    severity: Severity
+    warnings: list[str] = msgspec.field(default_factory=list)
+
+
+class BatchPredictions(msgspec.Struct, kw_only=True):
+    predictions: list[Prediction]
+
+
+class ClassInfo(msgspec.Struct, kw_only=True):
+    code: str
+    name: str
+    category: str
+
+
+class ModelCard(msgspec.Struct, kw_only=True):
+    version: str
+    trained_at: str | None
+    onnx_sha256: str
+    metrics: dict[str, Any]
+    mlflow_run_id: str | None
+    mlflow_model_version: str | None
+    dagster_run_id: str | None
+    code_version: str | None
+    data_versions: dict[str, Any]
+    hpo_release: str | None
+    n_classes: int
+    classes: list[ClassInfo]
+    severity_labels: list[str]
+    n_symptoms: int
+    loaded_at: str
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class Readiness(msgspec.Struct, kw_only=True):
+    status: Literal["ready", "not_ready"]
+    model_version: str | None = None
+    detail: str | None = None
+    last_reload_error: str | None = None
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    field: str
+    value: Any
+    message: str
+    allowed: str | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    detail: str
+    problems: list[Problem] = msgspec.field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation that reports every problem
+
+
+def _echo(value: Any) -> Any:
+    """The offending value, shortened so an error body stays small."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_ECHO else value[:_MAX_ECHO] + "…"
+    if isinstance(value, list):
+        return f"<array of {len(value)}>"
+    if isinstance(value, dict):
+        return f"<object with {len(value)} keys>"
+    return f"<{type(value).__name__}>"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _path(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def validate_patient_body(obj: Any, prefix: str = "") -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Check one decoded patient object; return (clean dict or None, every problem found)."""
+    problems: list[Problem] = []
+    if not isinstance(obj, Mapping):
+        problems.append(
+            Problem(
+                field=prefix or "body",
+                value=_echo(obj),
+                message=f"expected a JSON object with patient fields, got {_type_name(obj)}",
+                allowed=", ".join(PATIENT_FIELDS),
+            )
+        )
+        return None, problems
+
+    for key in obj:
+        if key not in PATIENT_FIELDS:
+            problems.append(
+                Problem(
+                    field=_path(prefix, str(key)),
+                    value=_echo(obj[key]),
+                    message="unknown field",
+                    allowed=", ".join(PATIENT_FIELDS),
+                )
+            )
+
+    clean: dict[str, Any] = {}
+    for name in VITAL_FIELDS:
+        value = obj.get(name)
+        rng = CLINICAL_RANGES[name]
+        clean[name] = None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(
+                Problem(
+                    field=_path(prefix, name),
+                    value=_echo(value),
+                    message=f"must be a number or null, got {_type_name(value)}",
+                    allowed=rng.bounds_text,
+                )
+            )
+            continue
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number) or not rng.contains(number):
+            message = f"{_echo(value)} is outside the allowed range {rng.bounds_text}"
+            if name == "body_temperature" and 77 <= number <= 113:
+                message += " (looks like °F; the API takes °C)"
+            problems.append(
+                Problem(
+                    field=_path(prefix, name),
+                    value=_echo(value),
+                    message=message,
+                    allowed=rng.bounds_text,
+                )
+            )
+            continue
+        clean[name] = number
+
+    systolic, diastolic = clean["systolic_bp"], clean["diastolic_bp"]
+    if systolic is not None and diastolic is not None and diastolic >= systolic:
+        problems.append(
+            Problem(
+                field=_path(prefix, "diastolic_bp"),
+                value=_echo(obj.get("diastolic_bp")),
+                message=f"diastolic_bp must be below systolic_bp ({_echo(obj.get('systolic_bp'))})",
+                allowed=f"< systolic_bp, {CLINICAL_RANGES['diastolic_bp'].bounds_text}",
+            )
+        )
+
+    sex = obj.get("sex")
+    clean["sex"] = None
+    if sex is not None:
+        if isinstance(sex, str) and sex in SEXES:
+            clean["sex"] = sex
+        else:
+            problems.append(
+                Problem(
+                    field=_path(prefix, "sex"),
+                    value=_echo(sex),
+                    message="unknown sex" if isinstance(sex, str) else (
+                        f"must be a string or null, got {_type_name(sex)}"
+                    ),
+                    allowed=" | ".join(SEXES),
+                )
+            )
+
+    symptoms = obj.get("symptoms")
+    clean["symptoms"] = []
+    if symptoms is not None:
+        if not isinstance(symptoms, list):
+            problems.append(
+                Problem(
+                    field=_path(prefix, "symptoms"),
+                    value=_echo(symptoms),
+                    message=f"must be an array of HPO ids, got {_type_name(symptoms)}",
+                    allowed="HP:nnnnnnn",
+                )
+            )
+        elif len(symptoms) > MAX_SYMPTOMS:
+            problems.append(
+                Problem(
+                    field=_path(prefix, "symptoms"),
+                    value=_echo(symptoms),
+                    message=f"at most {MAX_SYMPTOMS} symptoms per patient",
+                    allowed=f"0–{MAX_SYMPTOMS} HPO ids",
+                )
+            )
+        else:
+            seen: set[str] = set()
+            for i, term in enumerate(symptoms):
+                if not isinstance(term, str) or HPO_ID_RE.match(term) is None:
+                    problems.append(
+                        Problem(
+                            field=_path(prefix, f"symptoms[{i}]"),
+                            value=_echo(term),
+                            message="not an HPO id",
+                            allowed="HP: followed by 7 digits, e.g. HP:0001945",
+                        )
+                    )
+                elif term not in seen:
+                    seen.add(term)
+                    clean["symptoms"].append(term)
+
+    return (None if problems else clean), problems
+
+
+def validate_batch_body(obj: Any) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
+    """Check a decoded batch body ``{"patients": [...]}``; paths look like ``patients[3].heart_rate``."""
+    if not isinstance(obj, Mapping):
+        return None, [
+            Problem(
+                field="body",
+                value=_echo(obj),
+                message=f'expected a JSON object {{"patients": [...]}}, got {_type_name(obj)}',
+            )
+        ]
+    problems: list[Problem] = [
+        Problem(field=str(key), value=_echo(obj[key]), message="unknown field", allowed="patients")
+        for key in obj
+        if key != "patients"
+    ]
+    patients = obj.get("patients")
+    if not isinstance(patients, list):
+        problems.append(
+            Problem(
+                field="patients",
+                value=_echo(patients),
+                message=f"must be an array of patient objects, got {_type_name(patients)}",
+                allowed=f"1–{MAX_BATCH} patients",
+            )
+        )
+        return None, problems
+    if not 1 <= len(patients) <= MAX_BATCH:
+        problems.append(
+            Problem(
+                field="patients",
+                value=_echo(patients),
+                message=f"batch size {len(patients)} is outside 1–{MAX_BATCH}",
+                allowed=f"1–{MAX_BATCH} patients",
+            )
+        )
+        return None, problems
+    clean: list[dict[str, Any]] = []
+    for i, patient in enumerate(patients):
+        row, row_problems = validate_patient_body(patient, prefix=f"patients[{i}]")
+        problems.extend(row_problems)
+        if row is not None:
+            clean.append(row)
+    return (None if problems else clean), problems
+
+
+def validate_top_k(raw: str | None) -> tuple[int, list[Problem]]:
+    if raw is None:
+        return TOP_K_DEFAULT, []
+    allowed = f"integer {TOP_K_MIN}–{TOP_K_MAX}"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        return TOP_K_DEFAULT, [
+            Problem(field="top_k", value=_echo(raw), message="must be an integer", allowed=allowed)
+        ]
+    if not TOP_K_MIN <= value <= TOP_K_MAX:
+        return TOP_K_DEFAULT, [
+            Problem(
+                field="top_k",
+                value=value,
+                message=f"{value} is outside {TOP_K_MIN}–{TOP_K_MAX}",
+                allowed=allowed,
+            )
+        ]
+    return value, []
