@@ -90,3 +90,28 @@ def test_the_api_serves_the_deployed_model(deployed_home, deployed_weeks):
         assert card["version"] == body["model_version"]
         assert card["mlflow_run_id"] and card["dagster_run_id"]
         assert client.post("/v1/predict", json=febrile).status_code == 401
+
+
+def test_a_second_run_validates_only_new_weeks_and_deploys_a_new_version(
+    deployed_home, deployed_weeks, capsys
+):
+    from orchestration.pipeline import run_pipeline
+    from orchestration.simulation import write_weekly_exports
+
+    before = json.loads((deployed_home / "deployments" / "current.json").read_text())
+    new_week = "2026-03-23"
+    write_weekly_exports(
+        deployed_home / "landing", patients=600, weeks=1, seed=12, defect_rate=0.04,
+        start=new_week,
+    )
+    assert run_pipeline(seed_demo=False) == 0
+    out = capsys.readouterr().out
+    for week in deployed_weeks:
+        assert f"weekly_validation {week}: unchanged" in out
+    assert f"weekly_validation {new_week}: ok" in out
+    after = json.loads((deployed_home / "deployments" / "current.json").read_text())
+    assert after["version"] != before["version"]
+    manifest = json.loads((deployed_home / "deployments" / after["manifest"]).read_text())
+    assert new_week in manifest["data_versions"]["weekly_exports"]
+    # the previous version stays on disk, immutable, for audit and rollback
+    assert (deployed_home / "deployments" / before["manifest"]).exists()
