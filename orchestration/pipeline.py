@@ -83,7 +83,13 @@ def run_pipeline(seed_demo: bool = True) -> int:
         if seeded:
             print(f"seeded {len(seeded)} demo weekly exports into {paths.landing}")
 
+    import warnings
+
     import dagster as dg
+
+    # The beta markers of dagster-mlflow and Output(data_version=...) say nothing to an operator.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from assets.partitions import weekly_exports
     from orchestration.definitions import defs

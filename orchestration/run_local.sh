@@ -18,7 +18,8 @@ clinician_token="$(tr ',' '\n' <<<"$TRIAGE_API_KEYS" | sed -n 's/^clinician://p'
 
 pids=()
 stop() { for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap "exit 0" INT TERM
 
 "$VENV/bin/dagster" dev -w workspace.yaml -h "$HOST" -p "$UI_PORT" >"$TRIAGE_HOME/dagster-ui.log" 2>&1 &
 pids+=($!)
