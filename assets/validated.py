@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from assets.partitions import weekly_exports
-from orchestration.resources import TriageStorage
+from orchestration.resources import QualityPolicy, TriageStorage
 from pandera.errors import SchemaError, SchemaErrors
 
 from schemas.validation import VALID_RECORDS_SCHEMA, validate_records
@@ -13,7 +13,6 @@ from schemas.validation import VALID_RECORDS_SCHEMA, validate_records
 ROW_ACCOUNTING_CHECK = "row_accounting"
 SCHEMA_CHECK = "schema_conformance"
 QUARANTINE_RATE_CHECK = "quarantine_rate"
-MAX_QUARANTINE_RATE = 0.10
 
 VALIDATED = dg.AssetKey("validated_patient_records")
 QUARANTINED = dg.AssetKey("quarantined_patient_records")
@@ -70,13 +69,15 @@ def _failure_sample(quarantined: pl.DataFrame, n: int = 10) -> str:
         dg.AssetCheckSpec(
             QUARANTINE_RATE_CHECK,
             asset=QUARANTINED,
-            description=f"Warns when more than {MAX_QUARANTINE_RATE:.0%} of a week is quarantined.",
+            description="Warns when the share of a week's rows in quarantine passes the "
+            "configured threshold (QualityPolicy.max_quarantine_rate, 10 % by default).",
         ),
     ],
 )
 def validated_patient_records(
     context: dg.AssetExecutionContext,
     storage: TriageStorage,
+    quality: QualityPolicy,
     raw_patient_records: pl.DataFrame,
 ):
     outcome = validate_records(raw_patient_records, storage.pseudonym_key())
@@ -132,7 +133,7 @@ def validated_patient_records(
     yield dg.AssetCheckResult(
         check_name=QUARANTINE_RATE_CHECK,
         asset_key=QUARANTINED,
-        passed=rate <= MAX_QUARANTINE_RATE,
+        passed=rate <= quality.max_quarantine_rate,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"quarantine_rate": float(rate), "threshold": MAX_QUARANTINE_RATE},
+        metadata={"quarantine_rate": float(rate), "threshold": quality.max_quarantine_rate},
     )

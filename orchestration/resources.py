@@ -44,6 +44,12 @@ class TriageIOManager(dg.FilesystemIOManager):
         return dg.FilesystemIOManager(base_dir=base_dir).create_io_manager(context)
 
 
+class QualityPolicy(dg.ConfigurableResource):
+    """Data-quality thresholds a data team tunes without touching code."""
+
+    max_quarantine_rate: float = 0.10
+
+
 class ModelPolicy(dg.ConfigurableResource):
     """Training and gate settings a data team tunes without touching code."""
 
@@ -110,6 +116,7 @@ def build_resources() -> dict[str, object]:
     return {
         "storage": TriageStorage(),
         "policy": ModelPolicy(),
+        "quality": QualityPolicy(),
         "mlflow": triage_mlflow.configured(
             {
                 "experiment_name": EXPERIMENT_NAME,
