@@ -42,7 +42,9 @@ class OnnxArtifact:
     parity_rows: int
 
 
-def _head(pipeline: Pipeline, n_features: int, output: str, prefix: str) -> onnx.ModelProto:
+def sklearn_head(pipeline: Pipeline, n_features: int, output: str, prefix: str) -> onnx.ModelProto:
+    """A fitted classifier pipeline as an ONNX graph reading ``features`` and writing its class
+    probabilities to ``output``; every other name gets ``prefix`` so heads can share a graph."""
     model = convert_sklearn(
         pipeline,
         initial_types=[(ONNX_INPUT, FloatTensorType([None, n_features]))],
@@ -60,22 +62,29 @@ def _head(pipeline: Pipeline, n_features: int, output: str, prefix: str) -> onnx
     return model
 
 
-def to_onnx(model: TrainedModel) -> bytes:
-    """Convert both heads and join them into one graph sharing the ``features`` input."""
-    n = model.spec.n_features
-    diagnosis = _head(model.diagnosis, n, ONNX_DIAGNOSIS_OUTPUT, "dx__")
-    severity = _head(model.severity, n, ONNX_SEVERITY_OUTPUT, "sev__")
+def combine_heads(*heads: onnx.ModelProto) -> bytes:
+    """Join heads built by :func:`sklearn_head` into one graph sharing the ``features`` input."""
+    first = heads[0]
     graph = onnx.helper.make_graph(
-        list(diagnosis.graph.node) + list(severity.graph.node),
+        [node for head in heads for node in head.graph.node],
         "triage",
-        inputs=list(diagnosis.graph.input),
-        outputs=list(diagnosis.graph.output) + list(severity.graph.output),
-        initializer=list(diagnosis.graph.initializer) + list(severity.graph.initializer),
+        inputs=list(first.graph.input),
+        outputs=[output for head in heads for output in head.graph.output],
+        initializer=[init for head in heads for init in head.graph.initializer],
     )
-    combined = onnx.helper.make_model(graph, opset_imports=list(diagnosis.opset_import))
-    combined.ir_version = diagnosis.ir_version
+    combined = onnx.helper.make_model(graph, opset_imports=list(first.opset_import))
+    combined.ir_version = first.ir_version
     onnx.checker.check_model(combined)
     return combined.SerializeToString()
+
+
+def to_onnx(model: TrainedModel) -> bytes:
+    """Both heads of a trained model in one ONNX graph."""
+    n = model.spec.n_features
+    return combine_heads(
+        sklearn_head(model.diagnosis, n, ONNX_DIAGNOSIS_OUTPUT, "dx__"),
+        sklearn_head(model.severity, n, ONNX_SEVERITY_OUTPUT, "sev__"),
+    )
 
 
 def parity(model: TrainedModel, content: bytes, X: np.ndarray) -> float:
