@@ -1,5 +1,6 @@
 """Deployment stage: an immutable, versioned artifact plus manifest, and the atomic pointer switch."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,11 +16,19 @@ from assets.model import TrainedModel
 from assets.onnx_export import OnnxArtifact
 from orchestration.resources import REGISTERED_MODEL_NAME, TriageStorage, code_version
 from schemas.clinical import SEVERITIES
-from schemas.features import ONNX_DIAGNOSIS_OUTPUT, ONNX_INPUT, ONNX_SEVERITY_OUTPUT
+from schemas.features import (
+    ONNX_DIAGNOSIS_OUTPUT,
+    ONNX_INPUT,
+    ONNX_QUERY_INPUT,
+    ONNX_RANKER_OUTPUT,
+    ONNX_SEVERITY_OUTPUT,
+)
+from schemas.ranker import KnowledgeRanker
 
 MANIFEST_FORMAT = 1
 CURRENT_POINTER = "current.json"
 CHAMPION_ALIAS = "champion"
+KNOWLEDGE_FILE = "knowledge.json"
 
 
 def _atomic_write(path: Path, content: bytes) -> None:
@@ -36,9 +45,12 @@ def _atomic_write(path: Path, content: bytes) -> None:
         raise
 
 
-def write_deployment(deployments: Path, manifest: dict, content: bytes) -> Path:
-    """Write ``<version>/model.onnx`` and ``manifest.json`` into a fresh directory, then switch
-    ``current.json`` to it with one atomic rename. A version directory is never rewritten."""
+def write_deployment(
+    deployments: Path, manifest: dict, content: bytes, extra_files: dict[str, bytes] | None = None
+) -> Path:
+    """Write ``<version>/model.onnx``, any extra files and ``manifest.json`` into a fresh
+    directory, then switch ``current.json`` to it with one atomic rename. A version directory is
+    never rewritten."""
     version = manifest["version"]
     target = deployments / version
     if target.exists():
@@ -46,6 +58,8 @@ def write_deployment(deployments: Path, manifest: dict, content: bytes) -> Path:
     deployments.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=deployments, prefix=f".{version}."))
     (staging / manifest["onnx_file"]).write_bytes(content)
+    for name, data in (extra_files or {}).items():
+        (staging / name).write_bytes(data)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
     os.rename(staging, target)
     pointer = {"version": version, "manifest": f"{version}/manifest.json"}
@@ -58,6 +72,26 @@ def read_current(deployments: Path) -> dict | None:
     if not pointer.exists():
         return None
     return json.loads(pointer.read_text())
+
+
+def knowledge_index(ranker: KnowledgeRanker) -> bytes:
+    """The small index the API needs around the ranker's ONNX head: its HPO term vocabulary in
+    input order, the diseases in output order (code, name), the alt_id/obsolete map of the
+    release, and the best log-score of an empty query (the blend's reference)."""
+    ontology = ranker.ontology
+    return json.dumps(
+        {
+            "hpo_release": ranker.hpo_release,
+            "terms": list(ranker.terms),
+            "diseases": [
+                {"code": code, "name": name}
+                for code, name in zip(ranker.diseases, ranker.disease_names)
+            ],
+            "term_aliases": {**ontology.alt_ids, **ontology.replaced_by},
+            "empty_best": float(ranker.log_prior.max()),
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _data_versions(context: dg.AssetExecutionContext, weeks: list[str]) -> dict:
@@ -97,6 +131,7 @@ def deployed_model(
     diagnosis_model: TrainedModel,
     model_evaluation: dict,
     onnx_model: OnnxArtifact,
+    knowledge_ranker: KnowledgeRanker,
     training_table: pl.DataFrame,
 ) -> dg.MaterializeResult:
     trained_at = datetime.now(timezone.utc)
@@ -127,6 +162,7 @@ def deployed_model(
     mlflow.tracking.MlflowClient().set_registered_model_alias(
         REGISTERED_MODEL_NAME, CHAMPION_ALIAS, registered_version
     )
+    index = knowledge_index(knowledge_ranker)
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": version,
@@ -134,7 +170,15 @@ def deployed_model(
         "onnx_file": "model.onnx",
         "onnx_sha256": onnx_model.sha256,
         "onnx_input": ONNX_INPUT,
-        "onnx_outputs": {"diagnosis": ONNX_DIAGNOSIS_OUTPUT, "severity": ONNX_SEVERITY_OUTPUT},
+        "onnx_outputs": {
+            "diagnosis": ONNX_DIAGNOSIS_OUTPUT,
+            "severity": ONNX_SEVERITY_OUTPUT,
+            "ranker": ONNX_RANKER_OUTPUT,
+        },
+        "onnx_query_input": ONNX_QUERY_INPUT,
+        "knowledge_file": KNOWLEDGE_FILE,
+        "knowledge_sha256": hashlib.sha256(index).hexdigest(),
+        "blend": model_evaluation["blend"],
         "features": diagnosis_model.spec.to_manifest(),
         "classes": [
             {"code": code, "name": names.get(code, code), "category": categories[code]}
@@ -151,7 +195,9 @@ def deployed_model(
         "data_versions": {**_data_versions(context, weeks), "hpo_release": hpo_release},
         "hpo_release": hpo_release,
     }
-    target = write_deployment(storage.paths.deployments, manifest, onnx_model.content)
+    target = write_deployment(
+        storage.paths.deployments, manifest, onnx_model.content, {KNOWLEDGE_FILE: index}
+    )
     mlflow.set_tags({"deployed_version": version})
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),

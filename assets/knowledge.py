@@ -1,6 +1,9 @@
 """Knowledge stage: the disease catalogue built from the HPO release and the curated table."""
 
 
+import time
+from collections import Counter
+
 import dagster as dg
 import polars as pl
 
@@ -11,7 +14,8 @@ from schemas.categories import (
     HEALTHY_CODE,
 )
 from schemas.common_conditions import COMMON_CONDITIONS
-from schemas.hpo import hpo_data_dir, hpoa_version, load_annotations
+from schemas.hpo import Ontology, hpo_data_dir, hpoa_version, load_annotations
+from schemas.ranker import KnowledgeRanker
 
 
 def build_disease_catalogue(annotations: pl.DataFrame) -> pl.DataFrame:
@@ -71,5 +75,34 @@ def disease_catalogue() -> dg.Output[pl.DataFrame]:
             "diseases_by_category": dg.MetadataValue.json(
                 dict(zip(counts["category"].to_list(), counts["len"].to_list()))
             ),
+        },
+    )
+
+
+@dg.asset(
+    group_name="knowledge",
+    kinds={"numpy", "hpo"},
+    description=(
+        "The knowledge ranker: a frequency-aware likelihood model over the HPO ontology that ranks "
+        "every ORPHA and OMIM disease of the annotations from a patient's symptoms, with or "
+        "without training records (schemas/ranker.py). Built from the same release as the "
+        "catalogue."
+    ),
+)
+def knowledge_ranker() -> dg.Output[KnowledgeRanker]:
+    started = time.perf_counter()
+    ranker = KnowledgeRanker.build(Ontology.load(), load_annotations())
+    seconds = time.perf_counter() - started
+    universes = Counter(code.split(":")[0] for code in ranker.diseases)
+    return dg.Output(
+        ranker,
+        data_version=dg.DataVersion(ranker.hpo_release or hpoa_version()),
+        metadata={
+            "hpo_release": ranker.hpo_release or hpoa_version(),
+            "diseases": dg.MetadataValue.json(dict(universes)),
+            "terms": ranker.n_terms,
+            "weights": ranker.nnz,
+            "parameters": dg.MetadataValue.json(ranker.params),
+            "build_seconds": round(seconds, 2),
         },
     )

@@ -26,6 +26,8 @@ SEX_CATEGORIES: tuple[str, ...] = ("female", "male", "other", "unknown")
 ONNX_INPUT = "features"
 ONNX_DIAGNOSIS_OUTPUT = "diagnosis_probabilities"
 ONNX_SEVERITY_OUTPUT = "severity_probabilities"
+ONNX_QUERY_INPUT = "query_terms"  # the knowledge ranker's HPO indicator (schemas/ranker.py)
+ONNX_RANKER_OUTPUT = "ranker_scores"
 
 
 @dataclass(frozen=True)

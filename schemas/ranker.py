@@ -58,7 +58,7 @@ __all__ = [
     "to_onnx",
 ]
 
-ONNX_QUERY_INPUT = "query_terms"
+from schemas.features import ONNX_QUERY_INPUT  # noqa: E402  (one name for pipeline and API)
 ONNX_SCORES_OUTPUT = "scores"
 ONNX_PROBABILITIES_OUTPUT = "probabilities"
 

@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from schemas.blend import blend
 from schemas.features import FeatureSpec
+from serving.knowledge import KnowledgeIndex, KnowledgeLoadError
 
 log = logging.getLogger("triage.serving.model")
 
@@ -107,6 +109,12 @@ class LoadedModel:
     onnx_sha256: str
     loaded_at: str
     _orphan_mask: np.ndarray = field(repr=False)
+    knowledge: KnowledgeIndex | None = field(default=None, repr=False)
+    query_input: str = "query_terms"
+    ranker_output: str = "ranker_scores"
+    _class_to_disease: np.ndarray | None = field(default=None, repr=False)
+    # classifier classes, then every disease of the knowledge ranker (combined output order)
+    _entries: tuple[ClassEntry, ...] = field(default=(), repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -157,6 +165,21 @@ class LoadedModel:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"onnxruntime cannot load version {version}: {exc}") from None
 
+        knowledge = None
+        class_to_disease = None
+        if manifest.get("knowledge_file"):
+            try:
+                knowledge = KnowledgeIndex.load(
+                    _inside(manifest_path.parent, manifest["knowledge_file"], "knowledge_file"),
+                    manifest.get("knowledge_sha256", ""),
+                    manifest.get("blend") or {},
+                )
+            except KnowledgeLoadError as exc:
+                raise ModelLoadError(f"refusing version {version}: {exc}") from None
+            disease_index = {code: i for i, code in enumerate(knowledge.codes)}
+            class_to_disease = np.array(
+                [disease_index.get(c.code, -1) if c.category == "orphan" else -1 for c in classes]
+            )
         model = cls(
             version=version,
             manifest=manifest,
@@ -170,6 +193,19 @@ class LoadedModel:
             onnx_sha256=actual_sha,
             loaded_at=_utc_now(),
             _orphan_mask=np.array([c.category == "orphan" for c in classes], dtype=bool),
+            knowledge=knowledge,
+            query_input=str(manifest.get("onnx_query_input", "query_terms")),
+            ranker_output=str(outputs.get("ranker", "ranker_scores")),
+            _class_to_disease=class_to_disease,
+            _entries=classes
+            + (
+                tuple(
+                    ClassEntry(code=c, name=n, category="orphan")
+                    for c, n in zip(knowledge.codes, knowledge.names)
+                )
+                if knowledge
+                else ()
+            ),
         )
         model._smoke_test()
         return model
@@ -193,29 +229,81 @@ class LoadedModel:
 
     # ---------------------------------------------------------------- scoring
     def _run(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.knowledge is not None:  # the graph also wants a query: score without symptoms
+            empty = np.zeros(len(self.knowledge.terms), dtype=np.float32)
+            rows = [self._run_one(features[i : i + 1], empty) for i in range(len(features))]
+            return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
         diagnosis, severity = self.session.run(
             [self.diagnosis_output, self.severity_output], {self.input_name: features}
         )
         return np.asarray(diagnosis, dtype=np.float64), np.asarray(severity, dtype=np.float64)
 
+    def _run_one(self, features: np.ndarray, query: np.ndarray):
+        diagnosis, severity, scores = self.session.run(
+            [self.diagnosis_output, self.severity_output, self.ranker_output],
+            {self.input_name: features, self.query_input: query},
+        )
+        return (
+            np.asarray(diagnosis[0], dtype=np.float64),
+            np.asarray(severity[0], dtype=np.float64),
+            np.asarray(scores, dtype=np.float64).reshape(-1),
+        )
+
+    def _predict_with_knowledge(self, patients: Sequence[Mapping[str, Any]], top_k: int):
+        """Classifier + knowledge ranker, one patient per ONNX call, blended as in evaluation."""
+        knowledge = self.knowledge
+        features = self.spec.encode(patients)
+        diagnosis, severity, scores, unseen = [], [], [], []
+        for i, patient in enumerate(patients):
+            symptoms = list(patient.get("symptoms") or ())
+            query, _, _ = knowledge.encode(symptoms)
+            dx, sev, sc = self._run_one(features[i : i + 1], query)
+            diagnosis.append(dx)
+            severity.append(sev)
+            scores.append(sc)
+            unseen.append(
+                sum(not self.spec.knows_symptom(t) for t in symptoms) / len(symptoms)
+                if symptoms
+                else 0.0
+            )
+        class_probs, disease_probs, p_orphan = blend(
+            np.clip(np.stack(diagnosis), 0.0, 1.0), self._orphan_mask, self._class_to_disease,
+            np.stack(scores), knowledge.empty_best, np.array(unseen), knowledge.blend,
+        )
+        combined = np.concatenate([class_probs, disease_probs], axis=1)
+        n_total = combined.shape[1]
+        k = max(1, min(int(top_k), n_total))
+        return combined, np.stack(severity), p_orphan, k
+
     def predict(self, patients: Sequence[Mapping[str, Any]], top_k: int) -> list[dict[str, Any]]:
         """Score validated patient dicts (API body fields); one answer dict per patient, same order."""
         if not patients:
             return []
-        diagnosis, severity = self._run(self.spec.encode(patients))
+        if self.knowledge is not None:
+            diagnosis, severity, p_orphan, k = self._predict_with_knowledge(patients, top_k)
+            entries = self._entries
+            top = np.argpartition(-diagnosis, k - 1, axis=1)[:, :k]
+            order = [
+                row[np.argsort(-diagnosis[i, row], kind="stable")].tolist()
+                for i, row in enumerate(top)
+            ]
+            orphan = np.minimum(p_orphan, 1.0).tolist()
+        else:
+            diagnosis, severity = self._run(self.spec.encode(patients))
+            entries = self.classes
+            k = max(1, min(int(top_k), len(self.classes)))
+            # stable sort on the negated probabilities: ties keep manifest order
+            order = np.argsort(-diagnosis, axis=1, kind="stable")[:, :k].tolist()
+            if self._orphan_mask.any():
+                orphan = np.minimum(diagnosis[:, self._orphan_mask].sum(axis=1), 1.0).tolist()
+            else:
+                orphan = [0.0] * len(patients)
         # float32 sums can drift a hair outside [0, 1]
         np.clip(diagnosis, 0.0, 1.0, out=diagnosis)
         np.clip(severity, 0.0, 1.0, out=severity)
-        k = max(1, min(int(top_k), len(self.classes)))
-        # stable sort on the negated probabilities: ties keep manifest order
-        order = np.argsort(-diagnosis, axis=1, kind="stable")[:, :k].tolist()
-        if self._orphan_mask.any():
-            orphan = np.minimum(diagnosis[:, self._orphan_mask].sum(axis=1), 1.0).tolist()
-        else:
-            orphan = [0.0] * len(patients)
         severity_best = np.argmax(severity, axis=1).tolist()
         dx_rows, sev_rows = diagnosis.tolist(), severity.tolist()  # plain floats, fast to index
-        classes, labels = self.classes, self.severity_labels
+        classes, labels = entries, self.severity_labels
         answers: list[dict[str, Any]] = []
         for row, patient in enumerate(patients):
             probs, sev = dx_rows[row], sev_rows[row]
@@ -243,11 +331,14 @@ class LoadedModel:
         return answers
 
     def warnings_for(self, patient: Mapping[str, Any]) -> list[str]:
-        warnings = [
-            f"symptom {term} is not used by this model"
-            for term in patient.get("symptoms") or ()
-            if not self.spec.knows_symptom(term)
-        ]
+        if self.knowledge is not None:
+            warnings = self.knowledge.warnings(list(patient.get("symptoms") or ()))
+        else:
+            warnings = [
+                f"symptom {term} is not used by this model"
+                for term in patient.get("symptoms") or ()
+                if not self.spec.knows_symptom(term)
+            ]
         if not patient.get("symptoms") and all(
             patient.get(name) is None for name in self.spec.vitals
         ):
@@ -310,6 +401,7 @@ class ModelStore:
         self.interval_s = interval_s
         self._model: LoadedModel | None = None
         self.last_error: str | None = None
+        self.load_failures = 0  # deployments that could not be loaded (exported as a metric)
         self._signature: tuple[int, int, int] | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -350,6 +442,7 @@ class ModelStore:
             model = load_deployment(self.deployments_dir)
         except ModelLoadError as exc:
             self.last_error = str(exc)
+            self.load_failures += 1
             log.error("model load failed, keeping %s: %s",
                       self._model.version if self._model else "no model", exc)
             return False

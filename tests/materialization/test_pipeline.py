@@ -56,10 +56,14 @@ def test_deployment_manifest_traces_the_model_to_its_runs_code_and_data(deployed
 def test_drift_report_written_with_methods_named(deployed_home, deployed_weeks):
     summary = json.loads((deployed_home / "reports" / "drift" / f"drift_{deployed_weeks[-1]}.json").read_text())
     assert (deployed_home / "reports" / "drift" / f"drift_{deployed_weeks[-1]}.html").stat().st_size > 10_000
-    assert set(summary["columns"]) == {
-        "age", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp"
-    }
-    assert all(c["method"] for c in summary["columns"].values())
+    # before any prediction is logged, the newest weekly export stands in for the live window
+    assert summary["current_source"].startswith(f"weekly export {deployed_weeks[-1]}")
+    vitals = {"age", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp"}
+    kinds = {name: c["kind"] for name, c in summary["columns"].items()}
+    assert {n for n, k in kinds.items() if k == "vital"} == vitals
+    assert list(kinds).count("sex") == 1
+    assert sum(k == "symptom_prevalence" for k in kinds.values()) == len(summary["tracked_symptoms"]) > 0
+    assert all(c["method"] and c["threshold"] is not None for c in summary["columns"].values())
 
 
 def test_the_api_serves_the_deployed_model(deployed_home, deployed_weeks):
@@ -90,6 +94,23 @@ def test_the_api_serves_the_deployed_model(deployed_home, deployed_weeks):
         assert card["version"] == body["model_version"]
         assert card["mlflow_run_id"] and card["dagster_run_id"]
         assert client.post("/v1/predict", json=febrile).status_code == 401
+
+        # only rare-disease symptoms (Marfan-like): ORPHA/OMIM diseases fill the differential,
+        # including diseases that had no training record at all
+        trained = {c["code"] for c in card["classes"]}
+        rare = client.post(
+            "/v1/predict?top_k=10",
+            json={"age": 19, "sex": "male",
+                  "symptoms": ["HP:0001166", "HP:0001083", "HP:0000098", "HP:0002616"]},
+            headers={"Authorization": "Bearer tok-c"},
+        ).json()
+        codes = [d["code"] for d in rare["differential"]]
+        assert {"ORPHA:558", "OMIM:154700"} & set(codes[:5])  # Marfan syndrome
+        untrained_orphans = [
+            d for d in rare["differential"] if d["category"] == "orphan" and d["code"] not in trained
+        ]
+        assert len(untrained_orphans) >= 5
+        assert rare["orphan_probability"] > 0.5
 
 
 def test_a_second_run_validates_only_new_weeks_and_deploys_a_new_version(

@@ -1,0 +1,116 @@
+"""How the learned classifier and the knowledge ranker make one differential.
+
+The classifier (learned from the hospital's records) knows the common conditions, NONE, the
+severity and the few orphan diseases with enough records. The knowledge ranker (schemas/ranker.py)
+ranks every ORPHA/OMIM disease of the HPO annotations from the symptoms alone. They are combined in
+two steps, the same in evaluation (assets/model.py) and in serving (serving/model_store.py):
+
+1. **Is it rare?** ``orphan_probability = sigmoid(w · x + b)`` with three features:
+   the classifier's own orphan share (as a logit), the ranker's evidence (its best log-score minus
+   the best log-score of an empty query) and the share of the patient's symptoms the classifier
+   never saw in training (where the classifier cannot know, the ranker should speak). ``w, b`` are
+   fitted by logistic regression on held-out records plus rare cases simulated from the
+   annotations, and logged with the model.
+2. **Which disease?** Non-orphan classes keep the classifier's distribution rescaled to
+   ``1 - orphan_probability``; every orphan disease gets ``orphan_probability`` times a mixture of
+   the ranker's posterior and the classifier's share for the orphan classes it learned
+   (weight ``alpha``, chosen on held-out data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+GATE_FEATURES = ("orphan_share_logit", "ranker_evidence", "unseen_symptom_share")
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class BlendParams:
+    coef: tuple[float, float, float]
+    intercept: float
+    alpha: float
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "features": list(GATE_FEATURES)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BlendParams":
+        return cls(tuple(float(c) for c in data["coef"]), float(data["intercept"]), float(data["alpha"]))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    # Clipped at 1e-4: below that the classifier only says "never seen", not "how unlikely".
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def gate_features(
+    classifier_probs: np.ndarray,
+    orphan_mask: np.ndarray,
+    ranker_scores: np.ndarray,
+    empty_best: float,
+    unseen_share: np.ndarray,
+) -> np.ndarray:
+    """The three gate features for n patients: ``classifier_probs`` [n, C], ``ranker_scores``
+    [n, D], ``unseen_share`` [n]. Returns [n, 3]."""
+    orphan_share = classifier_probs[:, orphan_mask].sum(axis=1)
+    evidence = ranker_scores.max(axis=1) - empty_best
+    return np.column_stack([_logit(orphan_share), evidence, unseen_share]).astype(np.float64)
+
+
+def orphan_probability(features: np.ndarray, params: BlendParams) -> np.ndarray:
+    z = features @ np.asarray(params.coef, dtype=np.float64) + params.intercept
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def blend(
+    classifier_probs: np.ndarray,
+    orphan_mask: np.ndarray,
+    class_to_disease: np.ndarray,
+    ranker_scores: np.ndarray,
+    empty_best: float,
+    unseen_share: np.ndarray,
+    params: BlendParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combine n patients' outputs.
+
+    ``class_to_disease`` [C] maps each classifier class to its index in the ranker's diseases
+    (-1 when it has none). Returns ``(class_probs [n, C], disease_probs [n, D], p_orphan [n])``:
+    class_probs holds the non-orphan classes (orphan classes present in the ranker are 0 there,
+    their mass moved into disease_probs; orphan classes absent from the ranker keep theirs), and
+    the two together sum to 1 per patient.
+    """
+    p_orphan = orphan_probability(
+        gate_features(classifier_probs, orphan_mask, ranker_scores, empty_best, unseen_share),
+        params,
+    )
+    orphan_share = classifier_probs[:, orphan_mask].sum(axis=1)
+    non_orphan = np.where(orphan_mask, 0.0, classifier_probs)
+    scale_common = (1 - p_orphan) / np.maximum(1 - orphan_share, _EPS)
+    class_probs = non_orphan * scale_common[:, None]
+
+    learned = np.where(orphan_mask, classifier_probs, 0.0) / np.maximum(orphan_share, _EPS)[:, None]
+    ranker = softmax(ranker_scores.astype(np.float64))
+    disease_probs = (1 - params.alpha) * ranker
+    mapped = class_to_disease >= 0
+    if mapped.any():
+        np.add.at(
+            disease_probs,
+            (slice(None), class_to_disease[mapped]),
+            params.alpha * learned[:, mapped],
+        )
+    unmapped_orphans = orphan_mask & ~mapped
+    class_probs[:, unmapped_orphans] = params.alpha * learned[:, unmapped_orphans]
+    total = disease_probs.sum(axis=1) + class_probs[:, unmapped_orphans].sum(axis=1)
+    disease_probs *= (p_orphan / np.maximum(total, _EPS))[:, None]
+    class_probs[:, unmapped_orphans] *= (p_orphan / np.maximum(total, _EPS))[:, None]
+    return class_probs, disease_probs, p_orphan

@@ -1,0 +1,103 @@
+"""The knowledge side of a deployment: the ranker's index and the blend, for serving.
+
+A deployment whose manifest names a ``knowledge_file`` ships, next to ``model.onnx``, a small JSON
+index (written by assets/deployment.py): the ranker's HPO term vocabulary in ONNX input order, the
+ORPHA/OMIM diseases in ONNX output order, the release's alt_id/obsolete map and the empty-query
+reference score. The ONNX graph computes the ranker's log-scores; schemas/blend.py combines them
+with the classifier, exactly as the evaluation that gated the model did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.blend import BlendParams
+from schemas.categories import CATEGORY_ORPHAN
+
+
+class KnowledgeLoadError(RuntimeError):
+    """The index is missing, corrupt or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class KnowledgeIndex:
+    hpo_release: str
+    terms: tuple[str, ...]
+    codes: tuple[str, ...]
+    names: tuple[str, ...]
+    aliases: Mapping[str, str] = field(repr=False)
+    empty_best: float = 0.0
+    blend: BlendParams | None = None
+    _term_index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_term_index", {t: i for i, t in enumerate(self.terms)})
+
+    @property
+    def category(self) -> str:
+        return CATEGORY_ORPHAN
+
+    @classmethod
+    def load(cls, path: Path, expected_sha256: str, blend: Mapping[str, Any]) -> "KnowledgeIndex":
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise KnowledgeLoadError(f"cannot read {path.name}: {exc.strerror}") from None
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != str(expected_sha256).lower():
+            raise KnowledgeLoadError(
+                f"sha256 of {path.name} is {actual}, manifest says {expected_sha256}"
+            )
+        try:
+            data = json.loads(content)
+            return cls(
+                hpo_release=str(data.get("hpo_release", "")),
+                terms=tuple(data["terms"]),
+                codes=tuple(d["code"] for d in data["diseases"]),
+                names=tuple(d["name"] for d in data["diseases"]),
+                aliases=dict(data.get("term_aliases", {})),
+                empty_best=float(data["empty_best"]),
+                blend=BlendParams.from_dict(blend),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KnowledgeLoadError(f"{path.name} is incomplete: {exc!r}") from None
+
+    def canonical(self, term: str) -> str | None:
+        """The current id of ``term`` in this release (alt_ids and obsolete ids mapped)."""
+        if term in self._term_index:
+            return term
+        mapped = self.aliases.get(term)
+        return mapped if mapped in self._term_index else None
+
+    def encode(self, symptoms: Iterable[str]) -> tuple[np.ndarray, list[str], list[str]]:
+        """The ranker's indicator, the canonical terms used, and the ids the release lacks."""
+        indicator = np.zeros(len(self.terms), dtype=np.float32)
+        used: list[str] = []
+        unknown: list[str] = []
+        for term in symptoms:
+            current = self.canonical(term)
+            if current is None:
+                unknown.append(term)
+                continue
+            indicator[self._term_index[current]] = 1.0
+            used.append(current)
+        return indicator, used, unknown
+
+    def warnings(self, symptoms: Sequence[str]) -> list[str]:
+        notes = []
+        for term in symptoms:
+            current = self.canonical(term)
+            if current is None:
+                notes.append(
+                    f"symptom {term} is not in HPO release {self.hpo_release}; it was ignored"
+                )
+            elif current != term:
+                notes.append(f"symptom {term} is an old id of {current}; read as {current}")
+        return notes

@@ -1,0 +1,43 @@
+"""The gate: a deliberately worse challenger is refused and the champion keeps serving."""
+
+import json
+import shutil
+
+import dagster as dg
+import pytest
+
+
+@pytest.fixture
+def home_copy(deployed_home, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(deployed_home, home)
+    monkeypatch.setenv("TRIAGE_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    return home
+
+
+def test_a_worse_challenger_is_refused_and_the_served_model_stays(home_copy):
+    from orchestration.definitions import defs
+    from serving.model_store import load_deployment
+
+    before = json.loads((home_copy / "deployments" / "current.json").read_text())
+    served_before = load_deployment(home_copy / "deployments").version
+    # one depth-1 tree per class: far weaker than the champion trained with the defaults
+    weak = {"ops": {"diagnosis_model": {"config": {"n_estimators": 1, "max_depth": 1}}}}
+    with dg.DagsterInstance.from_config(str(home_copy / "dagster")) as instance:
+        result = defs.resolve_job_def("training").execute_in_process(
+            instance=instance, run_config=weak, raise_on_error=False
+        )
+    assert not result.success
+    gate = {e.check_name: e for e in result.get_asset_check_evaluations()}["quality_gate"]
+    assert not gate.passed
+    assert "champion" in gate.description
+    assert gate.metadata["champion_version"].value == before["version"]
+    materialised = {
+        event.asset_key for event in result.all_events
+        if event.event_type_value == "ASSET_MATERIALIZATION"
+    }
+    assert dg.AssetKey("model_evaluation") in materialised
+    assert dg.AssetKey("deployed_model") not in materialised
+    assert json.loads((home_copy / "deployments" / "current.json").read_text()) == before
+    assert load_deployment(home_copy / "deployments").version == served_before
