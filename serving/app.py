@@ -23,17 +23,24 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 
+from serving import metrics
 from serving.auth import TokenTable
 from serving.controllers import (
     HealthController,
+    LabelController,
     ModelController,
     PredictionController,
     RequestProblems,
+    SearchController,
+    SearchUnavailable,
 )
+from serving.labels import LabelStore
 from serving.model_store import ModelStore, NoModelError
-from serving.prediction_log import PredictionLog
+from serving.prediction_log import PredictionIndex, PredictionLog
+from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
+from serving.ui import WebController, static_router
 
 log = logging.getLogger("triage.serving")
 
@@ -59,6 +66,11 @@ def _on_no_model(_: Request, exc: NoModelError) -> Response[ErrorBody]:
     return _error(HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
 
 
+def _on_search_unavailable(_: Request, __: SearchUnavailable) -> Response[ErrorBody]:
+    return _error(HTTP_503_SERVICE_UNAVAILABLE, "the symptom and disease search is unavailable "
+                  "(the HPO files could not be read at start-up)")
+
+
 def _on_http_exception(_: Request, exc: HTTPException) -> Response[ErrorBody]:
     problems: list[Problem] = []
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
@@ -82,22 +94,41 @@ def _on_unexpected(_: Request, exc: Exception) -> Response[ErrorBody]:
 
 
 # ------------------------------------------------------------------ lifespan
+def _load_knowledge() -> Knowledge | None:
+    """The search indexes, or ``None`` (search answers 503) if the HPO files cannot be read."""
+    try:
+        return load_knowledge()
+    except Exception as exc:  # the API still predicts without search
+        log.error("search indexes unavailable: %s: %s", type(exc).__name__, exc)
+        return None
+
+
 @asynccontextmanager
 async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store = ModelStore(settings.deployments_dir, interval_s=settings.reload_interval_s)
-    await anyio.to_thread.run_sync(store.load)
+    # the model (onnxruntime, mostly outside the GIL) and the search indexes load side by side
+    async with anyio.create_task_group() as group:
+        group.start_soon(anyio.to_thread.run_sync, store.load)
+        group.start_soon(_install_knowledge, app)
     if store.model is None:
         log.warning("starting without a model: %s", store.last_error)
     app.state.model_store = store
+    index = PredictionIndex(settings.prediction_log_dir)
+    app.state.prediction_index = index
     app.state.prediction_log = (
-        PredictionLog(settings.prediction_log_dir) if settings.log_predictions else None
+        PredictionLog(settings.prediction_log_dir, index) if settings.log_predictions else None
     )
+    app.state.label_store = LabelStore(settings.labels_dir)
     try:
         yield
     finally:
         if app.state.prediction_log is not None:
             app.state.prediction_log.close()
+
+
+async def _install_knowledge(app: Litestar) -> None:
+    app.state.knowledge = await anyio.to_thread.run_sync(_load_knowledge)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -124,11 +155,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
     exception_handlers: dict[Any, Any] = {
         RequestProblems: _on_request_problems,
         NoModelError: _on_no_model,
+        SearchUnavailable: _on_search_unavailable,
         HTTPException: _on_http_exception,
         Exception: _on_unexpected,
     }
+    route_handlers: list[Any] = [
+        PredictionController, LabelController, SearchController, ModelController,
+        HealthController, WebController, static_router(),
+    ]
+    middleware: list[Any] = []
+    prometheus = metrics.prometheus_config()
+    if prometheus is not None:
+        route_handlers.append(metrics.MetricsController)
+        middleware.append(prometheus.middleware)
+    else:
+        log.warning("prometheus-client is not installed: /metrics is not served")
     return Litestar(
-        route_handlers=[PredictionController, ModelController, HealthController],
+        route_handlers=route_handlers,
+        middleware=middleware,
         lifespan=[_lifespan],
         exception_handlers=exception_handlers,
         openapi_config=openapi,

@@ -8,6 +8,19 @@ Tokens are never logged or echoed; a failure answers 401 with ``WWW-Authenticate
 
 A handler may narrow access with ``opt={"roles": ("clinician", "admin")}``; a known token of another
 role then gets 403. Without that option every configured role is accepted.
+
+Role matrix (API v1; applied per route in :mod:`serving.controllers`):
+
+=========================  =========  =======  =====
+endpoint                   clinician  auditor  admin
+=========================  =========  =======  =====
+POST /v1/predict[/batch]   yes        403      yes
+POST /v1/labels            yes        403      yes
+GET  /v1/symptoms          yes        yes      yes
+GET  /v1/diseases          yes        yes      yes
+GET  /v1/model             403        yes      yes
+GET  /metrics              403        403      yes
+=========================  =========  =======  =====
 """
 
 from __future__ import annotations
@@ -23,6 +36,12 @@ from litestar.handlers.base import BaseRouteHandler
 from serving.settings import ApiKey
 
 BEARER_CHALLENGE = 'Bearer realm="triage"'
+
+# who may call what (see the matrix above)
+CLINICAL_ROLES: tuple[str, ...] = ("clinician", "admin")
+AUDIT_ROLES: tuple[str, ...] = ("auditor", "admin")
+SEARCH_ROLES: tuple[str, ...] = ("clinician", "auditor", "admin")
+ADMIN_ROLES: tuple[str, ...] = ("admin",)
 _MAX_TOKEN_LENGTH = 4096
 
 

@@ -1,7 +1,9 @@
-"""HTTP endpoints of API v1.
+"""HTTP endpoints of API v1 (roles: see the matrix in :mod:`serving.auth`).
 
-- ``PredictionController`` (bearer token): ``POST /v1/predict``, ``POST /v1/predict/batch``.
-- ``ModelController`` (bearer token): ``GET /v1/model``.
+- ``PredictionController`` (clinician, admin): ``POST /v1/predict``, ``POST /v1/predict/batch``.
+- ``LabelController`` (clinician, admin): ``POST /v1/labels``.
+- ``SearchController`` (every role): ``GET /v1/symptoms``, ``GET /v1/diseases``.
+- ``ModelController`` (auditor, admin): ``GET /v1/model``.
 - ``HealthController`` (public): ``GET /health``, ``GET /ready``.
 
 Request bodies are checked by a ``before_request`` hook *before* Litestar decodes them into the
@@ -16,28 +18,43 @@ from typing import Annotated, Any
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.exceptions import SerializationException
+from litestar.exceptions import NotFoundException, SerializationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 from litestar.response import Response
-from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
-from serving.auth import require_api_key
+from serving import metrics
+from serving.auth import AUDIT_ROLES, CLINICAL_ROLES, SEARCH_ROLES, require_api_key
+from serving.labels import LabelStore, validate_label_body
 from serving.model_store import ModelStore
-from serving.prediction_log import PredictionLog
+from serving.prediction_log import PredictionIndex, PredictionLog
+from serving.search import (
+    QUERY_MAX_LENGTH,
+    SEARCH_LIMIT_DEFAULT,
+    SEARCH_LIMIT_MAX,
+    Disease,
+    Knowledge,
+)
 from serving.structs import (
     TOP_K_DEFAULT,
     TOP_K_MAX,
     TOP_K_MIN,
     BatchPredictions,
+    DiseaseMatch,
+    DiseasePage,
     ErrorBody,
     Health,
+    Label,
+    LabelRequest,
     ModelCard,
     Patient,
     PredictBatch,
     Prediction,
     Problem,
     Readiness,
+    SymptomMatch,
+    SymptomPage,
     validate_batch_body,
     validate_patient_body,
     validate_top_k,
@@ -55,6 +72,7 @@ TopK = Annotated[
 
 _ERROR_RESPONSES = {
     401: ResponseSpec(data_container=ErrorBody, description="Missing or unknown bearer token."),
+    403: ResponseSpec(data_container=ErrorBody, description="The token's role may not call this."),
     422: ResponseSpec(
         data_container=ErrorBody, description="Invalid input; `problems` lists every problem."
     ),
@@ -125,6 +143,7 @@ def _score(request: Request, store: ModelStore) -> list[dict[str, Any]]:
     prediction_log: PredictionLog | None = request.app.state.prediction_log
     if prediction_log is not None:
         prediction_log.record(patients, answers)
+    metrics.count_predictions(answers)
     return answers
 
 
@@ -140,6 +159,7 @@ class PredictionController(Controller):
         status_code=HTTP_200_OK,
         before_request=check_single_request,
         responses=_ERROR_RESPONSES,
+        opt={"roles": CLINICAL_ROLES},
     )
     async def predict(
         self, request: Request, data: JSONBody[Patient], top_k: TopK = TOP_K_DEFAULT
@@ -159,6 +179,7 @@ class PredictionController(Controller):
         before_request=check_batch_request,
         responses=_ERROR_RESPONSES,
         request_max_body_size=8 * 1024 * 1024,
+        opt={"roles": CLINICAL_ROLES},
     )
     async def predict_batch(
         self, request: Request, data: JSONBody[PredictBatch], top_k: TopK = TOP_K_DEFAULT
@@ -182,11 +203,142 @@ class ModelController(Controller):
         "/",
         operation_id="getModelCard",
         responses={k: v for k, v in _ERROR_RESPONSES.items() if k != 422},
+        opt={"roles": AUDIT_ROLES},
     )
     async def model_card(self, request: Request) -> ModelCard:
         """The deployed model's card: version, provenance (MLflow, Dagster, data versions), metrics."""
         store = await _current_store(request)
         return msgspec.convert(store.require().card(), ModelCard)
+
+
+async def check_label_request(request: Request) -> None:
+    """before_request hook of /v1/labels: every problem in the body at once."""
+    fields, problems = validate_label_body(await _json_body(request))
+    _raise_if(problems, "label")
+    request.state.label = fields
+
+
+class LabelController(Controller):
+    path = "/v1/labels"
+    tags = ["labels"]
+    guards = [require_api_key]
+    security = [{"BearerToken": []}]
+
+    @post(
+        "/",
+        operation_id="confirmDiagnosis",
+        status_code=HTTP_202_ACCEPTED,
+        before_request=check_label_request,
+        responses={
+            **_ERROR_RESPONSES,
+            404: ResponseSpec(data_container=ErrorBody,
+                              description="No prediction with this id was logged."),
+        },
+        opt={"roles": CLINICAL_ROLES},
+    )
+    async def confirm(self, request: Request, data: JSONBody[LabelRequest]) -> Label:
+        """Record the confirmed diagnosis and severity of an earlier prediction.
+
+        Answers 202 once the label is durably on disk (one JSON file per prediction under
+        ``$TRIAGE_HOME/labels``, written atomically; a second label for the same prediction
+        replaces the first and says ``replaced: true``). Unknown prediction ids answer 404; bad
+        codes 422 with every problem. Severity may be given in English or Spanish.
+        """
+        fields: dict[str, str] = request.state.label
+        index: PredictionIndex = request.app.state.prediction_index
+        prediction = await anyio.to_thread.run_sync(index.find, fields["prediction_id"])
+        if prediction is None:
+            raise NotFoundException(detail="no prediction with this id was logged")
+        store: LabelStore = request.app.state.label_store
+        record, replaced = await anyio.to_thread.run_sync(
+            store.write, fields, request.user.role, prediction
+        )
+        metrics.count_label(fields["diagnosis"])
+        return msgspec.convert({**record, "replaced": replaced}, Label)
+
+
+SearchQuery = Annotated[
+    str,
+    Parameter(query="q", min_length=1, max_length=QUERY_MAX_LENGTH,
+              description="Text typed so far: case- and accent-insensitive; prefix matches first, "
+              "then words starting with it, then (3+ characters) matches inside words."),
+]
+SearchLimit = Annotated[int, Parameter(ge=1, le=SEARCH_LIMIT_MAX, description="Page size.")]
+SearchOffset = Annotated[int, Parameter(ge=0, le=100_000, description="Items to skip.")]
+
+
+def _knowledge(request: Request) -> Knowledge:
+    knowledge: Knowledge | None = request.app.state.knowledge
+    if knowledge is None:
+        raise SearchUnavailable
+    return knowledge
+
+
+class SearchUnavailable(Exception):
+    """The HPO search indexes could not be built at start-up (mapped to 503)."""
+
+
+class SearchController(Controller):
+    path = "/v1"
+    tags = ["search"]
+    guards = [require_api_key]
+    security = [{"BearerToken": []}]
+
+    @get(
+        "/symptoms",
+        operation_id="searchSymptoms",
+        responses={k: v for k, v in _ERROR_RESPONSES.items() if k != 422},
+        opt={"roles": SEARCH_ROLES},
+    )
+    async def symptoms(self, request: Request, q: SearchQuery,
+                       limit: SearchLimit = SEARCH_LIMIT_DEFAULT,
+                       offset: SearchOffset = 0) -> SymptomPage:
+        """Autocomplete over HPO phenotypic abnormalities (current terms): names and synonyms.
+
+        An HPO id (``HP:0001945``, also an old ``alt_id``) finds its current term. Labels are the
+        HPO's English ones (there is no Spanish release); matching ignores case and accents.
+        ``in_model`` tells whether the deployed model uses the term.
+        """
+        knowledge = _knowledge(request)
+        total, page = knowledge.symptoms.search(q, offset, limit)
+        model = request.app.state.model_store.model
+        return SymptomPage(
+            query=q, total=total, offset=offset, limit=limit,
+            hpo_release=knowledge.symptoms.release,
+            items=[
+                SymptomMatch(id=term.id, name=term.name, synonym=synonym,
+                             in_model=model is not None and model.spec.knows_symptom(term.id))
+                for term, synonym in page
+            ],
+        )
+
+    @get(
+        "/diseases",
+        operation_id="searchDiseases",
+        responses={k: v for k, v in _ERROR_RESPONSES.items() if k != 422},
+        opt={"roles": SEARCH_ROLES},
+    )
+    async def diseases(self, request: Request, q: SearchQuery,
+                       limit: SearchLimit = SEARCH_LIMIT_DEFAULT,
+                       offset: SearchOffset = 0) -> DiseasePage:
+        """Search the disease catalogue by name (English, or Spanish for the common conditions)
+        or code: the deployed model's classes, the curated common conditions and the ORPHA/OMIM
+        diseases annotated in the HPO release."""
+        knowledge = _knowledge(request)
+        model = request.app.state.model_store.model
+        classes = tuple(Disease(c.code, c.name, c.category) for c in model.classes) if model else ()
+        index = knowledge.cached_diseases(classes)
+        if index is None:  # first search since the model changed: about 0.1 s, off the loop
+            index = await anyio.to_thread.run_sync(knowledge.diseases, classes)
+        total, page = index.search(q, offset, limit)
+        return DiseasePage(
+            query=q, total=total, offset=offset, limit=limit,
+            items=[
+                DiseaseMatch(code=d.code, name=d.name, name_es=d.name_es, category=d.category,
+                             in_model=d.code in index.model_codes)
+                for d in page
+            ],
+        )
 
 
 class HealthController(Controller):

@@ -15,13 +15,21 @@ Cost: the file handle stays open; each request's lines are built in memory and w
 unbuffered ``write`` syscall into the page cache (no fsync), under a lock so threads never
 interleave partial lines. So a line is on disk (page cache) when the response is sent. Each uvicorn worker process appends to the same daily file;
 every request writes whole lines in one ``O_APPEND`` write, which the kernel keeps unbroken.
+
+:class:`PredictionIndex` answers "was this prediction id served?" for the label endpoint: ids this
+process logged are kept in memory (the newest :data:`RECENT_IDS_MAX`); any other id (logged by
+another worker, or before a restart) is looked up by scanning the log files, newest first, with a
+byte search over a memory map (about 1 ms per 10 MB; run it in a worker thread).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import mmap
+import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -31,11 +39,77 @@ import msgspec
 log = logging.getLogger("triage.serving.predictions")
 
 _INPUT_FIELDS = ("age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp")
+FILE_GLOB = "predictions-*.jsonl"
+PREDICTION_ID_RE = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex, as the model store issues them
+RECENT_IDS_MAX = 200_000
+
+
+class PredictionIndex:
+    """Known prediction ids -> ``{"prediction_id", "time", "model_version"}``."""
+
+    def __init__(self, directory: Path, recent_max: int = RECENT_IDS_MAX) -> None:
+        self.directory = directory
+        self.recent_max = recent_max
+        self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.scans = 0  # how many lookups needed the files (for tests and metrics)
+
+    def remember(self, prediction_id: str, time: str, model_version: str) -> None:
+        with self._lock:
+            self._recent[prediction_id] = (time, model_version)
+            while len(self._recent) > self.recent_max:
+                self._recent.popitem(last=False)
+
+    def find(self, prediction_id: str) -> dict[str, Any] | None:
+        """The logged prediction's id, time and model version, or ``None`` if never logged.
+
+        Only well-formed ids are looked up (anything else cannot be in the log).
+        """
+        if PREDICTION_ID_RE.match(prediction_id) is None:
+            return None
+        with self._lock:
+            known = self._recent.get(prediction_id)
+        if known is not None:
+            return {"prediction_id": prediction_id, "time": known[0], "model_version": known[1]}
+        self.scans += 1
+        return self._scan(prediction_id)
+
+    def _scan(self, prediction_id: str) -> dict[str, Any] | None:
+        needle = b'{"prediction_id":"' + prediction_id.encode("ascii") + b'"'
+        try:
+            files = sorted(self.directory.glob(FILE_GLOB), reverse=True)  # newest day first
+        except OSError:
+            return None
+        for path in files:
+            try:
+                with path.open("rb") as handle:
+                    if path.stat().st_size == 0:
+                        continue
+                    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                        at = view.find(needle)
+                        if at < 0 or (at > 0 and view[at - 1 : at] != b"\n"):
+                            continue
+                        end = view.find(b"\n", at)
+                        line = view[at : end if end >= 0 else len(view)]
+            except (OSError, ValueError) as exc:
+                log.warning("cannot scan %s: %s", path.name, exc)
+                continue
+            try:
+                entry = msgspec.json.decode(line)
+            except msgspec.DecodeError:
+                continue  # a torn last line being written right now
+            return {
+                "prediction_id": prediction_id,
+                "time": str(entry.get("time")),
+                "model_version": str(entry.get("model_version")),
+            }
+        return None
 
 
 class PredictionLog:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, index: PredictionIndex | None = None) -> None:
         self.directory = directory
+        self.index = index
         self._encoder = msgspec.json.Encoder()
         self._lock = threading.Lock()
         self._handle: IO[bytes] | None = None
@@ -81,6 +155,8 @@ class PredictionLog:
             }
             lines += self._encoder.encode(entry)
             lines += b"\n"
+            if self.index is not None:
+                self.index.remember(answer["prediction_id"], stamp, answer["model_version"])
         try:
             with self._lock:
                 handle = self._handle_for(now.date().isoformat())

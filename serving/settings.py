@@ -6,8 +6,8 @@ put on ``app.state``. Nothing else in ``serving/`` reads ``os.environ``.
 
 Environment:
 - ``TRIAGE_HOME``: root of the deployed artefacts (default ``./.triage``), resolved to an absolute
-  path. The model is read from ``<home>/deployments`` and predictions are logged under
-  ``<home>/predictions``.
+  path. The model is read from ``<home>/deployments``, predictions are logged under
+  ``<home>/predictions`` and clinicians' confirmed diagnoses are written to ``<home>/labels``.
 - ``TRIAGE_API_KEYS``: ``"role:token,role:token"`` with roles ``clinician``, ``auditor``,
   ``admin``. Empty or unset means no key is accepted (every protected endpoint answers 401).
 - ``TRIAGE_RELOAD_INTERVAL``: seconds between checks of ``deployments/current.json`` (default 1).
@@ -110,6 +110,11 @@ class Settings:
     def prediction_log_dir(self) -> Path:
         """One JSON-lines file per UTC day: ``predictions-YYYY-MM-DD.jsonl``."""
         return self.triage_home / "predictions"
+
+    @property
+    def labels_dir(self) -> Path:
+        """One JSON file per confirmed diagnosis: ``labels/<prediction_id>.json``."""
+        return self.triage_home / "labels"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

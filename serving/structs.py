@@ -16,7 +16,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from schemas.clinical import CLINICAL_RANGES, HPO_ID_PATTERN, HPO_ID_RE, SEXES
+from schemas.clinical import (
+    CLINICAL_RANGES,
+    DIAGNOSIS_PATTERN,
+    HPO_ID_PATTERN,
+    HPO_ID_RE,
+    SEVERITIES,
+    SEXES,
+)
 
 MAX_BATCH = 1000
 MAX_SYMPTOMS = 256
@@ -133,6 +140,66 @@ class Readiness(msgspec.Struct, kw_only=True):
     last_reload_error: str | None = None
 
 
+class LabelRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The clinician's confirmed diagnosis for an earlier prediction."""
+
+    prediction_id: Annotated[str, Meta(description="prediction_id returned by /v1/predict.",
+                                       examples=["3f2b0c4e9d8a4b7c8e1f2a3b4c5d6e7f"])]
+    diagnosis: Annotated[str, Meta(
+        description="NONE, an ICD-10 code, ORPHA:<n> or OMIM:<n>; case-insensitive, stored upper "
+                    f"case, must then match {DIAGNOSIS_PATTERN}",
+        examples=["J18.9", "ORPHA:558", "NONE"])]
+    severity: Annotated[str, Meta(
+        description="not_ill | mild | acute | chronic | terminal, or the Spanish label "
+                    "(No enfermo, leve, aguda, crónica, terminal; any case, accents optional).",
+        examples=["acute", "crónica"])]
+
+
+class Label(msgspec.Struct, kw_only=True):
+    """A stored label (canonical codes); ``replaced`` when it corrected an earlier label."""
+
+    prediction_id: str
+    diagnosis: str
+    severity: Literal[SEVERITIES]  # type: ignore[valid-type]
+    labelled_at: str
+    labelled_by: str
+    model_version: str | None
+    predicted_at: str | None
+    replaced: bool
+
+
+class SymptomMatch(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    synonym: str | None = None  # the synonym that matched, when the name did not
+    in_model: bool  # the deployed model uses this term as a feature
+
+
+class SymptomPage(msgspec.Struct, kw_only=True):
+    query: str
+    total: int
+    offset: int
+    limit: int
+    items: list[SymptomMatch]
+    hpo_release: str
+
+
+class DiseaseMatch(msgspec.Struct, kw_only=True):
+    code: str
+    name: str
+    name_es: str | None = None
+    category: Literal["common", "orphan", "healthy"]
+    in_model: bool  # one of the deployed model's classes
+
+
+class DiseasePage(msgspec.Struct, kw_only=True):
+    query: str
+    total: int
+    offset: int
+    limit: int
+    items: list[DiseaseMatch]
+
+
 class Problem(msgspec.Struct, kw_only=True):
     field: str
     value: Any
@@ -178,6 +245,10 @@ def _type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+echo = _echo
+type_name = _type_name
 
 
 def _path(prefix: str, name: str) -> str:

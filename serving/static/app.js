@@ -1,0 +1,438 @@
+/* Triage web form: vanilla JS, no build step. Talks to the JSON API of the same origin.
+   The access token lives in sessionStorage ("triage.token"): this tab only, cleared when it closes. */
+(function () {
+  "use strict";
+
+  var TOKEN_KEY = "triage.token";
+  var LANG_KEY = "triage.lang";
+  var SEVERITIES = ["not_ill", "mild", "acute", "chronic", "terminal"];
+
+  var I18N = {
+    en: {
+      title: "Triage", subtitle: "Differential diagnosis support",
+      token: "Access token", tokenSave: "Save", tokenClear: "Forget",
+      tokenSaved: "Token kept for this tab", tokenMissing: "No token yet",
+      notice: "Decision support only: the ranking does not replace clinical judgement.",
+      triageTitle: "New triage", age: "Age (years)", sex: "Sex", sexBlank: "—",
+      female: "Female", male: "Male", other: "Other", unknown: "Unknown",
+      heartRate: "Heart rate (/min)", temperature: "Temperature (°C)",
+      systolic: "Systolic BP (mmHg)", diastolic: "Diastolic BP (mmHg)",
+      symptoms: "Symptoms (HPO)", symptomPlaceholder: "Type a symptom, e.g. fever",
+      symptomHint: "HPO terms are in English; accents and case do not matter.",
+      notInModel: "not used by the model", remove: "Remove", noMatches: "No matches",
+      submitTriage: "Get differential", reset: "Clear", working: "Working…",
+      resultTitle: "Differential diagnosis", predictionId: "Prediction id",
+      usePredictionId: "Use for validation", modelVersion: "Model",
+      orphanProbability: "Orphan disease probability", code: "Code", diagnosis: "Diagnosis",
+      category: "Type", probability: "Probability", severity: "Severity", warnings: "Warnings",
+      cat_common: "Common", cat_orphan: "Orphan", cat_healthy: "Healthy",
+      sev_not_ill: "Not ill", sev_mild: "Mild", sev_acute: "Acute", sev_chronic: "Chronic",
+      sev_terminal: "Terminal",
+      labelTitle: "Confirm a diagnosis",
+      labelHint: "Once the diagnosis is confirmed, record it against the prediction id shown with the differential.",
+      confirmedDiagnosis: "Confirmed diagnosis (code)",
+      diagnosisPlaceholder: "Name or code, e.g. pneumonia, J18.9", choose: "Choose…",
+      submitLabel: "Save confirmed diagnosis",
+      labelSaved: "Confirmed diagnosis {dx} ({sev}) saved for prediction {id}.",
+      labelReplaced: "Confirmed diagnosis {dx} ({sev}) saved for prediction {id}; it replaces the earlier one.",
+      err401: "The token is missing or was not accepted. Enter your access token above.",
+      err403: "Your role is not allowed to do this.",
+      err404: "No prediction with this id was found.",
+      err422: "Please correct the following:", err503: "The service is not ready yet. Try again shortly.",
+      errOther: "Unexpected error ({status}).", errNetwork: "The server could not be reached.",
+      warnUnused: "symptom {term} is not used by this model",
+      warnBaseRates: "no vital signs or symptoms given: the answer reflects base rates only",
+      footer: "The token is kept in this browser tab only (sessionStorage) and is sent only to this server.",
+      f_age: "Age", f_sex: "Sex", f_heart_rate: "Heart rate", f_body_temperature: "Temperature",
+      f_systolic_bp: "Systolic BP", f_diastolic_bp: "Diastolic BP", f_symptoms: "Symptoms",
+      f_prediction_id: "Prediction id", f_diagnosis: "Diagnosis", f_severity: "Severity"
+    },
+    es: {
+      title: "Triaje", subtitle: "Apoyo al diagnóstico diferencial",
+      token: "Token de acceso", tokenSave: "Guardar", tokenClear: "Olvidar",
+      tokenSaved: "Token guardado en esta pestaña", tokenMissing: "Sin token",
+      notice: "Solo apoyo a la decisión: la clasificación no sustituye el juicio clínico.",
+      triageTitle: "Nuevo triaje", age: "Edad (años)", sex: "Sexo", sexBlank: "—",
+      female: "Mujer", male: "Hombre", other: "Otro", unknown: "Desconocido",
+      heartRate: "Frecuencia cardíaca (/min)", temperature: "Temperatura (°C)",
+      systolic: "Presión sistólica (mmHg)", diastolic: "Presión diastólica (mmHg)",
+      symptoms: "Síntomas (HPO)", symptomPlaceholder: "Escriba un síntoma, p. ej. fever (fiebre)",
+      symptomHint: "Los términos HPO están en inglés; no importan tildes ni mayúsculas.",
+      notInModel: "no lo usa el modelo", remove: "Quitar", noMatches: "Sin resultados",
+      submitTriage: "Obtener diferencial", reset: "Limpiar", working: "Procesando…",
+      resultTitle: "Diagnóstico diferencial", predictionId: "Id de predicción",
+      usePredictionId: "Usar para validar", modelVersion: "Modelo",
+      orphanProbability: "Probabilidad de enfermedad huérfana", code: "Código",
+      diagnosis: "Diagnóstico", category: "Tipo", probability: "Probabilidad",
+      severity: "Gravedad", warnings: "Avisos",
+      cat_common: "Común", cat_orphan: "Huérfana", cat_healthy: "Sano",
+      sev_not_ill: "No enfermo", sev_mild: "Leve", sev_acute: "Aguda", sev_chronic: "Crónica",
+      sev_terminal: "Terminal",
+      labelTitle: "Confirmar un diagnóstico",
+      labelHint: "Cuando el diagnóstico esté confirmado, regístrelo con el id de predicción que aparece junto al diferencial.",
+      confirmedDiagnosis: "Diagnóstico confirmado (código)",
+      diagnosisPlaceholder: "Nombre o código, p. ej. neumonía, J18.9", choose: "Elija…",
+      submitLabel: "Guardar diagnóstico confirmado",
+      labelSaved: "Diagnóstico confirmado {dx} ({sev}) guardado para la predicción {id}.",
+      labelReplaced: "Diagnóstico confirmado {dx} ({sev}) guardado para la predicción {id}; sustituye al anterior.",
+      err401: "Falta el token o no es válido. Introduzca su token de acceso arriba.",
+      err403: "Su rol no permite esta acción.",
+      err404: "No se encontró ninguna predicción con este id.",
+      err422: "Corrija lo siguiente:", err503: "El servicio aún no está listo. Inténtelo en breve.",
+      errOther: "Error inesperado ({status}).", errNetwork: "No se pudo contactar con el servidor.",
+      warnUnused: "el síntoma {term} no lo usa este modelo",
+      warnBaseRates: "no se indicaron constantes vitales ni síntomas: la respuesta solo refleja las frecuencias de base",
+      footer: "El token se guarda solo en esta pestaña del navegador (sessionStorage) y solo se envía a este servidor.",
+      f_age: "Edad", f_sex: "Sexo", f_heart_rate: "Frecuencia cardíaca",
+      f_body_temperature: "Temperatura", f_systolic_bp: "Presión sistólica",
+      f_diastolic_bp: "Presión diastólica", f_symptoms: "Síntomas",
+      f_prediction_id: "Id de predicción", f_diagnosis: "Diagnóstico", f_severity: "Gravedad"
+    }
+  };
+
+  var lang = "en";
+  var selected = [];        // [{id, name}]
+  var lastResult = null;    // last prediction answer, re-rendered on a language switch
+  var lastLabel = null;
+
+  function $(id) { return document.getElementById(id); }
+  function t(key, params) {
+    var text = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
+    Object.keys(params || {}).forEach(function (name) {
+      text = text.split("{" + name + "}").join(String(params[name]));
+    });
+    return text;
+  }
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined && text !== null) { node.textContent = text; }
+    return node;
+  }
+  function percent(p) {
+    return new Intl.NumberFormat(lang === "es" ? "es-ES" : "en-GB",
+      { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(p);
+  }
+
+  /* ---------------------------------------------------------------- language */
+  function applyLanguage(next) {
+    lang = I18N[next] ? next : "en";
+    document.documentElement.lang = lang;
+    document.title = t("title");
+    document.querySelectorAll("[data-i18n]").forEach(function (node) {
+      node.textContent = t(node.getAttribute("data-i18n"));
+    });
+    document.querySelectorAll("[data-i18n-placeholder]").forEach(function (node) {
+      node.setAttribute("placeholder", t(node.getAttribute("data-i18n-placeholder")));
+    });
+    ["lang-en", "lang-es"].forEach(function (id) {
+      var button = $(id);
+      button.setAttribute("aria-pressed", String(button.getAttribute("data-lang") === lang));
+    });
+    showTokenState();
+    renderChips();
+    if (lastResult) { renderResult(lastResult); }
+    if (lastLabel) { renderLabel(lastLabel); }
+  }
+
+  /* ---------------------------------------------------------------- token */
+  function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+  function showTokenState() {
+    $("token-state").textContent = token() ? t("tokenSaved") : t("tokenMissing");
+  }
+
+  /* ---------------------------------------------------------------- API */
+  function api(method, path, body, signal) {
+    var headers = { "Accept": "application/json" };
+    if (token()) { headers.Authorization = "Bearer " + token(); }
+    if (body !== undefined) { headers["Content-Type"] = "application/json"; }
+    return fetch(path, {
+      method: method, headers: headers, signal: signal, credentials: "omit",
+      body: body === undefined ? undefined : JSON.stringify(body)
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        return { status: response.status, ok: response.ok, data: data };
+      });
+    });
+  }
+
+  function showError(box, result) {
+    box.replaceChildren();
+    var key = { 401: "err401", 403: "err403", 404: "err404", 422: "err422", 400: "err422", 503: "err503" }[result.status];
+    box.appendChild(el("p", null, key ? t(key) : t("errOther", { status: result.status })));
+    var problems = (result.data && result.data.problems) || [];
+    if (problems.length) {
+      var list = el("ul");
+      problems.forEach(function (p) {
+        var field = String(p.field || "").replace(/\[\d+\]$/, "");
+        var name = I18N.en["f_" + field] ? t("f_" + field) : p.field;
+        list.appendChild(el("li", null, name + ": " + p.message + (p.allowed ? " (" + p.allowed + ")" : "")));
+      });
+      box.appendChild(list);
+    }
+    box.hidden = false;
+  }
+  function networkError(box) {
+    box.replaceChildren(el("p", null, t("errNetwork")));
+    box.hidden = false;
+  }
+
+  /* ---------------------------------------------------------------- autocomplete */
+  function autocomplete(input, list, path, render, choose) {
+    var timer = null, controller = null, items = [], active = -1;
+    function close() {
+      list.hidden = true; list.replaceChildren(); items = []; active = -1;
+      input.setAttribute("aria-expanded", "false");
+      input.removeAttribute("aria-activedescendant");
+    }
+    function highlight(index) {
+      active = index;
+      Array.prototype.forEach.call(list.children, function (li, i) {
+        li.setAttribute("aria-selected", String(i === index));
+        if (i === index) { input.setAttribute("aria-activedescendant", li.id); li.scrollIntoView({ block: "nearest" }); }
+      });
+    }
+    function pick(index) {
+      if (index < 0 || index >= items.length) { return; }
+      choose(items[index]);
+      close();
+    }
+    function search() {
+      var q = input.value.trim();
+      if (controller) { controller.abort(); }
+      if (!q) { close(); return; }
+      controller = new AbortController();
+      api("GET", path + "?limit=8&q=" + encodeURIComponent(q), undefined, controller.signal)
+        .then(function (result) {
+          if (!result.ok) { close(); return; }
+          items = result.data.items || [];
+          list.replaceChildren();
+          if (!items.length) {
+            list.appendChild(el("li", "empty", t("noMatches")));
+          }
+          items.forEach(function (item, i) {
+            var li = el("li", "option");
+            li.id = list.id + "-" + i;
+            li.setAttribute("role", "option");
+            render(li, item);
+            li.addEventListener("mousedown", function (event) { event.preventDefault(); pick(i); });
+            list.appendChild(li);
+          });
+          list.hidden = false;
+          input.setAttribute("aria-expanded", "true");
+          active = -1;
+        })
+        .catch(function (error) { if (error.name !== "AbortError") { close(); } });
+    }
+    input.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(search, 120);
+    });
+    input.addEventListener("keydown", function (event) {
+      if (list.hidden) { return; }
+      if (event.key === "ArrowDown") { event.preventDefault(); highlight(Math.min(active + 1, items.length - 1)); }
+      else if (event.key === "ArrowUp") { event.preventDefault(); highlight(Math.max(active - 1, 0)); }
+      else if (event.key === "Enter") { event.preventDefault(); pick(active >= 0 ? active : 0); }
+      else if (event.key === "Escape") { close(); }
+    });
+    input.addEventListener("blur", function () { setTimeout(close, 150); });
+  }
+
+  function renderSymptomOption(li, item) {
+    li.appendChild(el("span", "option-name", item.name));
+    if (item.synonym) { li.appendChild(el("span", "option-extra", "(" + item.synonym + ")")); }
+    li.appendChild(el("span", "option-code", item.id));
+    if (!item.in_model) { li.appendChild(el("span", "badge", t("notInModel"))); }
+  }
+  function renderDiseaseOption(li, item) {
+    li.appendChild(el("span", "option-code", item.code));
+    li.appendChild(el("span", "option-name", lang === "es" && item.name_es ? item.name_es : item.name));
+    li.appendChild(el("span", "tag tag-" + item.category, t("cat_" + item.category)));
+  }
+
+  function renderChips() {
+    var chips = $("symptom-chips");
+    chips.replaceChildren();
+    selected.forEach(function (symptom) {
+      var li = el("li", "chip");
+      li.setAttribute("data-hpo", symptom.id);
+      li.appendChild(el("span", null, symptom.name));
+      li.appendChild(el("span", "option-code", symptom.id));
+      var remove = el("button", "chip-remove", "×");
+      remove.type = "button";
+      remove.setAttribute("aria-label", t("remove") + " " + symptom.name);
+      remove.addEventListener("click", function () {
+        selected = selected.filter(function (s) { return s.id !== symptom.id; });
+        renderChips();
+      });
+      li.appendChild(remove);
+      chips.appendChild(li);
+    });
+  }
+
+  /* ---------------------------------------------------------------- triage */
+  function numberOrNull(id) {
+    var raw = $(id).value.trim().replace(",", ".");
+    return raw === "" ? null : Number(raw);
+  }
+  function translateWarning(text) {
+    var unused = /^symptom (HP:\d{7}) is not used by this model$/.exec(text);
+    if (unused) { return t("warnUnused", { term: unused[1] }); }
+    if (text === I18N.en.warnBaseRates) { return t("warnBaseRates"); }
+    return text;
+  }
+
+  function renderResult(answer) {
+    $("result-prediction-id").textContent = answer.prediction_id;
+    $("result-model").textContent = answer.model_version;
+    $("orphan-probability").textContent = percent(answer.orphan_probability);
+    var body = $("differential").querySelector("tbody");
+    body.replaceChildren();
+    answer.differential.forEach(function (d, i) {
+      var row = el("tr", "dx-row");
+      row.setAttribute("data-code", d.code);
+      row.appendChild(el("td", "rank", String(i + 1)));
+      row.appendChild(el("td", "code", d.code));
+      row.appendChild(el("td", "name", d.name));
+      var tagCell = el("td");
+      tagCell.appendChild(el("span", "tag tag-" + d.category, t("cat_" + d.category)));
+      row.appendChild(tagCell);
+      var probability = el("td", "num");
+      var bar = el("span", "bar");
+      var fill = el("span", "bar-fill");
+      fill.style.width = Math.max(0, Math.min(100, d.probability * 100)).toFixed(1) + "%";
+      bar.appendChild(fill);
+      probability.appendChild(bar);
+      probability.appendChild(el("span", "pct", percent(d.probability)));
+      row.appendChild(probability);
+      body.appendChild(row);
+    });
+    var severity = answer.severity;
+    var label = $("severity-label");
+    label.textContent = t("sev_" + severity.label);
+    label.className = "sev sev-" + severity.label;
+    label.setAttribute("data-severity", severity.label);
+    var bars = $("severity-bars");
+    bars.replaceChildren();
+    SEVERITIES.forEach(function (name) {
+      if (!(name in severity.probabilities)) { return; }
+      var p = severity.probabilities[name];
+      var li = el("li", name === severity.label ? "current" : null);
+      li.appendChild(el("span", "bar-label", t("sev_" + name)));
+      var bar = el("span", "bar");
+      var fill = el("span", "bar-fill sev-fill-" + name);
+      fill.style.width = (p * 100).toFixed(1) + "%";
+      bar.appendChild(fill);
+      li.appendChild(bar);
+      li.appendChild(el("span", "pct", percent(p)));
+      bars.appendChild(li);
+    });
+    var warnings = $("warnings");
+    warnings.replaceChildren();
+    (answer.warnings || []).forEach(function (w) { warnings.appendChild(el("li", null, translateWarning(w))); });
+    $("warnings-box").hidden = !(answer.warnings || []).length;
+    $("result").hidden = false;
+  }
+
+  function submitTriage(event) {
+    event.preventDefault();
+    var errorBox = $("triage-error");
+    errorBox.hidden = true;
+    var body = {
+      age: numberOrNull("age"), sex: $("sex").value || null,
+      heart_rate: numberOrNull("heart_rate"), body_temperature: numberOrNull("body_temperature"),
+      systolic_bp: numberOrNull("systolic_bp"), diastolic_bp: numberOrNull("diastolic_bp"),
+      symptoms: selected.map(function (s) { return s.id; })
+    };
+    var button = $("triage-submit");
+    button.disabled = true;
+    button.textContent = t("working");
+    api("POST", "/v1/predict?top_k=10", body)
+      .then(function (result) {
+        if (!result.ok) { showError(errorBox, result); return; }
+        lastResult = result.data;
+        renderResult(lastResult);
+        $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+      })
+      .catch(function () { networkError(errorBox); })
+      .then(function () { button.disabled = false; button.textContent = t("submitTriage"); });
+  }
+
+  /* ---------------------------------------------------------------- validation */
+  function renderLabel(label) {
+    var box = $("label-status");
+    box.textContent = t(label.replaced ? "labelReplaced" : "labelSaved",
+      { dx: label.diagnosis, sev: t("sev_" + label.severity), id: label.prediction_id });
+    box.hidden = false;
+  }
+
+  function submitLabel(event) {
+    event.preventDefault();
+    var errorBox = $("label-error");
+    errorBox.hidden = true;
+    $("label-status").hidden = true;
+    lastLabel = null;
+    var body = {
+      prediction_id: $("label-prediction-id").value.trim(),
+      diagnosis: $("label-diagnosis").value.trim(),
+      severity: $("label-severity").value
+    };
+    api("POST", "/v1/labels", body)
+      .then(function (result) {
+        if (!result.ok) { showError(errorBox, result); return; }
+        lastLabel = result.data;
+        renderLabel(lastLabel);
+      })
+      .catch(function () { networkError(errorBox); });
+  }
+
+  /* ---------------------------------------------------------------- start */
+  document.addEventListener("DOMContentLoaded", function () {
+    var stored = null;
+    try { stored = localStorage.getItem(LANG_KEY); } catch (e) { stored = null; }
+    applyLanguage(stored || document.documentElement.lang || "en");
+
+    ["lang-en", "lang-es"].forEach(function (id) {
+      $(id).addEventListener("click", function () {
+        var next = $(id).getAttribute("data-lang");
+        try { localStorage.setItem(LANG_KEY, next); } catch (e) { /* private mode */ }
+        applyLanguage(next);
+      });
+    });
+    $("token-form").addEventListener("submit", function (event) {
+      event.preventDefault();
+      var value = $("token").value.trim();
+      if (value) { sessionStorage.setItem(TOKEN_KEY, value); }
+      $("token").value = "";
+      showTokenState();
+    });
+    $("token-clear").addEventListener("click", function () {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showTokenState();
+    });
+
+    autocomplete($("symptom-input"), $("symptom-suggestions"), "/v1/symptoms", renderSymptomOption,
+      function (item) {
+        if (!selected.some(function (s) { return s.id === item.id; })) {
+          selected.push({ id: item.id, name: item.name });
+          renderChips();
+        }
+        $("symptom-input").value = "";
+      });
+    autocomplete($("label-diagnosis"), $("diagnosis-suggestions"), "/v1/diseases", renderDiseaseOption,
+      function (item) { $("label-diagnosis").value = item.code; });
+
+    $("triage-form").addEventListener("submit", submitTriage);
+    $("triage-reset").addEventListener("click", function () {
+      $("triage-form").reset();
+      selected = [];
+      renderChips();
+      $("triage-error").hidden = true;
+    });
+    $("use-prediction-id").addEventListener("click", function () {
+      if (lastResult) { $("label-prediction-id").value = lastResult.prediction_id; }
+      $("label-diagnosis").focus();
+    });
+    $("label-form").addEventListener("submit", submitLabel);
+  });
+})();

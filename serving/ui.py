@@ -1,0 +1,93 @@
+"""The clinicians' web page: plain HTML, CSS and vanilla JS served by the API itself (no build step).
+
+* ``GET /`` and ``GET /ui``: ``templates/index.html``, in Spanish or English. The language comes
+  from ``?lang=es|en`` or else the ``Accept-Language`` header; the page's switch changes it
+  in place afterwards (and remembers the choice in ``localStorage``).
+* ``GET /static/...``: ``app.js``, ``app.css``.
+
+The page calls the JSON API with the token the user types; the token is kept in the tab's
+``sessionStorage`` only (gone when the tab closes, never in a cookie, never sent anywhere but the
+``Authorization`` header of same-origin API calls). A strict Content-Security-Policy (scripts and
+styles from this origin only, no inline code) limits what injected markup could do.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from pathlib import Path
+
+from litestar import Controller, MediaType, Request, Response, get
+from litestar.datastructures import CacheControlHeader
+from litestar.router import Router
+from litestar.static_files import create_static_files_router
+
+LANGUAGES = ("en", "es")
+DEFAULT_LANGUAGE = "en"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def _package_dir(name: str) -> Path:
+    return Path(str(importlib.resources.files("serving") / name))
+
+
+@functools.cache
+def _template() -> str:
+    return (_package_dir("templates") / "index.html").read_text(encoding="utf-8")
+
+
+def language_from(accept_language: str | None) -> str:
+    """The supported language the ``Accept-Language`` header prefers most (``en`` by default)."""
+    best, best_q = DEFAULT_LANGUAGE, 0.0
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-", 1)[0]
+        if primary not in LANGUAGES:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        q -= position * 1e-6  # equal weights: the first listed wins
+        if q > best_q:
+            best, best_q = primary, q
+    return best
+
+
+class WebController(Controller):
+    path = "/"
+    include_in_schema = False
+
+    @get(["/", "/ui"], media_type=MediaType.HTML)
+    async def page(self, request: Request) -> Response[str]:
+        """The triage and validation forms."""
+        lang = request.query_params.get("lang")
+        if lang not in LANGUAGES:
+            lang = language_from(request.headers.get("accept-language"))
+        html = _template().replace("{{lang}}", lang)
+        headers = {**SECURITY_HEADERS, "Content-Language": lang, "Vary": "Accept-Language"}
+        return Response(html, media_type=MediaType.HTML, headers=headers)
+
+
+def static_router() -> Router:
+    return create_static_files_router(
+        path="/static",
+        directories=[_package_dir("static")],
+        cache_control=CacheControlHeader(no_cache=True),
+        include_in_schema=False,
+        name="static",
+    )

