@@ -15,9 +15,35 @@ from orchestration.resources import ModelPolicy
 from schemas.clinical import SEVERITIES
 from schemas.features import FeatureSpec
 
+SOURCE_WEEKLY_EXPORT = "weekly_export"
+SOURCE_CLINICIAN_LABEL = "clinician_label"
+
 SPLIT_TRAIN = "train"
 SPLIT_EVALUATION = "evaluation"
 MIN_SYMPTOM_COUNT = 2
+
+
+def feedback_rows(feedback: pl.DataFrame, like: pl.DataFrame) -> pl.DataFrame:
+    """Labelled feedback (logged model inputs + confirmed diagnosis and severity) shaped like the
+    validated records: no patient key (requests carry no identifier), ``recorded_at`` = the time of
+    the prediction, ``source_file`` = the label file, ``week`` = the Monday of that day."""
+    if feedback.is_empty():
+        return feedback.clear()
+    rows = feedback.select(
+        pl.lit(None, dtype=pl.Utf8).alias("patient_key"),
+        pl.col("time").dt.replace_time_zone(None).dt.cast_time_unit("us").alias("recorded_at"),
+        *[pl.col(name).cast(pl.Float64) for name in FeatureSpec(symptoms=()).vitals],
+        pl.col("sex").fill_null("unknown"),
+        pl.col("symptoms"),
+        pl.col("diagnosis"),
+        pl.col("severity"),
+        pl.col("label_file").alias("source_file"),
+        pl.lit(None, dtype=pl.Int64).alias("source_row"),
+        pl.col("time").dt.truncate("1w").dt.date().cast(pl.Utf8).alias("week"),
+        pl.lit(SOURCE_CLINICIAN_LABEL).alias("source"),
+    )
+    columns = [c for c in like.columns if c in rows.columns]
+    return rows.select(columns).cast({c: like.schema[c] for c in columns})
 
 
 def assemble_training_table(
@@ -27,15 +53,20 @@ def assemble_training_table(
     min_class_rows: int,
     evaluation_share: float,
     seed: int,
+    feedback: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
-    """All valid weeks in one table, with a stratified train/evaluation split.
+    """All valid weeks, plus labelled feedback when given, in one table with a stratified
+    train/evaluation split; ``source`` tells weekly-export rows from clinician-label rows.
 
     Diagnoses with fewer than ``min_class_rows`` records cannot be learned from data; they are
     left out of the table and returned with their counts so the caller can report them by name.
     """
     frames = [
-        frame.with_columns(pl.lit(week).alias("week")) for week, frame in sorted(weeks.items())
+        frame.with_columns(pl.lit(week).alias("week"), pl.lit(SOURCE_WEEKLY_EXPORT).alias("source"))
+        for week, frame in sorted(weeks.items())
     ]
+    if feedback is not None and not feedback.is_empty() and frames:
+        frames.append(feedback_rows(feedback, frames[0]))
     table = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
     counts = Counter(table["diagnosis"].to_list())
     too_few = {code: n for code, n in sorted(counts.items()) if n < min_class_rows}
@@ -99,9 +130,14 @@ def build_training_set(train: pl.DataFrame, seed: int) -> TrainingSet:
 @dg.asset(
     group_name="training",
     kinds={"polars"},
-    ins={"validated_patient_records": dg.AssetIn(), "disease_catalogue": dg.AssetIn()},
+    ins={
+        "validated_patient_records": dg.AssetIn(),
+        "disease_catalogue": dg.AssetIn(),
+        "labelled_feedback": dg.AssetIn(),
+    },
     description=(
-        "Every valid record of every week, with diagnosis names and categories and a fixed, "
+        "Every valid record of every week, plus the clinician-confirmed labelled feedback "
+        "(source = clinician_label), with diagnosis names and categories and a fixed, "
         "stratified train/evaluation split. Diagnoses with too few records are left out and named "
         "in the metadata."
     ),
@@ -111,6 +147,7 @@ def training_table(
     policy: ModelPolicy,
     validated_patient_records: dict[str, pl.DataFrame],
     disease_catalogue: pl.DataFrame,
+    labelled_feedback: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     table, too_few = assemble_training_table(
         validated_patient_records,
@@ -118,7 +155,9 @@ def training_table(
         min_class_rows=policy.min_class_rows,
         evaluation_share=policy.evaluation_share,
         seed=policy.random_seed,
+        feedback=labelled_feedback,
     )
+    by_source = table.group_by("source").len().sort("source")
     by_category = table.group_by("diagnosis_category").len().sort("diagnosis_category")
     return dg.Output(
         table,
@@ -131,6 +170,7 @@ def training_table(
             ),
             "classes_below_minimum": dg.MetadataValue.json(too_few),
             "evaluation_rows": int((table["split"] == SPLIT_EVALUATION).sum()),
+            "rows_by_source": dg.MetadataValue.json(dict(zip(by_source["source"], by_source["len"]))),
         },
     )
 

@@ -1,18 +1,36 @@
-"""The project's only Definitions: assets, checks, jobs, sensors and resources."""
+"""The project's only Definitions: assets, checks, jobs, schedules, sensors and resources."""
 
 import dagster as dg
 
 from assets import deployment, knowledge, model, monitoring, onnx_export, raw, training, validated
-from orchestration.jobs import training_job, weekly_validation_job
+from orchestration.jobs import (
+    monitoring_job,
+    monitoring_schedule,
+    prediction_log_job,
+    prediction_log_schedule,
+    training_job,
+    weekly_validation_job,
+)
 from orchestration.resources import build_resources
-from orchestration.sensors import weekly_export_sensor
+from orchestration.sensors import (
+    drift_retraining_sensor,
+    model_gate_alert_sensor,
+    new_labels_sensor,
+    weekly_export_sensor,
+)
 
 _modules = [raw, validated, knowledge, training, model, onnx_export, deployment, monitoring]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_modules),
     asset_checks=dg.load_asset_checks_from_modules(_modules),
-    jobs=[weekly_validation_job, training_job],
-    sensors=[weekly_export_sensor],
+    jobs=[weekly_validation_job, training_job, monitoring_job, prediction_log_job],
+    schedules=[monitoring_schedule, prediction_log_schedule],
+    sensors=[
+        weekly_export_sensor,
+        new_labels_sensor,
+        drift_retraining_sensor,
+        model_gate_alert_sensor,
+    ],
     resources=build_resources(),
 )

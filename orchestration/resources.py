@@ -5,8 +5,13 @@ Asset code receives these typed resources and never reads the environment itself
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import logging
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +23,7 @@ from dagster_mlflow.resources import MlFlow
 from orchestration.settings import TriagePaths, pseudonym_key
 
 EXPERIMENT_NAME = "triage-diagnosis"
+ALERT_WEBHOOK_ENV = "TRIAGE_ALERT_WEBHOOK"
 REGISTERED_MODEL_NAME = "triage-diagnosis"
 
 
@@ -58,8 +64,82 @@ class ModelPolicy(dg.ConfigurableResource):
     random_seed: int = 7
     min_macro_f1: float = 0.5
     min_orphan_recall: float = 0.3
+    min_rare_top10: float = 0.6
+    knowledge_cases: int = 600
     max_onnx_abs_diff: float = 1e-4
     champion_tolerance: float = 0.02
+
+
+class MonitoringPolicy(dg.ConfigurableResource):
+    """Monitoring and retraining settings a data team tunes without touching code."""
+
+    # drift: the current window is the last ``drift_window_days`` days of the prediction log
+    drift_window_days: int = 7
+    drift_share_threshold: float = 0.5  # the drift check warns above this share of drifted features
+    drift_max_rows: int = 5000  # reference and current are sampled down to this many rows
+    drift_top_symptoms: int = 10  # symptom prevalence is compared for the most frequent terms
+    # retraining triggered by confirmed labels
+    min_new_labels: int = 20
+    label_retrain_cooldown_seconds: int = 0
+    # retraining triggered by a failed drift check
+    drift_retrain_cooldown_seconds: int = 24 * 3600
+    # live performance on labelled feedback, per model version
+    min_labels_for_performance: int = 20
+    min_live_accuracy: float = 0.5
+    min_live_macro_f1: float = 0.4
+    min_live_orphan_recall: float = 0.2
+
+
+class AlertsResource(dg.ConfigurableResource):
+    """Posts an alert as JSON to a webhook (chat, paging, incident tool).
+
+    Without ``webhook_url`` the URL is read from TRIAGE_ALERT_WEBHOOK when an alert is sent (not
+    when the code location loads); when neither is set the alert is only logged as a warning.
+    Sending never raises: a failed delivery is logged as an error and reported as False, so a
+    monitoring run is not lost because the chat service is down.
+    """
+
+    webhook_url: Optional[str] = None
+    timeout_seconds: float = 5.0
+
+    def resolved_url(self) -> Optional[str]:
+        return self.webhook_url or os.environ.get(ALERT_WEBHOOK_ENV) or None
+
+    def send(
+        self,
+        kind: str,
+        summary: str,
+        details: Optional[dict] = None,
+        log: Optional[logging.Logger] = None,
+    ) -> bool:
+        """POST ``{"source", "kind", "summary", "details", "sent_at"}``; True when delivered."""
+        log = log or logging.getLogger("triage.alerts")
+        url = self.resolved_url()
+        if not url:
+            log.warning(f"alert {kind} not sent ({ALERT_WEBHOOK_ENV} is not set): {summary}")
+            return False
+        payload = {
+            "source": "triage",
+            "kind": kind,
+            "summary": summary,
+            "details": details or {},
+            "sent_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(payload, default=str).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                delivered = 200 <= response.status < 300
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.error(f"alert {kind} could not be delivered: {exc}")
+            return False
+        if not delivered:
+            log.error(f"alert {kind}: webhook answered {response.status}")
+        return delivered
 
 
 @dg.resource(
@@ -117,6 +197,8 @@ def build_resources() -> dict[str, object]:
         "storage": TriageStorage(),
         "policy": ModelPolicy(),
         "quality": QualityPolicy(),
+        "monitoring": MonitoringPolicy(),
+        "alerts": AlertsResource(),
         "mlflow": triage_mlflow.configured(
             {
                 "experiment_name": EXPERIMENT_NAME,

@@ -17,6 +17,12 @@ STAGES = {
     "onnx_model": "deployment",
     "deployed_model": "deployment",
     "drift_report": "monitoring",
+    "knowledge_ranker": "knowledge",
+    "prediction_log": "monitoring",
+    "clinician_labels": "monitoring",
+    "labelled_feedback": "monitoring",
+    "drift_reference": "monitoring",
+    "live_performance": "monitoring",
 }
 
 
