@@ -16,7 +16,7 @@ HOST ?= 127.0.0.1
 API_PORT ?= 8000
 UI_PORT ?= 3000
 
-.PHONY: install pipeline serve ui run test bench-validate clean help
+.PHONY: install pipeline serve ui run test bench-validate bench-model bench-api clean help
 
 help:
 	@echo "make run       install, run the pipeline, then start the Dagster UI and the API"
@@ -53,6 +53,12 @@ test: install
 
 bench-validate: install
 	$(VENV)/bin/python tests/benchmarks/bench_validate.py
+
+bench-model: install
+	$(VENV)/bin/python tests/benchmarks/bench_model.py --seed 11 --cases 1000
+
+bench-api: install
+	$(VENV)/bin/python tests/benchmarks/bench_api.py --home "$(TRIAGE_HOME)"
 
 clean:
 	rm -rf $(TRIAGE_HOME)
