@@ -302,11 +302,13 @@ class LoadedModel:
         np.clip(diagnosis, 0.0, 1.0, out=diagnosis)
         np.clip(severity, 0.0, 1.0, out=severity)
         severity_best = np.argmax(severity, axis=1).tolist()
-        dx_rows, sev_rows = diagnosis.tolist(), severity.tolist()  # plain floats, fast to index
+        # plain floats of the returned entries only (the catalogue row has ~12,000 entries)
+        top_probs = np.take_along_axis(diagnosis, np.asarray(order), axis=1).tolist()
+        sev_rows = severity.tolist()
         classes, labels = entries, self.severity_labels
         answers: list[dict[str, Any]] = []
         for row, patient in enumerate(patients):
-            probs, sev = dx_rows[row], sev_rows[row]
+            sev = sev_rows[row]
             answers.append(
                 {
                     "prediction_id": uuid.uuid4().hex,
@@ -316,9 +318,9 @@ class LoadedModel:
                             "code": classes[j].code,
                             "name": classes[j].name,
                             "category": classes[j].category,
-                            "probability": probs[j],
+                            "probability": p,
                         }
-                        for j in order[row]
+                        for j, p in zip(order[row], top_probs[row])
                     ],
                     "orphan_probability": orphan[row],
                     "severity": {
