@@ -1,0 +1,163 @@
+"""The monitoring loop with the real pieces: serve, predict, confirm labels through the API, the
+sensor requests retraining, the run passes (the service reloads) or the gate refuses (the service
+keeps its model) — asserted at each step."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from orchestration.definitions import defs
+from orchestration.resources import MonitoringPolicy, TriageStorage
+from orchestration.sensors import new_labels_sensor
+from orchestration.simulation import simulate_cohort
+from schemas.validation import validate_records
+
+TRIAGE = Path(sys.executable).parent / "triage"
+CLINICIAN, AUDITOR = "loop-clinician", "loop-auditor"
+
+
+def call(url, body=None, token=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        method="GET" if body is None else "POST",
+        headers=headers,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture
+def loop_home(deployed_home, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(deployed_home, home)
+    for folder in ("predictions", "labels"):
+        shutil.rmtree(home / folder, ignore_errors=True)
+    monkeypatch.setenv("TRIAGE_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    return home
+
+
+@pytest.fixture
+def api(loop_home):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TRIAGE_HOME": str(loop_home), "TRIAGE_RELOAD_INTERVAL": "0.2",
+           "TRIAGE_API_KEYS": f"clinician:{CLINICIAN},auditor:{AUDITOR}"}
+    process = subprocess.Popen(
+        [str(TRIAGE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if call(f"{base}/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "API not ready"
+            time.sleep(0.3)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def served_version(base):
+    return call(f"{base}/v1/model", token=AUDITOR)[1]["version"]
+
+
+def confirm_labels(base, n, seed):
+    """Predict for n simulated patients through the API, then confirm their true diagnoses."""
+    raw = simulate_cohort(n, 1, seed, defect_rate=0.0, start="2026-04-06")[0][1].with_columns(
+        pl.lit("loop").alias("source_file"),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"),
+    )
+    records = validate_records(raw, b"loop").valid
+    assert records.height >= n - 2
+    for row in records.iter_rows(named=True):
+        body = {k: row[k] for k in ("age", "sex", "heart_rate", "body_temperature", "systolic_bp",
+                                    "diastolic_bp", "symptoms")}
+        status, answer = call(f"{base}/v1/predict", body, token=CLINICIAN)
+        assert status == 200, answer
+        status, _ = call(f"{base}/v1/labels", {"prediction_id": answer["prediction_id"],
+                                               "diagnosis": row["diagnosis"],
+                                               "severity": row["severity"]}, token=CLINICIAN)
+        assert status == 202
+    return records.height
+
+
+def sensor_tick(instance, home, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor,
+        resources={"storage": TriageStorage(home=str(home)), "monitoring": MonitoringPolicy()},
+    )
+    return new_labels_sensor(context), context
+
+
+def test_labels_close_the_loop_through_the_gate(loop_home, api):
+    first = served_version(api)
+    with dg.DagsterInstance.from_config(str(loop_home / "dagster")) as instance:
+        # no labels yet: the sensor asks for nothing
+        result, _ = sensor_tick(instance, loop_home)
+        assert isinstance(result, dg.SkipReason)
+
+        labelled = confirm_labels(api, 30, seed=21)
+        assert len(list((loop_home / "labels").glob("*.json"))) == labelled >= 20
+        result, context = sensor_tick(instance, loop_home)
+        assert len(result.run_requests) == 1
+        request = result.run_requests[0]
+
+        # the requested run retrains on the confirmed labels and passes the gate
+        run = defs.resolve_job_def("training").execute_in_process(
+            instance=instance, tags=request.tags, raise_on_error=False
+        )
+        assert run.success
+        feedback = run.output_for_node("labelled_feedback")
+        assert feedback.height == labelled
+        pointer = json.loads((loop_home / "deployments" / "current.json").read_text())
+        assert pointer["version"] != first
+
+        # the running service picks the new model up without a restart
+        deadline = time.monotonic() + 20
+        while served_version(api) != pointer["version"]:
+            assert time.monotonic() < deadline, "the API did not reload the new model"
+            time.sleep(0.3)
+
+        # more labels; this time the requested run trains a deliberately weak challenger
+        confirm_labels(api, 25, seed=22)
+        result, _ = sensor_tick(instance, loop_home, cursor=result.cursor)
+        assert len(result.run_requests) == 1
+        weak = {"ops": {"diagnosis_model": {"config": {"n_estimators": 1, "max_depth": 1}}}}
+        refused = defs.resolve_job_def("training").execute_in_process(
+            instance=instance, tags=result.run_requests[0].tags, run_config=weak,
+            raise_on_error=False,
+        )
+        assert not refused.success
+        gate = {e.check_name: e for e in refused.get_asset_check_evaluations()}["quality_gate"]
+        assert not gate.passed
+        time.sleep(1.0)  # several reload intervals
+        assert served_version(api) == pointer["version"]
+        assert json.loads((loop_home / "deployments" / "current.json").read_text()) == pointer
