@@ -2,6 +2,7 @@
 
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import dagster as dg
 import numpy as np
@@ -13,6 +14,15 @@ from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
+from assets.candidates import (
+    BALANCINGS,
+    FAMILIES,
+    RANDOM_OVER_SAMPLING,
+    XGB_PARAMS,
+    XGBOOST,
+    candidate_params,
+    fit_candidate,
+)
 from assets.training import SPLIT_EVALUATION, TrainingSet, encode_table
 from orchestration.resources import ModelPolicy, TriageStorage
 from orchestration.simulation import simulate_cohort
@@ -25,16 +35,6 @@ from schemas.validation import validate_records
 from serving.model_store import ModelLoadError, load_deployment
 
 QUALITY_GATE_CHECK = "quality_gate"
-
-XGB_PARAMS = {
-    "n_estimators": 60,
-    "max_depth": 4,
-    "learning_rate": 0.25,
-    "subsample": 0.9,
-    "tree_method": "hist",
-    "n_jobs": 1,
-}
-
 
 @dataclass
 class TrainedModel:
@@ -53,14 +53,23 @@ class TrainedModel:
 
 
 class ClassifierConfig(dg.Config):
-    """XGBoost hyperparameters of a training run (set in the launchpad, logged to MLflow)."""
+    """Hyperparameters of a training run (set in the launchpad, logged to MLflow).
+
+    The diagnosis head's family and balancing come from ``model_selection`` unless ``family`` /
+    ``balancing`` override them; the XGBoost settings apply to the severity head always and to
+    the diagnosis head when its family is XGBoost."""
 
     n_estimators: int = XGB_PARAMS["n_estimators"]
     max_depth: int = XGB_PARAMS["max_depth"]
     learning_rate: float = XGB_PARAMS["learning_rate"]
+    family: Optional[str] = None  # one of assets.candidates.FAMILIES
+    balancing: Optional[str] = None  # one of assets.candidates.BALANCINGS
 
     def xgb_params(self) -> dict:
-        return {**XGB_PARAMS, **self.model_dump()}
+        return {
+            **XGB_PARAMS,
+            **self.model_dump(include={"n_estimators", "max_depth", "learning_rate"}),
+        }
 
 
 def _pipeline(seed: int, params: dict | None = None) -> Pipeline:
@@ -74,9 +83,23 @@ def _pipeline(seed: int, params: dict | None = None) -> Pipeline:
     )
 
 
-def train_models(data: TrainingSet, seed: int, params: dict | None = None) -> TrainedModel:
+def train_models(
+    data: TrainingSet,
+    seed: int,
+    params: dict | None = None,
+    family: str = XGBOOST,
+    balancing: str = RANDOM_OVER_SAMPLING,
+) -> TrainedModel:
+    """The diagnosis head of ``family`` with ``balancing`` applied to the (unbalanced) training
+    rows (the sampler is fitted first and is not part of the returned, exported pipeline), and
+    the XGBoost severity head on the training rows. ``params`` are XGBoost's."""
+    if family not in FAMILIES or balancing not in BALANCINGS:
+        raise ValueError(f"unknown candidate {family!r} + {balancing!r}")
     params = params or XGB_PARAMS
-    diagnosis = _pipeline(seed, params).fit(data.X_balanced, data.y_balanced)
+    diagnosis = fit_candidate(
+        family, balancing, data.X, data.y_diagnosis, seed,
+        params if family == XGBOOST else None,
+    )
     severity = _pipeline(seed, params).fit(data.X, data.y_severity)
     medians = diagnosis.named_steps["impute"].statistics_[: len(data.spec.vitals)]
     return TrainedModel(
@@ -84,7 +107,10 @@ def train_models(data: TrainingSet, seed: int, params: dict | None = None) -> Tr
         classes=data.classes,
         diagnosis=diagnosis,
         severity=severity,
-        params={**params, "imputer": "median", "balancing": "random_over_sampling"},
+        params={
+            **candidate_params(family, balancing, params if family == XGBOOST else None),
+            **{f"severity_xgb_{k}": v for k, v in params.items()},
+        },
         imputation={name: float(v) for name, v in zip(data.spec.vitals, medians)},
     )
 
@@ -280,8 +306,10 @@ def evaluate(
     group_name="training",
     kinds={"xgboost", "scikitlearn", "mlflow"},
     description=(
-        "XGBoost classifiers for the diagnosis (on the balanced set) and the severity (five "
-        "categories), with median imputation of missing vitals. Each training is an MLflow run."
+        "The diagnosis classifier of the family and class balancing chosen by `model_selection` "
+        "(balancing applied to the training rows before fitting, never exported), and the XGBoost "
+        "severity classifier (five categories), with median imputation of missing vitals. Each "
+        "training is an MLflow run."
     ),
 )
 def diagnosis_model(
@@ -289,18 +317,20 @@ def diagnosis_model(
     policy: ModelPolicy,
     mlflow: dg.ResourceParam[MlFlow],
     balanced_training_set: TrainingSet,
+    model_selection: dict,
 ) -> dg.Output[TrainedModel]:
     params = config.xgb_params()
-    model = train_models(balanced_training_set, policy.random_seed, params)
+    family = config.family or model_selection["model"]
+    balancing = config.balancing or model_selection["balancing"]
+    model = train_models(balanced_training_set, policy.random_seed, params, family, balancing)
     mlflow.log_params(
         {
-            **{f"xgb_{k}": v for k, v in params.items()},
+            **model.params,
+            "selected_by": "config" if (config.family or config.balancing) else "model_selection",
             "classes": len(model.classes),
             "features": model.spec.n_features,
             "symptom_vocabulary": len(model.spec.symptoms),
             "training_rows": int(balanced_training_set.X.shape[0]),
-            "balanced_rows": int(balanced_training_set.X_balanced.shape[0]),
-            "balancing": "random_over_sampling",
             **{f"impute_median_{k}": round(v, 3) for k, v in model.imputation.items()},
         }
     )
@@ -310,6 +340,8 @@ def diagnosis_model(
         metadata={
             "mlflow_run_id": model.mlflow_run_id,
             "classes": len(model.classes),
+            "diagnosis_family": family,
+            "balancing": balancing,
             "imputation_medians": dg.MetadataValue.json(model.imputation),
         },
     )

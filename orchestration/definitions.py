@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets import deployment, knowledge, model, monitoring, onnx_export, raw, training, validated
+from assets import candidates
 from orchestration.jobs import (
     monitoring_job,
     monitoring_schedule,
@@ -19,7 +20,9 @@ from orchestration.sensors import (
     weekly_export_sensor,
 )
 
-_modules = [raw, validated, knowledge, training, model, onnx_export, deployment, monitoring]
+_modules = [
+    raw, validated, knowledge, training, candidates, model, onnx_export, deployment, monitoring
+]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_modules),

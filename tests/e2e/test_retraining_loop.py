@@ -150,7 +150,10 @@ def test_labels_close_the_loop_through_the_gate(loop_home, api):
         confirm_labels(api, 25, seed=22)
         result, _ = sensor_tick(instance, loop_home, cursor=result.cursor)
         assert len(result.run_requests) == 1
-        weak = {"ops": {"diagnosis_model": {"config": {"n_estimators": 1, "max_depth": 1}}}}
+        weak = {"ops": {"diagnosis_model": {"config": {
+            "family": "xgboost", "balancing": "random_over_sampling",
+            "n_estimators": 1, "max_depth": 1,
+        }}}}
         refused = defs.resolve_job_def("training").execute_in_process(
             instance=instance, tags=result.run_requests[0].tags, run_config=weak,
             raise_on_error=False,

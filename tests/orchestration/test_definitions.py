@@ -12,6 +12,7 @@ STAGES = {
     "disease_catalogue": "knowledge",
     "training_table": "training",
     "balanced_training_set": "training",
+    "model_selection": "training",
     "diagnosis_model": "training",
     "model_evaluation": "training",
     "onnx_model": "deployment",
