@@ -324,3 +324,16 @@ def test_the_training_week_itself_shows_no_drift_against_its_reference(monitored
     control = monitoring.drift_summary(reference, same_population, home / "control.html",
                                        tracked_symptoms=10, with_predicted=True)
     assert control["drifted_columns"] == [] and control["drift_share"] == 0.0
+
+
+def test_the_drifted_week_makes_the_drift_sensor_request_retraining(monitored):
+    from orchestration.resources import MonitoringPolicy
+    from orchestration.sensors import TRIGGER_DRIFT, TRIGGER_TAG, drift_retraining_sensor
+
+    with dg.DagsterInstance.from_config(str(monitored["home"] / "dagster")) as instance:
+        result = drift_retraining_sensor(
+            dg.build_sensor_context(instance=instance, resources={"monitoring": MonitoringPolicy()})
+        )
+    (request,) = result.run_requests
+    assert request.tags[TRIGGER_TAG] == TRIGGER_DRIFT
+    assert float(request.tags["triage/drift_share"]) > 0.2
