@@ -158,13 +158,18 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
     """
     config = dict(context.resource_config)
     paths = TriagePaths.from_env()
+    # TRIAGE_MLFLOW_TRACKING_URI, not MLFLOW_TRACKING_URI: MLflow writes that one into the
+    # process environment itself whenever a tracking URI is set, so it cannot carry configuration.
     config["mlflow_tracking_uri"] = config.get("mlflow_tracking_uri") or os.environ.get(
-        "MLFLOW_TRACKING_URI"
+        "TRIAGE_MLFLOW_TRACKING_URI"
     )
     if not config["mlflow_tracking_uri"]:
         paths.mlflow.mkdir(parents=True, exist_ok=True)
         config["mlflow_tracking_uri"] = f"sqlite:///{paths.mlflow / 'mlflow.db'}"
     mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
+    # The model registry lives in the same store; set it too, or MLflow keeps the registry of
+    # the first store this process used.
+    mlflow.set_registry_uri(config["mlflow_tracking_uri"])
     if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
         mlflow.create_experiment(
             config["experiment_name"],
@@ -192,7 +197,7 @@ def code_version() -> str:
 
 def build_resources() -> dict[str, object]:
     """Resources for the local single-machine default: everything under TRIAGE_HOME, resolved
-    when a run starts. MLflow uses MLFLOW_TRACKING_URI when set, else SQLite in TRIAGE_HOME."""
+    when a run starts. MLflow uses TRIAGE_MLFLOW_TRACKING_URI when set, else SQLite in TRIAGE_HOME."""
     return {
         "storage": TriageStorage(),
         "policy": ModelPolicy(),

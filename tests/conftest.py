@@ -15,7 +15,7 @@ def deployed_home(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("TRIAGE_HOME", str(home))
     mp.setenv("DAGSTER_HOME", str(home / "dagster"))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("TRIAGE_MLFLOW_TRACKING_URI", raising=False)
     write_weekly_exports(
         home / "landing", patients=2400, weeks=3, seed=11, defect_rate=0.04, start=WEEKS[0]
     )

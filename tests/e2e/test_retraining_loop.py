@@ -17,7 +17,6 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from orchestration.definitions import defs
 from orchestration.resources import MonitoringPolicy, TriageStorage
 from orchestration.sensors import new_labels_sensor
 from orchestration.simulation import simulate_cohort
@@ -109,6 +108,33 @@ def confirm_labels(base, n, seed):
     return records.height
 
 
+RUN_TRAINING = """
+import json, sys
+import dagster as dg
+from orchestration.definitions import defs
+tags, run_config = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+with dg.DagsterInstance.get() as instance:
+    run = defs.resolve_job_def("training").execute_in_process(
+        instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+gate = {e.check_name: e for e in run.get_asset_check_evaluations()}.get("quality_gate")
+feedback = run.output_for_node("labelled_feedback") if run.success else None
+print(json.dumps({"success": run.success, "gate_passed": gate.passed if gate else None,
+                  "feedback_rows": feedback.height if feedback is not None else None}))
+"""
+
+
+def run_training(home, tags, run_config=None):
+    """Execute the requested training run in its own process, as the Dagster daemon would
+    (MLflow keeps process-wide state, so one process serves one TRIAGE_HOME)."""
+    env = {**os.environ, "TRIAGE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_TRAINING, json.dumps(dict(tags)), json.dumps(run_config or {})],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def sensor_tick(instance, home, cursor=None):
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor,
@@ -131,12 +157,9 @@ def test_labels_close_the_loop_through_the_gate(loop_home, api):
         request = result.run_requests[0]
 
         # the requested run retrains on the confirmed labels and passes the gate
-        run = defs.resolve_job_def("training").execute_in_process(
-            instance=instance, tags=request.tags, raise_on_error=False
-        )
-        assert run.success
-        feedback = run.output_for_node("labelled_feedback")
-        assert feedback.height == labelled
+        run = run_training(loop_home, request.tags)
+        assert run["success"] and run["gate_passed"]
+        assert run["feedback_rows"] == labelled
         pointer = json.loads((loop_home / "deployments" / "current.json").read_text())
         assert pointer["version"] != first
 
@@ -154,13 +177,8 @@ def test_labels_close_the_loop_through_the_gate(loop_home, api):
             "family": "xgboost", "balancing": "random_over_sampling",
             "n_estimators": 1, "max_depth": 1,
         }}}}
-        refused = defs.resolve_job_def("training").execute_in_process(
-            instance=instance, tags=result.run_requests[0].tags, run_config=weak,
-            raise_on_error=False,
-        )
-        assert not refused.success
-        gate = {e.check_name: e for e in refused.get_asset_check_evaluations()}["quality_gate"]
-        assert not gate.passed
+        refused = run_training(loop_home, result.run_requests[0].tags, weak)
+        assert not refused["success"] and refused["gate_passed"] is False
         time.sleep(1.0)  # several reload intervals
         assert served_version(api) == pointer["version"]
         assert json.loads((loop_home / "deployments" / "current.json").read_text()) == pointer
