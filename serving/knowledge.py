@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from schemas.blend import BlendParams
-from schemas.categories import CATEGORY_ORPHAN
 
 
 class KnowledgeLoadError(RuntimeError):
@@ -39,10 +38,6 @@ class KnowledgeIndex:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_term_index", {t: i for i, t in enumerate(self.terms)})
-
-    @property
-    def category(self) -> str:
-        return CATEGORY_ORPHAN
 
     @classmethod
     def load(cls, path: Path, expected_sha256: str, blend: Mapping[str, Any]) -> "KnowledgeIndex":

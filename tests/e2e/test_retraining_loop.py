@@ -5,13 +5,11 @@ keeps its model) — asserted at each step."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -22,7 +20,6 @@ from orchestration.sensors import new_labels_sensor
 from orchestration.simulation import simulate_cohort
 from schemas.validation import validate_records
 
-TRIAGE = Path(sys.executable).parent / "triage"
 CLINICIAN, AUDITOR = "loop-clinician", "loop-auditor"
 
 
@@ -55,33 +52,9 @@ def loop_home(deployed_home, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def api(loop_home):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "TRIAGE_HOME": str(loop_home), "TRIAGE_RELOAD_INTERVAL": "0.2",
-           "TRIAGE_API_KEYS": f"clinician:{CLINICIAN},auditor:{AUDITOR}"}
-    process = subprocess.Popen(
-        [str(TRIAGE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if call(f"{base}/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "API not ready"
-            time.sleep(0.3)
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+def api(loop_home, start_api):
+    return start_api(loop_home, f"clinician:{CLINICIAN},auditor:{AUDITOR}",
+                     TRIAGE_RELOAD_INTERVAL="0.2")
 
 
 def served_version(base):

@@ -1,26 +1,10 @@
 """`triage serve` as a real process on a deployed TRIAGE_HOME, spoken to over loopback HTTP."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
-
-TRIAGE = Path(sys.executable).parent / "triage"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def call(url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(
@@ -38,31 +22,8 @@ def call(url: str, body: dict | None = None, token: str | None = None) -> tuple[
 
 
 @pytest.fixture
-def server(deployed_home):
-    port = free_port()
-    env = {**os.environ, "TRIAGE_HOME": str(deployed_home),
-           "TRIAGE_API_KEYS": "clinician:e2e-clinician,auditor:e2e-auditor"}
-    process = subprocess.Popen(
-        [str(TRIAGE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if call(f"{base}/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
-            time.sleep(0.3)
-        else:
-            pytest.fail("the API did not become ready within 60 s")
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+def server(deployed_home, start_api):
+    return start_api(deployed_home, "clinician:e2e-clinician,auditor:e2e-auditor")
 
 
 def test_served_prediction_for_a_febrile_patient_and_provenance(server):

@@ -7,13 +7,7 @@ the ``selenium`` Python package; without them the test is skipped with the reaso
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,7 +16,6 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-TRIAGE = Path(sys.executable).parent / "triage"
 CLINICIAN, ADMIN = "web-e2e-clinician-token", "web-e2e-admin-token"
 SCREENSHOT = Path("/tmp/triage_web_form.png")
 
@@ -53,12 +46,6 @@ def _post(url: str, body: dict, token: str) -> dict:
         return json.loads(response.read())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, token: str | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
@@ -69,31 +56,8 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def server(deployed_home):
-    port = _free_port()
-    env = {**os.environ, "TRIAGE_HOME": str(deployed_home),
-           "TRIAGE_API_KEYS": f"clinician:{CLINICIAN},admin:{ADMIN}"}
-    process = subprocess.Popen(
-        [str(TRIAGE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if _get(f"{base}/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
-            time.sleep(0.3)
-        else:
-            pytest.fail("the API did not become ready within 60 s")
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # its own process group only
-        process.wait(timeout=20)
+def server(deployed_home, start_api):
+    return start_api(deployed_home, f"clinician:{CLINICIAN},admin:{ADMIN}")
 
 
 @pytest.fixture
