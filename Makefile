@@ -31,7 +31,7 @@ $(UV):
 	.uv/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python "$(PYTHON)"
+	$(UV) sync --frozen --all-extras --python "$(PYTHON)"
 	@touch $@
 
 install: $(VENV)/.installed
