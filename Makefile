@@ -57,8 +57,9 @@ bench-validate: install
 bench-model: install
 	$(VENV)/bin/python tests/benchmarks/bench_model.py --seed 11 --cases 1000
 
+# the shipped server (uvicorn, 2 workers); BENCH_API_ARGS=--compare adds 1 worker and granian
 bench-api: install
-	$(VENV)/bin/python tests/benchmarks/bench_api.py --home "$(TRIAGE_HOME)"
+	$(VENV)/bin/python tests/benchmarks/bench_api.py --home "$(TRIAGE_HOME)" $(BENCH_API_ARGS)
 
 clean:
 	rm -rf $(TRIAGE_HOME)

@@ -14,7 +14,8 @@ from dagster_mlflow.resources import MlFlow
 
 from assets.model import TrainedModel
 from assets.onnx_export import OnnxArtifact
-from orchestration.resources import REGISTERED_MODEL_NAME, TriageStorage, code_version
+from orchestration.resources import TriageStorage, code_version
+from orchestration.settings import current_environment
 from schemas.clinical import SEVERITIES
 from schemas.features import (
     ONNX_DIAGNOSIS_OUTPUT,
@@ -113,6 +114,14 @@ def _data_versions(context: dg.AssetExecutionContext, weeks: list[str]) -> dict:
     return {"weekly_exports": dict(sorted(files.items()))}
 
 
+def _hpo_files(context: dg.AssetExecutionContext) -> dict:
+    """Which HPO release files the shipped knowledge ranker was built from (SHA-256, source)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("knowledge_ranker"))
+    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    keys = ("hpo_files_sha256", "hp_obo_sha256", "phenotype_hpoa_sha256", "hpo_source")
+    return {key: metadata[key].value for key in keys if key in metadata}
+
+
 @dg.asset(
     group_name="deployment",
     kinds={"onnx", "mlflow"},
@@ -152,15 +161,16 @@ def deployed_model(
         else None
     )
 
+    model_name = current_environment().model_name
     info = mlflow.onnx.log_model(
         onnx.load_from_string(onnx_model.content),
         name="model",
-        registered_model_name=REGISTERED_MODEL_NAME,
+        registered_model_name=model_name,
         pip_requirements=["onnxruntime"],
     )
     registered_version = str(info.registered_model_version)
     mlflow.tracking.MlflowClient().set_registered_model_alias(
-        REGISTERED_MODEL_NAME, CHAMPION_ALIAS, registered_version
+        model_name, CHAMPION_ALIAS, registered_version
     )
     index = knowledge_index(knowledge_ranker)
     manifest = {
@@ -188,22 +198,30 @@ def deployed_model(
         "metrics": {**model_evaluation["metrics"], "onnx_max_abs_diff": onnx_model.max_abs_diff},
         "imputation": diagnosis_model.imputation,
         "mlflow_run_id": diagnosis_model.mlflow_run_id,
-        "mlflow_model_name": REGISTERED_MODEL_NAME,
+        "mlflow_model_name": model_name,
         "mlflow_model_version": registered_version,
         "dagster_run_id": context.run_id,
         "code_version": code_version(),
-        "data_versions": {**_data_versions(context, weeks), "hpo_release": hpo_release},
+        "data_versions": {
+            **_data_versions(context, weeks),
+            "hpo_release": hpo_release,
+            **_hpo_files(context),
+        },
         "hpo_release": hpo_release,
     }
     target = write_deployment(
         storage.paths.deployments, manifest, onnx_model.content, {KNOWLEDGE_FILE: index}
     )
+    remote = storage.remote
+    if remote is not None:  # the version folder first, then the pointer the API follows
+        remote.publish_deployment(storage.paths.deployments, version)
     mlflow.set_tags({"deployed_version": version})
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
             "version": version,
             "path": str(target),
+            "published_to": storage.describe("deployments"),
             "onnx_sha256": onnx_model.sha256,
             "mlflow_run_id": diagnosis_model.mlflow_run_id,
             "mlflow_model_version": registered_version,

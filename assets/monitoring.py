@@ -188,6 +188,7 @@ def prediction_log(
     context: dg.AssetExecutionContext, storage: TriageStorage
 ) -> dg.Output[pl.DataFrame]:
     day = context.partition_key
+    storage.pull("predictions")
     path = storage.paths.predictions / f"predictions-{day}.jsonl"
     frame, problems = read_prediction_log(storage.paths.predictions, [day])
     by_version = frame.group_by("model_version").len().sort("model_version")
@@ -309,6 +310,8 @@ def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> 
     ),
 )
 def clinician_labels(storage: TriageStorage) -> dg.Output[pl.DataFrame]:
+    storage.pull("predictions")
+    storage.pull("labels")
     predictions, _ = read_prediction_log(storage.paths.predictions)
     labels = validate_label_files(
         label_files(storage.paths.labels), set(predictions["prediction_id"].to_list())
@@ -363,6 +366,7 @@ def version_accuracy(feedback: pl.DataFrame) -> dict[str, dict]:
 def labelled_feedback(
     storage: TriageStorage, clinician_labels: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
+    storage.pull("predictions")
     predictions, _ = read_prediction_log(storage.paths.predictions)
     feedback = join_feedback(clinician_labels, predictions)
     return dg.Output(
@@ -416,6 +420,7 @@ def drift_reference(
     tmp = path.with_suffix(".tmp")
     reference.write_parquet(tmp)
     tmp.replace(path)
+    storage.push("reports", [path.relative_to(storage.paths.reports).as_posix()])
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": reference.height,
@@ -557,10 +562,12 @@ def serving_reference(
     from assets.deployment import read_current
 
     deployments = storage.paths.deployments
+    storage.pull_deployment()
     pointer = read_current(deployments)
     if pointer is not None:
         manifest = json.loads((deployments / pointer["manifest"]).read_text())
         path = drift_reference_path(storage.paths.reports, str(manifest.get("dagster_run_id")))
+        storage.pull("reports", under=path.relative_to(storage.paths.reports).as_posix())
         if path.is_file():
             return path, {"model_version": pointer["version"], "reference": "serving model"}
     event = context.instance.get_latest_materialization_event(DRIFT_REFERENCE)
@@ -600,6 +607,7 @@ def drift_report(
             "no drift reference stored yet: materialise drift_reference (a training run) first"
         )
     reference = pl.read_parquet(reference_path)
+    storage.pull("predictions")
     current, window, problems = current_window(storage.paths.predictions, monitoring.drift_window_days)
     with_predicted = current.height > 0
     if with_predicted:
@@ -635,6 +643,8 @@ def drift_report(
         summary["week"] = label
     json_path = html_path.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=2))
+    storage.push("reports", [p.relative_to(storage.paths.reports).as_posix()
+                             for p in (html_path, json_path)])
     return dg.Output(
         summary,
         metadata={
@@ -779,6 +789,7 @@ def live_performance_check(
 ) -> dg.AssetCheckResult:
     from assets.deployment import read_current
 
+    storage.pull_deployment()
     pointer = read_current(storage.paths.deployments)
     version = pointer["version"] if pointer else None
     metrics = live_performance.get(version) if version else None

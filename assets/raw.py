@@ -12,6 +12,7 @@ from schemas.validation import read_raw_export
 
 
 def find_export(storage: TriageStorage, partition_key: str):
+    storage.pull("landing", under=f"{EXPORT_PREFIX}{partition_key}")
     for suffix in EXPORT_SUFFIXES:
         path = storage.paths.landing / f"{EXPORT_PREFIX}{partition_key}{suffix}"
         if path.exists():

@@ -12,7 +12,8 @@ from orchestration.jobs import (
     training_job,
     weekly_validation_job,
 )
-from orchestration.resources import build_resources
+from orchestration.resources import build_executor, build_resources
+from orchestration.knowledge_sensor import hpo_release_sensor
 from orchestration.sensors import (
     drift_retraining_sensor,
     model_gate_alert_sensor,
@@ -34,6 +35,8 @@ defs = dg.Definitions(
         new_labels_sensor,
         drift_retraining_sensor,
         model_gate_alert_sensor,
+        hpo_release_sensor,
     ],
     resources=build_resources(),
+    executor=build_executor(),
 )

@@ -35,13 +35,20 @@ def ensure_dagster_home(paths: TriagePaths) -> Path:
 
 
 def seed_demo_if_empty(paths: TriagePaths) -> list[Path]:
+    """Write the demo weeks into the landing zone when it holds no export (with S3 configured,
+    the bucket's landing area is pulled first and the demo weeks are uploaded to it)."""
     from assets.partitions import partition_key_for
+    from orchestration.resources import TriageStorage
     from orchestration.simulation import write_weekly_exports
 
+    storage = TriageStorage(home=str(paths.home))
+    remote = storage.remote
+    storage.pull("landing", remote=remote)
     paths.landing.mkdir(parents=True, exist_ok=True)
     if any(partition_key_for(p.name) for p in paths.landing.iterdir()):
+        storage.push("landing", remote=remote)  # exports dropped on this machine, shared too
         return []
-    return write_weekly_exports(
+    seeded = write_weekly_exports(
         paths.landing,
         patients=DEMO_PATIENTS,
         weeks=DEMO_WEEKS,
@@ -49,6 +56,8 @@ def seed_demo_if_empty(paths: TriagePaths) -> list[Path]:
         defect_rate=0.03,
         start="2026-01-05",
     )
+    storage.push("landing", remote=remote)
+    return seeded
 
 
 def already_validated(instance, paths: TriagePaths, key: str) -> bool:
@@ -78,10 +87,13 @@ def already_validated(instance, paths: TriagePaths, key: str) -> bool:
 def run_pipeline(seed_demo: bool = True) -> int:
     paths = TriagePaths.from_env()
     ensure_dagster_home(paths)
+    from orchestration.resources import TriageStorage
+
     if seed_demo:
         seeded = seed_demo_if_empty(paths)
         if seeded:
-            print(f"seeded {len(seeded)} demo weekly exports into {paths.landing}")
+            where = TriageStorage(home=str(paths.home)).describe("landing")
+            print(f"seeded {len(seeded)} demo weekly exports into {where}")
 
     import warnings
 
@@ -93,12 +105,13 @@ def run_pipeline(seed_demo: bool = True) -> int:
 
     from assets.partitions import weekly_exports
     from orchestration.definitions import defs
-    from orchestration.resources import TriageStorage
     from orchestration.sensors import landing_partition_keys
 
-    keys = landing_partition_keys(TriageStorage(home=str(paths.home)))
+    storage = TriageStorage(home=str(paths.home))
+    storage.pull("landing")
+    keys = landing_partition_keys(storage)
     if not keys:
-        print(f"no weekly exports in {paths.landing}", file=sys.stderr)
+        print(f"no weekly exports in {storage.describe('landing')}", file=sys.stderr)
         return 1
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(weekly_exports.name))
@@ -125,5 +138,5 @@ def run_pipeline(seed_demo: bool = True) -> int:
             if event.is_failure:
                 print(f"  {event.step_key}: {event.message}", file=sys.stderr)
         return 1
-    print(f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {paths.deployments}")
+    print(f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {storage.describe('deployments')}")
     return 0

@@ -20,16 +20,25 @@ import mlflow
 from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
 from dagster_mlflow.resources import MlFlow
 
-from orchestration.settings import TriagePaths, pseudonym_key
+from dagster_aws.s3 import S3Resource
+from dagster_aws.s3.io_manager import PickledObjectS3IOManager
 
-EXPERIMENT_NAME = "triage-diagnosis"
+from orchestration.settings import BASE_NAME, TriagePaths, current_environment, pseudonym_key
+from serving.remote import RemoteStore
+
+EXPERIMENT_NAME = BASE_NAME  # per environment: current_environment().model_name
 ALERT_WEBHOOK_ENV = "TRIAGE_ALERT_WEBHOOK"
-REGISTERED_MODEL_NAME = "triage-diagnosis"
 
 
 class TriageStorage(dg.ConfigurableResource):
-    """The state directory and its layout. Without ``home``, TRIAGE_HOME is read when a run
-    starts (default ./.triage), never when the code location is loaded."""
+    """The state directory and its layout, and the S3 store shared areas live in when configured.
+
+    Without ``home``, TRIAGE_HOME is read when a run starts (default ./.triage), never when the
+    code location is loaded; likewise TRIAGE_S3_BUCKET / TRIAGE_S3_PREFIX / AWS_ENDPOINT_URL (see
+    :func:`orchestration.settings.current_environment` for the per-environment rules). Assets read
+    shared files after ``pull(area)`` and publish them with ``push(area)``; both do nothing on the
+    local default, where TRIAGE_HOME is the store.
+    """
 
     home: Optional[str] = None
 
@@ -40,12 +49,45 @@ class TriageStorage(dg.ConfigurableResource):
     def pseudonym_key(self) -> bytes:
         return pseudonym_key(self.paths.home)
 
+    @property
+    def remote(self) -> Optional[RemoteStore]:
+        location = current_environment().s3_location()
+        if location is None:
+            return None
+        # the client comes from dagster-aws's S3 resource (credentials, region, endpoint)
+        return RemoteStore(location, S3Resource(endpoint_url=location.endpoint_url).get_client())
+
+    def pull(self, area: str, under: str = "", remote: Optional[RemoteStore] = None) -> list[str]:
+        remote = remote or self.remote
+        return remote.pull(area, getattr(self.paths, area), under) if remote else []
+
+    def pull_deployment(self) -> bool:
+        """Mirror the deployed model (pointer + its version folder) from S3, if configured."""
+        remote = self.remote
+        return remote.pull_deployment(self.paths.deployments) if remote else False
+
+    def push(self, area: str, names=None, remote: Optional[RemoteStore] = None) -> list[str]:
+        remote = remote or self.remote
+        return remote.push(area, getattr(self.paths, area), names) if remote else []
+
+    def describe(self, area: str) -> str:
+        """Where an area lives, for metadata and messages."""
+        location = current_environment().s3_location()
+        return location.uri(area) if location else str(getattr(self.paths, area))
+
 
 class TriageIOManager(dg.FilesystemIOManager):
-    """Dagster's filesystem IO manager; without ``base_dir`` it roots at TRIAGE_HOME/storage,
-    resolved when a run starts."""
+    """Asset outputs: Dagster's filesystem IO manager under TRIAGE_HOME/storage, or dagster-aws's
+    pickled-object S3 IO manager under ``<prefix>/storage`` when S3 is configured; decided when a
+    run starts."""
 
     def create_io_manager(self, context: dg.InitResourceContext):
+        location = current_environment().s3_location()
+        if location is not None and not self.base_dir:
+            client = S3Resource(endpoint_url=location.endpoint_url).get_client()
+            return PickledObjectS3IOManager(
+                location.bucket, client, s3_prefix=f"{location.prefix}/storage"
+            )
         base_dir = self.base_dir or str(TriagePaths.from_env().storage)
         return dg.FilesystemIOManager(base_dir=base_dir).create_io_manager(context)
 
@@ -158,6 +200,9 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
     """
     config = dict(context.resource_config)
     paths = TriagePaths.from_env()
+    environment = current_environment()
+    if config.get("experiment_name") == EXPERIMENT_NAME:
+        config["experiment_name"] = environment.model_name
     # TRIAGE_MLFLOW_TRACKING_URI, not MLFLOW_TRACKING_URI: MLflow writes that one into the
     # process environment itself whenever a tracking URI is set, so it cannot carry configuration.
     config["mlflow_tracking_uri"] = config.get("mlflow_tracking_uri") or os.environ.get(
@@ -166,6 +211,10 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
     if not config["mlflow_tracking_uri"]:
         paths.mlflow.mkdir(parents=True, exist_ok=True)
         config["mlflow_tracking_uri"] = f"sqlite:///{paths.mlflow / 'mlflow.db'}"
+    location = environment.s3_location()
+    if location is not None and location.endpoint_url:
+        # MLflow's S3 artifact store reads its endpoint from its own variable
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", location.endpoint_url)
     mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
     # The model registry lives in the same store; set it too, or MLflow keeps the registry of
     # the first store this process used.
@@ -174,13 +223,17 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
         mlflow.create_experiment(
             config["experiment_name"],
             artifact_location=config.get("artifact_location")
-            or (paths.mlflow / "artifacts").as_uri(),
+            or os.environ.get("TRIAGE_MLFLOW_ARTIFACTS")
+            or (location.uri("mlflow") if location else (paths.mlflow / "artifacts").as_uri()),
         )
     return MlFlow(context.replace_config(config))
 
 
 def code_version() -> str:
-    """The git commit of the code that runs, or 'unknown' outside a checkout."""
+    """The git commit of the code that runs: TRIAGE_CODE_VERSION when set (container images,
+    built without git), else the checkout's HEAD, else 'unknown'."""
+    if os.environ.get("TRIAGE_CODE_VERSION"):
+        return os.environ["TRIAGE_CODE_VERSION"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -193,6 +246,38 @@ def code_version() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+EXECUTOR_ENV = "TRIAGE_EXECUTOR"
+
+
+def build_executor(env=None) -> Optional[dg.ExecutorDefinition]:
+    """The executor of every job, chosen by TRIAGE_EXECUTOR when the code location loads (a
+    deployment decision: every run of this location uses it):
+
+    - unset or ``multiprocess``: Dagster's default (one process per step; in_process on request);
+    - ``in_process``: every step in the run's process;
+    - ``celery``: steps become Celery tasks on workers started with ``dagster-celery worker start``
+      against DAGSTER_CELERY_BROKER_URL (Redis or RabbitMQ; results in DAGSTER_CELERY_BACKEND_URL,
+      default the broker, which suits Redis; with RabbitMQ set it to ``rpc://``). Needs a persistent instance and a shared IO manager: PostgreSQL + S3,
+      or SQLite + TRIAGE_HOME when every worker is on this machine.
+    """
+    env = os.environ if env is None else env
+    choice = (env.get(EXECUTOR_ENV) or "multiprocess").strip().lower()
+    if choice == "multiprocess":
+        return None
+    if choice == "in_process":
+        return dg.in_process_executor
+    if choice == "celery":
+        from dagster_celery import celery_executor
+
+        broker = {"env": "DAGSTER_CELERY_BROKER_URL"}
+        backend = (
+            {"env": "DAGSTER_CELERY_BACKEND_URL"}
+            if env.get("DAGSTER_CELERY_BACKEND_URL") else broker
+        )
+        return celery_executor.configured({"broker": broker, "backend": backend})
+    raise ValueError(f"{EXECUTOR_ENV} must be multiprocess, in_process or celery, got {choice!r}")
 
 
 def build_resources() -> dict[str, object]:

@@ -40,11 +40,14 @@ GATE_CHECK_KEYS = (
 
 
 def landing_partition_keys(storage: TriageStorage) -> list[str]:
-    landing = storage.paths.landing
-    if not landing.is_dir():
-        return []
-    keys = {partition_key_for(p.name) for p in landing.iterdir() if p.is_file()}
-    return sorted(k for k in keys if k)
+    """Weeks with an export in the landing zone (the S3 area's object names when configured)."""
+    remote = storage.remote
+    if remote is not None:
+        names = [name for name in remote.list("landing") if "/" not in name]
+    else:
+        landing = storage.paths.landing
+        names = [p.name for p in landing.iterdir() if p.is_file()] if landing.is_dir() else []
+    return sorted({k for k in map(partition_key_for, names) if k})
 
 
 @dg.sensor(
@@ -114,6 +117,7 @@ def new_labels_sensor(
     context: dg.SensorEvaluationContext, storage: TriageStorage, monitoring: MonitoringPolicy
 ):
     cursor = LabelCursor.parse(context.cursor)
+    storage.pull("labels")  # with S3: labels written by every API host, mirrored here
     new = new_label_files(storage.paths.labels, cursor)
     if len(new) < monitoring.min_new_labels:
         return dg.SkipReason(

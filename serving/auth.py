@@ -88,8 +88,12 @@ def bearer_token_from(header: str | None) -> str | None:
     return token
 
 
-def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Guard: accept only a configured bearer token; attach its role as ``request.user``."""
+async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Guard: accept only a configured bearer token; attach its role as ``request.user``.
+
+    A coroutine on purpose: Litestar runs a *sync* guard in a worker thread (anyio offload, about
+    0.1 ms per request under load) while this check costs a few microseconds on the event loop.
+    """
     token = bearer_token_from(connection.headers.get("authorization"))
     if token is None:
         raise _unauthorized("missing bearer token (Authorization: Bearer <token>)")

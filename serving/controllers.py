@@ -26,6 +26,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVI
 
 from serving import metrics
 from serving.auth import AUDIT_ROLES, CLINICAL_ROLES, SEARCH_ROLES, require_api_key
+from serving.explain import parse_explain, symptom_namer
 from serving.labels import LabelStore, validate_label_body
 from serving.model_store import ModelStore
 from serving.prediction_log import PredictionIndex, PredictionLog
@@ -70,13 +71,35 @@ TopK = Annotated[
     ),
 ]
 
-_ERROR_RESPONSES = {
+Explain = Annotated[
+    bool,
+    Parameter(
+        description="Add an `explanation` to the first 3 differential entries: the inputs whose "
+        "removal lowers (supports) or raises (against) the entry's probability, by how much "
+        "(v1.2). Default true for one patient, false for a batch.",
+    ),
+]
+
+# Every error answer is an ErrorBody (serving.app maps exceptions to it); the OpenAPI lists each
+# status an operation can answer with that body (checked by tests/e2e/test_fuzz_api.py).
+_AUTH_RESPONSES = {
     401: ResponseSpec(data_container=ErrorBody, description="Missing or unknown bearer token."),
     403: ResponseSpec(data_container=ErrorBody, description="The token's role may not call this."),
+    503: ResponseSpec(data_container=ErrorBody, description="Service unavailable (no model is "
+                      "loaded, or the search indexes or the shared storage cannot be read); "
+                      "retry later."),
+}
+_QUERY_RESPONSES = {
+    **_AUTH_RESPONSES,
+    400: ResponseSpec(data_container=ErrorBody,
+                      description="A query parameter is malformed or out of range."),
+}
+_ERROR_RESPONSES = {  # operations with a JSON body
+    **_QUERY_RESPONSES,
+    413: ResponseSpec(data_container=ErrorBody, description="The request body is too large."),
     422: ResponseSpec(
         data_container=ErrorBody, description="Invalid input; `problems` lists every problem."
     ),
-    503: ResponseSpec(data_container=ErrorBody, description="No model is loaded."),
 }
 
 
@@ -91,7 +114,7 @@ class RequestProblems(Exception):
 
 async def _json_body(request: Request) -> Any:
     body = await request.body()
-    if not body.strip():
+    if not body or body.isspace():  # no copy of a large batch body
         raise RequestProblems(
             "request body is empty",
             [Problem(field="body", value=None, message="a JSON body is required")],
@@ -113,20 +136,24 @@ def _raise_if(problems: list[Problem], what: str) -> None:
 async def check_single_request(request: Request) -> None:
     """before_request hook of /v1/predict: every problem in query and body at once."""
     top_k, problems = validate_top_k(request.query_params.get("top_k"))
+    explain, explain_problems = parse_explain(request.query_params.get("explain"), True)
     patient, body_problems = validate_patient_body(await _json_body(request))
-    problems.extend(body_problems)
+    problems.extend(explain_problems + body_problems)
     _raise_if(problems, "request")
     request.state.top_k = top_k
+    request.state.explain = explain
     request.state.patients = [patient]
 
 
 async def check_batch_request(request: Request) -> None:
     """before_request hook of /v1/predict/batch: paths look like ``patients[3].heart_rate``."""
     top_k, problems = validate_top_k(request.query_params.get("top_k"))
+    explain, explain_problems = parse_explain(request.query_params.get("explain"), False)
     patients, body_problems = validate_batch_body(await _json_body(request))
-    problems.extend(body_problems)
+    problems.extend(explain_problems + body_problems)
     _raise_if(problems, "request")
     request.state.top_k = top_k
+    request.state.explain = explain
     request.state.patients = patients
 
 
@@ -139,7 +166,10 @@ async def _current_store(request: Request) -> ModelStore:
 
 def _score(request: Request, store: ModelStore) -> list[dict[str, Any]]:
     patients: list[dict[str, Any]] = request.state.patients
-    answers = store.predict(patients, request.state.top_k)
+    answers = store.require().predict(
+        patients, request.state.top_k, explain=request.state.explain,
+        symptom_name=symptom_namer(getattr(request.app.state, "knowledge", None)),
+    )
     prediction_log: PredictionLog | None = request.app.state.prediction_log
     if prediction_log is not None:
         prediction_log.record(patients, answers)
@@ -162,7 +192,8 @@ class PredictionController(Controller):
         opt={"roles": CLINICAL_ROLES},
     )
     async def predict(
-        self, request: Request, data: JSONBody[Patient], top_k: TopK = TOP_K_DEFAULT
+        self, request: Request, data: JSONBody[Patient], top_k: TopK = TOP_K_DEFAULT,
+        explain: Explain = True,
     ) -> Prediction:
         """Ranked differential diagnosis, orphan probability and severity for one patient.
 
@@ -182,7 +213,8 @@ class PredictionController(Controller):
         opt={"roles": CLINICAL_ROLES},
     )
     async def predict_batch(
-        self, request: Request, data: JSONBody[PredictBatch], top_k: TopK = TOP_K_DEFAULT
+        self, request: Request, data: JSONBody[PredictBatch], top_k: TopK = TOP_K_DEFAULT,
+        explain: Explain = False,
     ) -> BatchPredictions:
         """Predictions for 1–1000 patients, in the order they were sent.
 
@@ -202,7 +234,7 @@ class ModelController(Controller):
     @get(
         "/",
         operation_id="getModelCard",
-        responses={k: v for k, v in _ERROR_RESPONSES.items() if k != 422},
+        responses=_AUTH_RESPONSES,
         opt={"roles": AUDIT_ROLES},
     )
     async def model_card(self, request: Request) -> ModelCard:
@@ -287,7 +319,7 @@ class SearchController(Controller):
     @get(
         "/symptoms",
         operation_id="searchSymptoms",
-        responses={k: v for k, v in _ERROR_RESPONSES.items() if k != 422},
+        responses=_QUERY_RESPONSES,
         opt={"roles": SEARCH_ROLES},
     )
     async def symptoms(self, request: Request, q: SearchQuery,
@@ -315,7 +347,7 @@ class SearchController(Controller):
     @get(
         "/diseases",
         operation_id="searchDiseases",
-        responses={k: v for k, v in _ERROR_RESPONSES.items() if k != 422},
+        responses=_QUERY_RESPONSES,
         opt={"roles": SEARCH_ROLES},
     )
     async def diseases(self, request: Request, q: SearchQuery,

@@ -13,7 +13,9 @@ replaces the earlier one (a correction); both writes are atomic, so a reader see
 
 Durability: the label is written to a temporary file in the same directory, flushed and
 ``fsync``-ed, renamed over the final name with ``os.replace`` and the directory is ``fsync``-ed, all
-before the API answers 202. A failure leaves no partial file behind.
+before the API answers 202. A failure leaves no partial file behind. With S3 configured
+(:mod:`serving.remote`) the same record is also written to ``labels/<prediction_id>.json`` in the
+bucket before the 202; if that write fails the request fails (503) and the clinician can resend.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import msgspec
 
 from schemas.clinical import DIAGNOSIS_RE, SEVERITIES, normalise_severity
 from serving.prediction_log import PREDICTION_ID_RE
+from serving.remote import RemoteStore
 from serving.structs import Problem, echo, type_name
 
 LABEL_FORMAT = 1
@@ -103,8 +106,9 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class LabelStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, remote: RemoteStore | None = None) -> None:
         self.directory = directory
+        self.remote = remote
         self._encoder = msgspec.json.Encoder()
 
     def path_for(self, prediction_id: str) -> Path:
@@ -143,4 +147,6 @@ class LabelStore:
                 pass
             raise
         _fsync_directory(self.directory)
+        if self.remote is not None:
+            self.remote.put_bytes("labels", target.name, target.read_bytes())
         return record, replaced

@@ -34,6 +34,12 @@ import onnxruntime as ort
 
 from schemas.blend import blend
 from schemas.features import FeatureSpec
+from serving.explain import (
+    EXPLAINED_DIAGNOSES,
+    SymptomNamer,
+    explanations,
+    occlusion_rows,
+)
 from serving.knowledge import KnowledgeIndex, KnowledgeLoadError
 
 log = logging.getLogger("triage.serving.model")
@@ -249,11 +255,28 @@ class LoadedModel:
             np.asarray(scores, dtype=np.float64).reshape(-1),
         )
 
-    def _predict_with_knowledge(self, patients: Sequence[Mapping[str, Any]], top_k: int):
+    def _blend(
+        self, classifier: np.ndarray, scores: np.ndarray, symptom_lists: Sequence[Sequence[str]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Classifier probabilities [n, C] + ranker log-scores [n, D] -> (probabilities over
+        ``_entries`` [n, C + D], orphan probability [n]), as in evaluation (schemas/blend.py)."""
+        unseen = np.array(
+            [
+                sum(not self.spec.knows_symptom(t) for t in terms) / len(terms) if terms else 0.0
+                for terms in symptom_lists
+            ]
+        )
+        class_probs, disease_probs, p_orphan = blend(
+            classifier, self._orphan_mask, self._class_to_disease, scores,
+            self.knowledge.empty_best, unseen, self.knowledge.blend,
+        )
+        return np.concatenate([class_probs, disease_probs], axis=1), p_orphan
+
+    def _predict_with_knowledge(self, patients: Sequence[Mapping[str, Any]]):
         """Classifier + knowledge ranker, one patient per ONNX call, blended as in evaluation."""
         knowledge = self.knowledge
         features = self.spec.encode(patients)
-        diagnosis, severity, scores, unseen = [], [], [], []
+        diagnosis, severity, scores, symptom_lists = [], [], [], []
         for i, patient in enumerate(patients):
             symptoms = list(patient.get("symptoms") or ())
             query, _, _ = knowledge.encode(symptoms)
@@ -261,76 +284,186 @@ class LoadedModel:
             diagnosis.append(dx)
             severity.append(sev)
             scores.append(sc)
-            unseen.append(
-                sum(not self.spec.knows_symptom(t) for t in symptoms) / len(symptoms)
-                if symptoms
-                else 0.0
-            )
-        class_probs, disease_probs, p_orphan = blend(
-            np.clip(np.stack(diagnosis), 0.0, 1.0), self._orphan_mask, self._class_to_disease,
-            np.stack(scores), knowledge.empty_best, np.array(unseen), knowledge.blend,
+            symptom_lists.append(symptoms)
+        combined, p_orphan = self._blend(
+            np.clip(np.stack(diagnosis), 0.0, 1.0), np.stack(scores), symptom_lists
         )
-        combined = np.concatenate([class_probs, disease_probs], axis=1)
-        n_total = combined.shape[1]
-        k = max(1, min(int(top_k), n_total))
-        return combined, np.stack(severity), p_orphan, k
+        return combined, np.stack(severity), p_orphan
 
-    def predict(self, patients: Sequence[Mapping[str, Any]], top_k: int) -> list[dict[str, Any]]:
-        """Score validated patient dicts (API body fields); one answer dict per patient, same order."""
-        if not patients:
-            return []
+    def _score(self, patients: Sequence[Mapping[str, Any]]):
+        """(probabilities over the output entries [n, E], severity [n, S], orphan probability [n])
+        for the patients, without explanations."""
         if self.knowledge is not None:
-            diagnosis, severity, p_orphan, k = self._predict_with_knowledge(patients, top_k)
-            entries = self._entries
+            diagnosis, severity, p_orphan = self._predict_with_knowledge(patients)
+            return diagnosis, severity, np.minimum(p_orphan, 1.0)
+        diagnosis, severity = self._run(self.spec.encode(patients))
+        return diagnosis, severity, self._classifier_orphan(diagnosis)
+
+    def _classifier_orphan(self, diagnosis: np.ndarray) -> np.ndarray:
+        if self._orphan_mask.any():
+            return np.minimum(diagnosis[:, self._orphan_mask].sum(axis=1), 1.0)
+        return np.zeros(len(diagnosis))
+
+    def _score_rows(self, rows: Sequence[Mapping[str, Any]]):
+        """Score one patient's occlusion rows (:func:`serving.explain.occlusion_rows`); same
+        result layout as :meth:`_score`.
+
+        The classifier heads score every row in ONE onnxruntime call. The knowledge ranker's input
+        is a single query vector, so that call also gives the ranker's scores for the first row's
+        symptoms, and each row with another symptom set (one per removed symptom the ranker knows)
+        adds one call that fetches only ``ranker_scores`` (onnxruntime then runs only the ranker's
+        nodes). A batch of one row is scored as two identical rows: onnxruntime sums a single row
+        in another order than a batch (differences up to ~2e-6), and every explained prediction
+        must go through the same batched arithmetic, so that re-sending a patient without one input
+        reproduces the reported effect exactly.
+        """
+        n = len(rows)
+        features = self.spec.encode(rows)
+        batch = features if n > 1 else np.concatenate([features, features])
+        if self.knowledge is None:
+            diagnosis, severity = self.session.run(
+                [self.diagnosis_output, self.severity_output], {self.input_name: batch}
+            )
+            diagnosis = np.asarray(diagnosis, dtype=np.float64)[:n]
+            severity = np.asarray(severity, dtype=np.float64)[:n]
+            return diagnosis, severity, self._classifier_orphan(diagnosis)
+        knowledge = self.knowledge
+        symptom_lists = [list(row.get("symptoms") or ()) for row in rows]
+        queries, keys = [], []
+        for terms in symptom_lists:
+            query, used, _ = knowledge.encode(terms)
+            queries.append(query)
+            keys.append(frozenset(used))  # the indicator depends on the set of current terms only
+        diagnosis, severity, first_scores = self.session.run(
+            [self.diagnosis_output, self.severity_output, self.ranker_output],
+            {self.input_name: batch, self.query_input: queries[0]},
+        )
+        by_key = {keys[0]: np.asarray(first_scores, dtype=np.float64).reshape(-1)}
+        for query, key in zip(queries, keys):
+            if key not in by_key:
+                (scores,) = self.session.run(
+                    [self.ranker_output], {self.input_name: batch[:1], self.query_input: query}
+                )
+                by_key[key] = np.asarray(scores, dtype=np.float64).reshape(-1)
+        combined, p_orphan = self._blend(
+            np.clip(np.asarray(diagnosis, dtype=np.float64)[:n], 0.0, 1.0),
+            np.stack([by_key[key] for key in keys]),
+            symptom_lists,
+        )
+        return combined, np.asarray(severity, dtype=np.float64)[:n], np.minimum(p_orphan, 1.0)
+
+    def _top(self, diagnosis: np.ndarray, k: int) -> list[list[int]]:
+        """Indices of the k most probable entries per row, most probable first."""
+        if self.knowledge is not None:  # ~12,700 entries: partition first
             top = np.argpartition(-diagnosis, k - 1, axis=1)[:, :k]
-            order = [
+            return [
                 row[np.argsort(-diagnosis[i, row], kind="stable")].tolist()
                 for i, row in enumerate(top)
             ]
-            orphan = np.minimum(p_orphan, 1.0).tolist()
+        # stable sort on the negated probabilities: ties keep manifest order
+        return np.argsort(-diagnosis, axis=1, kind="stable")[:, :k].tolist()
+
+    def _explained(
+        self, patient: Mapping[str, Any], k: int, symptom_name: SymptomNamer | None
+    ) -> tuple[list[int], list[float], list[float], float, list[dict[str, Any]]]:
+        """One patient with explanations: (top-k entry indices, their probabilities, severity,
+        orphan probability, one explanation per explained entry). The prediction itself is the
+        first row of the occlusion batch, so it and its explanation come from the same call."""
+        inputs, rows = occlusion_rows(patient, self.spec.vitals, self.spec.sexes)
+        diagnosis, severity, orphan = self._score_rows(rows)
+        order = self._top(diagnosis[:1], k)[0]
+        probabilities = np.clip(diagnosis[:, order], 0.0, 1.0)  # [rows, k], as returned
+        m = min(EXPLAINED_DIAGNOSES, len(order))
+        notes = explanations(probabilities[0, :m], probabilities[1:, :m], inputs, symptom_name)
+        return (
+            order,
+            probabilities[0].tolist(),
+            np.clip(severity[0], 0.0, 1.0).tolist(),
+            float(orphan[0]),
+            notes,
+        )
+
+    def predict(
+        self,
+        patients: Sequence[Mapping[str, Any]],
+        top_k: int,
+        *,
+        explain: bool = False,
+        symptom_name: SymptomNamer | None = None,
+    ) -> list[dict[str, Any]]:
+        """Score validated patient dicts (API body fields); one answer dict per patient, same order.
+
+        With ``explain`` the first :data:`~serving.explain.EXPLAINED_DIAGNOSES` differential entries
+        carry an ``explanation`` (occlusion, see :mod:`serving.explain`); ``symptom_name`` maps an
+        HPO id to its name for the labels.
+        """
+        if not patients:
+            return []
+        originals = patients
+        patients = [self._as_scored(patient) for patient in patients]
+        entries = self._entries if self.knowledge is not None else self.classes
+        k = max(1, min(int(top_k), len(entries)))
+        notes: list[list[dict[str, Any]]] = [[] for _ in patients]
+        if explain:
+            order, top_probs, sev_rows, orphan = [], [], [], []
+            for i, patient in enumerate(patients):
+                o, p, s, orph, notes[i] = self._explained(patient, k, symptom_name)
+                order.append(o)
+                top_probs.append(p)
+                sev_rows.append(s)
+                orphan.append(orph)
         else:
-            diagnosis, severity = self._run(self.spec.encode(patients))
-            entries = self.classes
-            k = max(1, min(int(top_k), len(self.classes)))
-            # stable sort on the negated probabilities: ties keep manifest order
-            order = np.argsort(-diagnosis, axis=1, kind="stable")[:, :k].tolist()
-            if self._orphan_mask.any():
-                orphan = np.minimum(diagnosis[:, self._orphan_mask].sum(axis=1), 1.0).tolist()
-            else:
-                orphan = [0.0] * len(patients)
-        # float32 sums can drift a hair outside [0, 1]
-        np.clip(diagnosis, 0.0, 1.0, out=diagnosis)
-        np.clip(severity, 0.0, 1.0, out=severity)
-        severity_best = np.argmax(severity, axis=1).tolist()
-        # plain floats of the returned entries only (the catalogue row has ~12,000 entries)
-        top_probs = np.take_along_axis(diagnosis, np.asarray(order), axis=1).tolist()
-        sev_rows = severity.tolist()
-        classes, labels = entries, self.severity_labels
+            diagnosis, severity, p_orphan = self._score(patients)
+            order = self._top(diagnosis, k)
+            # float32 sums can drift a hair outside [0, 1]
+            np.clip(diagnosis, 0.0, 1.0, out=diagnosis)
+            np.clip(severity, 0.0, 1.0, out=severity)
+            # plain floats of the returned entries only (the catalogue row has ~12,000 entries)
+            top_probs = np.take_along_axis(diagnosis, np.asarray(order), axis=1).tolist()
+            sev_rows = severity.tolist()
+            orphan = p_orphan.tolist()
+        labels = self.severity_labels
         answers: list[dict[str, Any]] = []
         for row, patient in enumerate(patients):
             sev = sev_rows[row]
+            differential = [
+                {
+                    "code": entries[j].code,
+                    "name": entries[j].name,
+                    "category": entries[j].category,
+                    "probability": p,
+                }
+                for j, p in zip(order[row], top_probs[row])
+            ]
+            for entry, note in zip(differential, notes[row]):
+                entry["explanation"] = note
             answers.append(
                 {
                     "prediction_id": uuid.uuid4().hex,
                     "model_version": self.version,
-                    "differential": [
-                        {
-                            "code": classes[j].code,
-                            "name": classes[j].name,
-                            "category": classes[j].category,
-                            "probability": p,
-                        }
-                        for j, p in zip(order[row], top_probs[row])
-                    ],
+                    "differential": differential,
                     "orphan_probability": orphan[row],
                     "severity": {
-                        "label": labels[severity_best[row]],
+                        "label": labels[int(np.argmax(sev))],
                         "probabilities": dict(zip(labels, sev)),
                     },
-                    "warnings": self.warnings_for(patient),
+                    "warnings": self.warnings_for(originals[row]),
                 }
             )
         return answers
+
+    def _as_scored(self, patient: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The patient as the model scores it: ids the HPO release lacks are dropped (the answer
+        warns that they were ignored, so they must not move the prediction), old ids are read as
+        their current id, and a term given twice counts once."""
+        if self.knowledge is None or not patient.get("symptoms"):
+            return patient
+        terms: list[str] = []
+        for term in patient["symptoms"]:
+            current = self.knowledge.canonical(term)
+            if current is not None and current not in terms:
+                terms.append(current)
+        return {**patient, "symptoms": terms}
 
     def warnings_for(self, patient: Mapping[str, Any]) -> list[str]:
         if self.knowledge is not None:

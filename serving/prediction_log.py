@@ -30,7 +30,7 @@ import mmap
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,8 +47,10 @@ RECENT_IDS_MAX = 200_000
 class PredictionIndex:
     """Known prediction ids -> ``{"prediction_id", "time", "model_version"}``."""
 
-    def __init__(self, directory: Path, recent_max: int = RECENT_IDS_MAX) -> None:
+    def __init__(self, directory: Path, recent_max: int = RECENT_IDS_MAX,
+                 fallback: Callable[[str], dict[str, Any] | None] | None = None) -> None:
         self.directory = directory
+        self.fallback = fallback  # e.g. a scan of every host's log mirrored from S3
         self.recent_max = recent_max
         self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
@@ -72,7 +74,10 @@ class PredictionIndex:
         if known is not None:
             return {"prediction_id": prediction_id, "time": known[0], "model_version": known[1]}
         self.scans += 1
-        return self._scan(prediction_id)
+        found = self._scan(prediction_id)
+        if found is None and self.fallback is not None:
+            found = self.fallback(prediction_id)
+        return found
 
     def _scan(self, prediction_id: str) -> dict[str, Any] | None:
         needle = b'{"prediction_id":"' + prediction_id.encode("ascii") + b'"'

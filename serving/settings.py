@@ -12,6 +12,10 @@ Environment:
   ``admin``. Empty or unset means no key is accepted (every protected endpoint answers 401).
 - ``TRIAGE_RELOAD_INTERVAL``: seconds between checks of ``deployments/current.json`` (default 1).
 - ``TRIAGE_PREDICTION_LOG``: ``"0"``/``"false"`` turns the prediction log off (default on).
+- ``TRIAGE_S3_BUCKET`` (with ``TRIAGE_S3_PREFIX``, ``AWS_ENDPOINT_URL`` and the usual AWS
+  credentials): the deployed model is read from S3, labels are written there before the 202 and the
+  prediction log is shipped there every ``TRIAGE_S3_LOG_INTERVAL`` seconds (default 10); the local
+  folders above stay as this host's working copy (see :mod:`serving.remote`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from serving.remote import S3Location
 
 ROLES: tuple[str, ...] = ("clinician", "auditor", "admin")
 DEFAULT_HOME = "./.triage"
@@ -97,6 +103,8 @@ class Settings:
     api_keys: tuple[ApiKey, ...] = ()
     reload_interval_s: float = 1.0
     log_predictions: bool = True
+    s3: S3Location | None = None
+    s3_log_interval_s: float = 10.0
 
     @property
     def deployments_dir(self) -> Path:
@@ -110,6 +118,11 @@ class Settings:
     def prediction_log_dir(self) -> Path:
         """One JSON-lines file per UTC day: ``predictions-YYYY-MM-DD.jsonl``."""
         return self.triage_home / "predictions"
+
+    @property
+    def prediction_mirror_dir(self) -> Path:
+        """Every host's prediction log, reassembled from S3 (label look-ups of other hosts' ids)."""
+        return self.triage_home / "cache" / "predictions"
 
     @property
     def labels_dir(self) -> Path:
@@ -128,5 +141,9 @@ class Settings:
             ),
             log_predictions=_parse_bool(
                 "TRIAGE_PREDICTION_LOG", env.get("TRIAGE_PREDICTION_LOG"), True
+            ),
+            s3=S3Location.from_env(env),
+            s3_log_interval_s=_parse_float(
+                "TRIAGE_S3_LOG_INTERVAL", env.get("TRIAGE_S3_LOG_INTERVAL"), 10.0
             ),
         )

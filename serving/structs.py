@@ -22,6 +22,7 @@ from schemas.clinical import (
     HPO_ID_PATTERN,
     HPO_ID_RE,
     SEVERITIES,
+    SEVERITY_ALIASES,
     SEXES,
 )
 
@@ -80,11 +81,40 @@ class PredictBatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     patients: Annotated[list[Patient], Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class DifferentialEntry(msgspec.Struct, kw_only=True):
+class ExplanationItem(msgspec.Struct, kw_only=True):
+    """One input of the patient and how much it moves a diagnosis's probability (API v1.2)."""
+
+    field: Annotated[str, Meta(description="The request field of the input: `symptoms`, `sex` or "
+                                           "a vital sign's name.", examples=["symptoms"])]
+    value: Annotated[str | float, Meta(description="The HPO id as sent, the sex, or the vital "
+                                                   "sign's value.", examples=["HP:0001945"])]
+    label: Annotated[str, Meta(description="English label: the HPO term's name, or the field's.",
+                               examples=["Fever"])]
+    label_es: Annotated[str, Meta(description="Spanish label (HPO terms have no Spanish release: "
+                                              "their English name).", examples=["Fever"])]
+    unit: Annotated[str | None, Meta(description="Unit of a vital sign's value.",
+                                     examples=["°C"])] = None
+    effect: Annotated[float, Meta(
+        ge=-1.0, le=1.0,
+        description="Probability of the diagnosis with every input minus its probability with "
+                    "this input removed (the same model re-run): > 0 supports, < 0 speaks against.",
+        examples=[0.38])]
+
+
+class Explanation(msgspec.Struct, kw_only=True):
+    """Occlusion on the served model: each input removed in turn, the patient scored again."""
+
+    supports: list[ExplanationItem]  # largest effect first, at most 3, effect >= 0.001
+    against: list[ExplanationItem]  # most negative effect first, at most 3, effect <= -0.001
+
+
+class DifferentialEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     code: str
     name: str
     category: Literal["common", "orphan", "healthy"]
     probability: Probability
+    # v1.2: only on the first 3 entries, and only when explanations were asked for
+    explanation: Explanation | None = None
 
 
 class Severity(msgspec.Struct, kw_only=True):
@@ -140,19 +170,45 @@ class Readiness(msgspec.Struct, kw_only=True):
     last_reload_error: str | None = None
 
 
+_ACUTE = {"a": "á", "e": "é", "i": "í", "o": "ó", "u": "ú"}
+
+
+def _any_case(word: str) -> str:
+    """Regex for ``word`` in any case, each vowel with or without an acute accent."""
+    return "".join(
+        f"[{ch}{ch.upper()}{_ACUTE.get(ch, '')}{_ACUTE.get(ch, '').upper()}]" if ch.isalpha() else ch
+        for ch in word
+    )
+
+
+# Documentation-only patterns of the label fields (msgspec merges ``extra_json_schema`` into the
+# OpenAPI but does not enforce it; the label validator, a little more lenient — surrounding
+# spaces, any accent — has the last word).
+# ``[0-9]`` rather than ``\d``: the same meaning in every regex dialect.
+_LABEL_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
+_LABEL_DIAGNOSIS_PATTERN = (
+    r"^(?:[Nn][Oo][Nn][Ee]|[A-Za-z][0-9]{2}(?:\.[0-9A-Za-z]{1,4})?"
+    r"|[Oo][Rr][Pp][Hh][Aa]:[0-9]+|[Oo][Mm][Ii][Mm]:[0-9]+)$"
+)
+_LABEL_SEVERITY_PATTERN = "^(?:" + "|".join(_any_case(a) for a in sorted(SEVERITY_ALIASES)) + ")$"
+
+
 class LabelRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The clinician's confirmed diagnosis for an earlier prediction."""
 
     prediction_id: Annotated[str, Meta(description="prediction_id returned by /v1/predict.",
-                                       examples=["3f2b0c4e9d8a4b7c8e1f2a3b4c5d6e7f"])]
+                                       examples=["3f2b0c4e9d8a4b7c8e1f2a3b4c5d6e7f"],
+                                       extra_json_schema={"pattern": _LABEL_ID_PATTERN})]
     diagnosis: Annotated[str, Meta(
         description="NONE, an ICD-10 code, ORPHA:<n> or OMIM:<n>; case-insensitive, stored upper "
                     f"case, must then match {DIAGNOSIS_PATTERN}",
-        examples=["J18.9", "ORPHA:558", "NONE"])]
+        examples=["J18.9", "ORPHA:558", "NONE"],
+        extra_json_schema={"pattern": _LABEL_DIAGNOSIS_PATTERN})]
     severity: Annotated[str, Meta(
         description="not_ill | mild | acute | chronic | terminal, or the Spanish label "
                     "(No enfermo, leve, aguda, crónica, terminal; any case, accents optional).",
-        examples=["acute", "crónica"])]
+        examples=["acute", "crónica"],
+        extra_json_schema={"pattern": _LABEL_SEVERITY_PATTERN})]
 
 
 class Label(msgspec.Struct, kw_only=True):

@@ -45,7 +45,10 @@
       footer: "The token is kept in this browser tab only (sessionStorage) and is sent only to this server.",
       f_age: "Age", f_sex: "Sex", f_heart_rate: "Heart rate", f_body_temperature: "Temperature",
       f_systolic_bp: "Systolic BP", f_diastolic_bp: "Diastolic BP", f_symptoms: "Symptoms",
-      f_prediction_id: "Prediction id", f_diagnosis: "Diagnosis", f_severity: "Severity"
+      f_prediction_id: "Prediction id", f_diagnosis: "Diagnosis", f_severity: "Severity",
+      whySupports: "Supports", whyAgainst: "Against", pts: "pts",
+      whyNone: "No single input changes this probability by 0.1 points or more.",
+      whyHint: "Supports / Against: how many percentage points the diagnosis's probability loses or gains when the model scores the patient again without that input."
     },
     es: {
       title: "Triaje", subtitle: "Apoyo al diagnóstico diferencial",
@@ -86,7 +89,10 @@
       f_age: "Edad", f_sex: "Sexo", f_heart_rate: "Frecuencia cardíaca",
       f_body_temperature: "Temperatura", f_systolic_bp: "Presión sistólica",
       f_diastolic_bp: "Presión diastólica", f_symptoms: "Síntomas",
-      f_prediction_id: "Id de predicción", f_diagnosis: "Diagnóstico", f_severity: "Gravedad"
+      f_prediction_id: "Id de predicción", f_diagnosis: "Diagnóstico", f_severity: "Gravedad",
+      whySupports: "A favor", whyAgainst: "En contra", pts: "ptos",
+      whyNone: "Ningún dato por sí solo cambia esta probabilidad en 0,1 puntos o más.",
+      whyHint: "A favor / En contra: cuántos puntos porcentuales pierde o gana la probabilidad del diagnóstico cuando el modelo vuelve a evaluar al paciente sin ese dato."
     }
   };
 
@@ -110,8 +116,20 @@
     return node;
   }
   function percent(p) {
-    return new Intl.NumberFormat(lang === "es" ? "es-ES" : "en-GB",
+    return new Intl.NumberFormat(locale(),
       { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(p);
+  }
+
+  function locale() { return lang === "es" ? "es-ES" : "en-GB"; }
+  function decimal(value, digits) {
+    return new Intl.NumberFormat(locale(), { maximumFractionDigits: digits }).format(value);
+  }
+  /* an effect (probability difference) as signed percentage points: +38 pts, -0.4 pts */
+  function points(effect) {
+    var pts = effect * 100;
+    var digits = Math.abs(pts) >= 10 ? 0 : 1;
+    return new Intl.NumberFormat(locale(), { minimumFractionDigits: digits,
+      maximumFractionDigits: digits, signDisplay: "always" }).format(pts) + " " + t("pts");
   }
 
   /* ---------------------------------------------------------------- language */
@@ -282,6 +300,40 @@
     return text;
   }
 
+  /* one input of an explanation: "Fever", "Temperature 39.4 °C", "Sex: Female" */
+  function inputText(item) {
+    var label = lang === "es" ? item.label_es : item.label;
+    if (item.field === "symptoms") { return label; }
+    if (item.field === "sex") { return label + ": " + t(String(item.value)); }
+    return label + " " + decimal(item.value, 1) + (item.unit ? " " + item.unit : "");
+  }
+  /* the line(s) under a top diagnosis: which inputs support it and which speak against it */
+  function explanationRow(d) {
+    var row = el("tr", "dx-explain");
+    row.setAttribute("data-code", d.code);
+    row.appendChild(el("td"));
+    var cell = el("td", "why");
+    cell.colSpan = 4;
+    var explanation = d.explanation;
+    [["supports", "whySupports"], ["against", "whyAgainst"]].forEach(function (side) {
+      var items = explanation[side[0]] || [];
+      if (!items.length) { return; }
+      var line = el("p", "why-line why-" + side[0]);
+      line.appendChild(el("span", "why-label", t(side[1]) + ":"));
+      items.forEach(function (item, i) {
+        line.appendChild(document.createTextNode(i ? ", " : " "));
+        var span = el("span", "why-item", inputText(item) + " (" + points(item.effect) + ")");
+        span.setAttribute("data-field", item.field);
+        span.setAttribute("data-value", String(item.value));
+        line.appendChild(span);
+      });
+      cell.appendChild(line);
+    });
+    if (!cell.children.length) { cell.appendChild(el("p", "why-line why-none", t("whyNone"))); }
+    row.appendChild(cell);
+    return row;
+  }
+
   function renderResult(answer) {
     $("result-prediction-id").textContent = answer.prediction_id;
     $("result-model").textContent = answer.model_version;
@@ -306,7 +358,12 @@
       probability.appendChild(el("span", "pct", percent(d.probability)));
       row.appendChild(probability);
       body.appendChild(row);
+      if (d.explanation) {
+        row.className += " has-why";
+        body.appendChild(explanationRow(d));
+      }
     });
+    $("why-hint").hidden = !answer.differential.some(function (d) { return d.explanation; });
     var severity = answer.severity;
     var label = $("severity-label");
     label.textContent = t("sev_" + severity.label);

@@ -24,6 +24,18 @@ wins), and the rank of the true disease counts every disease that wins over it.
 Also printed: build time, ONNX size, p50/p99 single-query onnxruntime latency (1 thread) for the
 deployable ORPHA+OMIM model, parity with the numpy scores, and process RSS (this process, and a
 fresh process that only loads the ONNX model and serves queries, like the API would).
+
+Served system (skip with --no-served): the common-disease macro-F1 and the severity macro-F1 of
+the deployed model, scored exactly as the API scores (serving.model_store.LoadedModel: onnxruntime,
+classifier + knowledge ranker + blend) on a held-out simulated cohort
+(orchestration.simulation.simulate_cohort, no defects, validated like an export) drawn with
+--cohort-seed (default --seed; moved by 1000 if it equals the training seed). The model is, by
+default, trained and deployed for the run: `make pipeline`'s demo cohort (seed 7) in a temporary
+TRIAGE_HOME, in a child process; --home DIR scores the deployment of an existing TRIAGE_HOME
+instead. The common-disease figures use the patients whose true diagnosis is a common condition or
+NONE, the prediction being the differential's first entry (an orphan disease there is a miss);
+macro-F1 averages over the 20 ICD-10 conditions and NONE. Severity uses every patient (the five
+categories).
 """
 
 from __future__ import annotations
@@ -55,6 +67,8 @@ from schemas.hpo import (  # noqa: E402
     load_annotations,
 )
 from schemas.ranker import KnowledgeRanker, to_onnx  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
 
 CONDITIONS = ("exact", "noise", "imprecision", "noise+imprecision")
 MAX_TERMS = 10
@@ -332,6 +346,141 @@ def onnx_report(ranker: KnowledgeRanker, queries: list[list[str]]) -> None:
     )
 
 
+# ------------------------------------------------------------------------------ served system
+_PIPELINE = "from orchestration.pipeline import run_pipeline; raise SystemExit(run_pipeline())"
+
+
+def deploy_demo_model(home: Path) -> float:
+    """`make pipeline` into an empty TRIAGE_HOME (seeds the demo cohort, trains, gates, deploys)
+    in a child process, so this process measures only what it scores. Returns the seconds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "DAGSTER_"))}
+    env.update(TRIAGE_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _PIPELINE], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"the demo pipeline failed (exit {proc.returncode})")
+    return time.perf_counter() - t0
+
+
+def heldout_cohort(patients: int, seed: int) -> pl.DataFrame:
+    """A simulated cohort without defects, validated exactly as a weekly export is."""
+    from orchestration.simulation import simulate_cohort
+    from schemas.validation import validate_records
+
+    weeks = simulate_cohort(patients, 1, seed, defect_rate=0.0, start="2026-06-01")
+    raw = pl.concat([frame for _, frame in weeks]).with_columns(
+        pl.lit("bench_heldout").alias("source_file"),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"),
+    )
+    return validate_records(raw, b"bench-heldout").valid
+
+
+def served_metrics(model, cohort: pl.DataFrame) -> tuple[dict, float]:
+    """Score every patient through ``LoadedModel.predict`` (as the API does) and compare with
+    the cohort's true diagnosis and severity."""
+    from sklearn.metrics import f1_score
+
+    from schemas.categories import CATEGORY_ORPHAN, HEALTHY_CODE, category_of
+    from schemas.clinical import SEVERITIES
+    from schemas.common_conditions import COMMON_CONDITIONS
+
+    bodies = cohort.select(
+        "age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp", "symptoms"
+    ).to_dicts()
+    t0 = time.perf_counter()
+    answers = []
+    for start in range(0, len(bodies), 200):  # batches as the API takes them (bounded memory)
+        answers += model.predict(bodies[start : start + 200], top_k=1)
+    seconds = time.perf_counter() - t0
+    predicted = np.array([a["differential"][0]["code"] for a in answers])
+    severity = np.array([a["severity"]["label"] for a in answers])
+    truth = np.array(cohort["diagnosis"].to_list())
+    true_severity = np.array(cohort["severity"].to_list())
+    common = np.array([category_of(code) != CATEGORY_ORPHAN for code in truth])
+    labels = [c.code for c in COMMON_CONDITIONS] + [HEALTHY_CODE]
+    common_truth, common_pred = truth[common], predicted[common]
+    metrics = {
+        "rows": len(truth),
+        "common_rows": int(common.sum()),
+        "orphan_rows": int((~common).sum()),
+        "common_labels": len(labels),
+        "common_macro_f1": float(
+            f1_score(common_truth, common_pred, labels=labels, average="macro", zero_division=0)
+        ),
+        "common_accuracy": float((common_truth == common_pred).mean()),
+        "common_predicted_orphan": float(
+            np.mean([category_of(c) == CATEGORY_ORPHAN for c in common_pred])
+        ),
+        "severity_macro_f1": float(
+            f1_score(true_severity, severity, labels=list(SEVERITIES), average="macro",
+                     zero_division=0)
+        ),
+        "severity_accuracy": float((true_severity == severity).mean()),
+        "severity_macro_f1_common": float(
+            f1_score(true_severity[common], severity[common], labels=list(SEVERITIES),
+                     average="macro", zero_division=0)
+        ),
+    }
+    return metrics, seconds
+
+
+def served_report(home: Path | None, patients: int, cohort_seed: int) -> None:
+    from orchestration.pipeline import DEMO_SEED
+    from serving.model_store import load_deployment
+
+    with tempfile.TemporaryDirectory(prefix="bench-served-") as tmp:
+        if home is None:
+            home = Path(tmp)
+            trained_on = f"the demo cohort, seed {DEMO_SEED}"
+            if cohort_seed == DEMO_SEED:
+                cohort_seed += 1000
+            print("\nServed system: training and deploying the demo model "
+                  "(`make pipeline` in a temporary TRIAGE_HOME)...", flush=True)
+            print(f"  pipeline {deploy_demo_model(home):.0f} s")
+        else:
+            trained_on = f"the deployment of {home}"
+        model = load_deployment(home / "deployments")
+        t0 = time.perf_counter()
+        cohort = heldout_cohort(patients, cohort_seed)
+        simulate_s = time.perf_counter() - t0
+        metrics, score_s = served_metrics(model, cohort)
+        gate = model.manifest.get("metrics") or {}
+    print(
+        f"\nServed system, model {model.version} (HPO {model.manifest.get('hpo_release')}, "
+        f"trained on {trained_on})"
+    )
+    print(
+        f"  held-out cohort: seed {cohort_seed}, {metrics['rows']:,} valid patients "
+        f"({metrics['common_rows']:,} common or NONE, {metrics['orphan_rows']:,} orphan), "
+        f"simulated in {simulate_s:.1f} s; scored one by one through onnxruntime as the API does "
+        f"in {score_s:.1f} s ({score_s / max(metrics['rows'], 1) * 1e3:.2f} ms/patient)"
+    )
+    rows = [
+        (f"common-disease macro-F1 ({metrics['common_labels']} labels: 20 ICD-10 + NONE)",
+         metrics["common_rows"], metrics["common_macro_f1"]),
+        ("common-disease accuracy (top-1)", metrics["common_rows"], metrics["common_accuracy"]),
+        ("  share of them answered with an orphan disease", metrics["common_rows"],
+         metrics["common_predicted_orphan"]),
+        ("severity macro-F1 (5 categories), every patient", metrics["rows"],
+         metrics["severity_macro_f1"]),
+        ("severity macro-F1, common or NONE patients", metrics["common_rows"],
+         metrics["severity_macro_f1_common"]),
+        ("severity accuracy, every patient", metrics["rows"], metrics["severity_accuracy"]),
+    ]
+    print(f"  {'metric':<58} {'rows':>6}  value")
+    for label, n, value in rows:
+        print(f"  {label:<58} {n:>6,}  {value:.3f}")
+    if gate:
+        print(
+            f"  (the gate's own held-out split, from the manifest: macro-F1 "
+            f"{gate.get('macro_f1', float('nan')):.3f} over every class incl. orphan, severity "
+            f"macro-F1 {gate.get('severity_macro_f1', float('nan')):.3f})"
+        )
+
+
 # ------------------------------------------------------------------------------ main
 ABLATIONS: list[tuple[str, dict, bool]] = [
     ("no absent-term evidence (absent_weight=0)", {"absent_weight": 0.0}, False),
@@ -355,6 +504,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", action="store_true",
                         help="also score design variants on noise+imprecision")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX/latency section")
+    parser.add_argument("--no-served", action="store_true",
+                        help="skip the served-system section (common-disease and severity F1)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="score the deployment of this TRIAGE_HOME instead of training the "
+                        "demo model into a temporary one")
+    parser.add_argument("--cohort-seed", type=int, default=None,
+                        help="seed of the held-out cohort (default: --seed)")
+    parser.add_argument("--cohort-patients", type=int, default=2000)
     args = parser.parse_args(argv)
     params = {k: float(v) for k, v in (p.split("=", 1) for p in args.param)}
     if "max_down" in params:
@@ -405,6 +562,13 @@ def main(argv: list[str] | None = None) -> int:
         combined = KnowledgeRanker.build(ontology, annotations, universe=("ORPHA", "OMIM"), **params)
         print(f"\nbuild ORPHA+OMIM: {time.perf_counter() - t0:.2f} s")
         onnx_report(combined, noise_imprecision_queries)
+
+    if not args.no_served:
+        served_report(
+            args.home,
+            args.cohort_patients,
+            args.seed if args.cohort_seed is None else args.cohort_seed,
+        )
 
     rss, peak = rss_mb()
     print(f"\nthis benchmark process: RSS {rss:.0f} MB (peak {peak:.0f} MB); "

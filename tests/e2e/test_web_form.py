@@ -38,6 +38,16 @@ PATIENT = {"age": 41, "sex": "female", "heart_rate": 116, "body_temperature": 39
            "systolic_bp": 112, "diastolic_bp": 70, "symptoms": ["HP:0001945", "HP:0012735"]}
 
 
+def _points(effect: float) -> str:
+    """An effect as the page writes it: signed percentage points, 1 decimal below 10."""
+    points = effect * 100
+    return f"{points:+.{0 if abs(points) >= 10 else 1}f}"
+
+
+def _same_value(shown: str, value: str | float) -> bool:
+    return shown == value if isinstance(value, str) else float(shown) == value
+
+
 def _post(url: str, body: dict, token: str) -> dict:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), method="POST",
@@ -137,6 +147,26 @@ def test_triage_language_switch_and_validation_in_a_real_browser(server, browser
     prediction_id = browser.find_element(By.ID, "result-prediction-id").text
     assert len(prediction_id) == 32
 
+    # explanations (API v1.2): under each of the first three diagnoses, the inputs the API reports
+    explained = [d for d in expected["differential"] if "explanation" in d]
+    assert len(explained) == 3 and explained[0]["explanation"]["supports"]
+    blocks = browser.find_elements(By.CSS_SELECTOR, "#differential tbody tr.dx-explain")
+    assert [b.get_attribute("data-code") for b in blocks] == [d["code"] for d in explained]
+    for block, entry in zip(blocks, explained):
+        for side in ("supports", "against"):
+            items = entry["explanation"][side]
+            shown = block.find_elements(By.CSS_SELECTOR, f".why-{side} .why-item")
+            assert len(shown) == len(items)
+            for span, item in zip(shown, items):
+                assert span.get_attribute("data-field") == item["field"]
+                assert _same_value(span.get_attribute("data-value"), item["value"])
+                assert span.text.startswith(item["label"])
+                assert span.text.endswith(f"({_points(item['effect'])} pts)")
+    top_support = explained[0]["explanation"]["supports"][0]
+    line = blocks[0].find_element(By.CSS_SELECTOR, ".why-supports").text
+    assert line.startswith("Supports: ") and top_support["label"] in line
+    assert browser.find_element(By.ID, "why-hint").is_displayed()
+
     # Spanish: the same result, translated in place
     browser.find_element(By.ID, "lang-es").click()
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "es"
@@ -144,6 +174,13 @@ def test_triage_language_switch_and_validation_in_a_real_browser(server, browser
     assert browser.find_element(By.ID, "triage-submit").text == "Obtener diferencial"
     tags_es = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#differential .tag")}
     assert tags_es <= {"Común", "Huérfana", "Sano"} and tags_es
+    line_es = browser.find_element(By.CSS_SELECTOR, "tr.dx-explain .why-supports")
+    assert line_es.text.startswith("A favor: ")
+    first_es = line_es.find_element(By.CSS_SELECTOR, ".why-item").text
+    assert first_es.startswith(top_support["label_es"])
+    assert first_es.endswith(f"({_points(top_support['effect']).replace('.', ',')} ptos)")
+    for against in browser.find_elements(By.CSS_SELECTOR, "tr.dx-explain .why-against"):
+        assert against.text.startswith("En contra: ")
 
     # validation of the prediction shown, with a Spanish disease name and severity
     _type(browser, "label-prediction-id", prediction_id)
