@@ -15,6 +15,9 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 HOST ?= 127.0.0.1
 API_PORT ?= 8000
 UI_PORT ?= 3000
+# One API worker per core: a prediction is CPU-bound (README, "Where an API request's time goes").
+API_WORKERS ?= 2
+export API_WORKERS
 
 .PHONY: install pipeline serve ui run test bench-validate bench-model bench-api clean help
 
@@ -40,7 +43,7 @@ pipeline: install
 	$(VENV)/bin/triage pipeline
 
 serve: install
-	$(VENV)/bin/triage serve --host $(HOST) --port $(API_PORT)
+	$(VENV)/bin/triage serve --host $(HOST) --port $(API_PORT) --workers $(API_WORKERS)
 
 ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(UI_PORT)

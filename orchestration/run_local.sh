@@ -23,7 +23,7 @@ trap "exit 0" INT TERM
 
 "$VENV/bin/dagster" dev -w workspace.yaml -h "$HOST" -p "$UI_PORT" >"$TRIAGE_HOME/dagster-ui.log" 2>&1 &
 pids+=($!)
-"$VENV/bin/triage" serve --host "$HOST" --port "$API_PORT" >"$TRIAGE_HOME/api.log" 2>&1 &
+"$VENV/bin/triage" serve --host "$HOST" --port "$API_PORT" --workers "${API_WORKERS:-2}" >"$TRIAGE_HOME/api.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 120); do
