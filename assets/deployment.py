@@ -25,25 +25,12 @@ from schemas.features import (
     ONNX_SEVERITY_OUTPUT,
 )
 from schemas.ranker import KnowledgeRanker
+from serving.files import atomic_write
 
 MANIFEST_FORMAT = 1
 CURRENT_POINTER = "current.json"
 CHAMPION_ALIAS = "champion"
 KNOWLEDGE_FILE = "knowledge.json"
-
-
-def _atomic_write(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_deployment(
@@ -64,7 +51,7 @@ def write_deployment(
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
     os.rename(staging, target)
     pointer = {"version": version, "manifest": f"{version}/manifest.json"}
-    _atomic_write(deployments / CURRENT_POINTER, json.dumps(pointer, indent=2).encode())
+    atomic_write(deployments / CURRENT_POINTER, json.dumps(pointer, indent=2).encode())
     return target
 
 

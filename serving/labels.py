@@ -21,8 +21,6 @@ bucket before the 202; if that write fails the request fails (503) and the clini
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import msgspec
 
 from schemas.clinical import DIAGNOSIS_RE, SEVERITIES, normalise_severity
+from serving.files import atomic_write
 from serving.prediction_log import PREDICTION_ID_RE
 from serving.remote import RemoteStore
 from serving.structs import Problem, echo, type_name
@@ -97,14 +96,6 @@ def validate_label_body(obj: Any) -> tuple[dict[str, str] | None, list[Problem]]
     return (None if problems else clean), problems
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LabelStore:
     def __init__(self, directory: Path, remote: RemoteStore | None = None) -> None:
         self.directory = directory
@@ -130,23 +121,9 @@ class LabelStore:
             "predicted_at": prediction.get("time"),
         }
         target = self.path_for(record["prediction_id"])
-        self.directory.mkdir(parents=True, exist_ok=True)
         replaced = target.exists()
-        fd, temporary = tempfile.mkstemp(prefix=".label-", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(self._encoder.encode(record))
-                handle.write(b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except FileNotFoundError:
-                pass
-            raise
-        _fsync_directory(self.directory)
+        data = self._encoder.encode(record) + b"\n"
+        atomic_write(target, data)
         if self.remote is not None:
-            self.remote.put_bytes("labels", target.name, target.read_bytes())
+            self.remote.put_bytes("labels", target.name, data)
         return record, replaced

@@ -33,16 +33,18 @@ and at shutdown). Pulling the area reassembles ``predictions-<day>.jsonl`` from 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 import socket
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from serving.files import atomic_write
 
 log = logging.getLogger("triage.remote")
 
@@ -61,24 +63,6 @@ def md5_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def host_name() -> str:
@@ -221,8 +205,6 @@ class RemoteStore:
         local_pointer = deployments_dir / POINTER
         if local_pointer.is_file() and local_pointer.read_bytes() == pointer:
             return False
-        import json
-
         try:
             version = str(json.loads(pointer)["version"])
         except (ValueError, KeyError, TypeError) as exc:
