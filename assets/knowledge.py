@@ -18,14 +18,14 @@ import dagster as dg
 import polars as pl
 
 from orchestration.resources import TriageStorage
-from schemas.categories import (
+from diagnosis.categories import (
     CATEGORY_COMMON,
     CATEGORY_HEALTHY,
     CATEGORY_ORPHAN,
     HEALTHY_CODE,
 )
-from schemas.common_conditions import COMMON_CONDITIONS
-from schemas.hpo import (
+from diagnosis.common_conditions import COMMON_CONDITIONS
+from diagnosis.hpo import (
     OBO_FILE,
     PHENOTYPIC_ABNORMALITY,
     ROOT,
@@ -38,7 +38,7 @@ from schemas.hpo import (
     parse_annotations,
     read_hpo_release,
 )
-from schemas.ranker import KnowledgeRanker
+from diagnosis.ranker import KnowledgeRanker
 
 HPO_RELEASE = dg.AssetKey("hpo_release")
 HPO_ONTOLOGY = dg.AssetKey("hpo_ontology")
@@ -139,7 +139,7 @@ def build_disease_term_frequencies(
     ontology: Ontology, annotations: pl.DataFrame
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """One row per (ORPHA/OMIM disease, current HPO term): the annotations of a pair collapsed
-    (:func:`schemas.hpo.disease_phenotypes`), ids of older releases mapped to their current term
+    (:func:`diagnosis.hpo.disease_phenotypes`), ids of older releases mapped to their current term
     (pairs merged again: mean frequency, excluded only when every annotation excludes), terms the
     ontology does not know dropped. Same columns as the annotations."""
     rare = annotations.filter(pl.col("database").is_in(list(RARE_DATABASES)))

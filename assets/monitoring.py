@@ -51,12 +51,13 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.model import TrainedModel
-from assets.training import SPLIT_TRAIN, encode_table
+from diagnosis.artifacts import read_current, read_deployed_manifest
+from diagnosis.training.dataset import SPLIT_TRAIN, encode_table
+from diagnosis.training.fitting import TrainedModel
 from orchestration.resources import AlertsResource, MonitoringPolicy, TriageStorage
-from schemas.categories import CATEGORY_ORPHAN, category_of
+from diagnosis.categories import CATEGORY_ORPHAN, category_of
 from schemas.clinical import DIAGNOSIS_RE, normalise_severity
-from schemas.features import VITAL_FEATURES
+from diagnosis.features import VITAL_FEATURES
 
 DRIFT_CHECK = "drift_share"
 LIVE_PERFORMANCE_CHECK = "live_performance_floors"
@@ -559,26 +560,24 @@ def serving_reference(
 ) -> tuple[Path | None, dict]:
     """The stored reference of the model that serves now (current.json -> manifest -> the training
     run id); else the newest stored reference, with where it came from."""
-    from assets.deployment import read_current
-
     deployments = storage.paths.deployments
     storage.pull_deployment()
     pointer = read_current(deployments)
     if pointer is not None:
-        manifest = json.loads((deployments / pointer["manifest"]).read_text())
-        path = drift_reference_path(storage.paths.reports, str(manifest.get("dagster_run_id")))
+        manifest = read_deployed_manifest(deployments, pointer.version)
+        path = drift_reference_path(storage.paths.reports, str(manifest.dagster_run_id))
         storage.pull("reports", under=path.relative_to(storage.paths.reports).as_posix())
         if path.is_file():
-            return path, {"model_version": pointer["version"], "reference": "serving model"}
+            return path, {"model_version": pointer.version, "reference": "serving model"}
     event = context.instance.get_latest_materialization_event(DRIFT_REFERENCE)
     if event is not None and event.asset_materialization is not None:
         path = Path(event.asset_materialization.metadata["path"].value)
         if path.is_file():
             return path, {
-                "model_version": pointer["version"] if pointer else None,
+                "model_version": pointer.version if pointer else None,
                 "reference": "latest trained model (no stored reference for the serving model)",
             }
-    return None, {"model_version": pointer["version"] if pointer else None, "reference": None}
+    return None, {"model_version": pointer.version if pointer else None, "reference": None}
 
 
 @dg.asset(
@@ -787,11 +786,9 @@ def live_performance_check(
     alerts: AlertsResource,
     live_performance: dict,
 ) -> dg.AssetCheckResult:
-    from assets.deployment import read_current
-
     storage.pull_deployment()
     pointer = read_current(storage.paths.deployments)
-    version = pointer["version"] if pointer else None
+    version = pointer.version if pointer else None
     metrics = live_performance.get(version) if version else None
     if metrics is None or metrics["labelled"] < monitoring.min_labels_for_performance:
         n = metrics["labelled"] if metrics else 0

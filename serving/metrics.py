@@ -23,7 +23,8 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get
 
-from schemas.categories import category_of
+from diagnosis.categories import category_of
+from schemas.contracts import Prediction
 from serving.auth import ADMIN_ROLES, require_api_key
 
 try:
@@ -56,12 +57,12 @@ EXCLUDED_PREFIXES = ("/metrics", "/static/")
 _prediction_children: dict[str, Any] = {}
 
 
-def count_predictions(answers: Sequence[Mapping[str, Any]]) -> None:
+def count_predictions(answers: Sequence[Prediction]) -> None:
     if not AVAILABLE:
         return
     for answer in answers:
-        if answer["differential"]:
-            category = answer["differential"][0]["category"]
+        if answer.differential:
+            category = answer.differential[0].category
             child = _prediction_children.get(category)
             if child is None:  # labels() takes a lock and builds a key: once per category
                 child = _prediction_children[category] = _PREDICTIONS.labels(category)
@@ -145,7 +146,7 @@ class _AppCollector:
                                  labels=["version", "onnx_sha256", "hpo_release"])
         if model is not None:
             info.add_metric([model.version, model.onnx_sha256,
-                             str(model.manifest.get("hpo_release") or "")], 1.0)
+                             str(model.manifest.hpo_release or "")], 1.0)
         yield info
         yield GaugeMetricFamily(f"{PREFIX}_model_loaded", "1 when a model is loaded, else 0.",
                                 value=0.0 if model is None else 1.0)

@@ -1,12 +1,7 @@
 """Append-only log of served predictions (JSON lines), read later by monitoring.
 
-File: ``<TRIAGE_HOME>/predictions/predictions-<UTC date>.jsonl``, one line per prediction::
-
-    {"prediction_id", "time", "model_version",
-     "inputs": {"age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp",
-                "symptoms"},
-     "differential": [{"code", "probability"}, ...],   # what was returned, most probable first
-     "orphan_probability", "severity"}                  # severity = the returned label
+File: ``<TRIAGE_HOME>/predictions/predictions-<UTC date>.jsonl``, one line per prediction, each a
+:class:`schemas.contracts.PredictionLogLine` (the monitoring assets decode the same Struct).
 
 Requests carry no identifiers and unknown fields are rejected before scoring, so the inputs logged
 are only the validated model inputs (no free text can reach this file).
@@ -35,6 +30,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+
+from schemas.contracts import LoggedEntry, LoggedInputs, Prediction, PredictionLogLine
 
 log = logging.getLogger("triage.serving.predictions")
 
@@ -136,32 +133,31 @@ class PredictionLog:
     def record(
         self,
         patients: Sequence[Mapping[str, Any]],
-        answers: Sequence[Mapping[str, Any]],
+        answers: Sequence[Prediction],
     ) -> None:
         """Append one line per (patient, answer); written before returning."""
         now = dt.datetime.now(dt.timezone.utc)
         stamp = now.isoformat(timespec="milliseconds")
         lines = bytearray()
         for patient, answer in zip(patients, answers, strict=True):
-            entry = {
-                "prediction_id": answer["prediction_id"],
-                "time": stamp,
-                "model_version": answer["model_version"],
-                "inputs": {
+            entry = PredictionLogLine(
+                prediction_id=answer.prediction_id,
+                time=stamp,
+                model_version=answer.model_version,
+                inputs=LoggedInputs(
                     **{name: patient.get(name) for name in _INPUT_FIELDS},
-                    "symptoms": list(patient.get("symptoms") or ()),
-                },
-                "differential": [
-                    {"code": d["code"], "probability": d["probability"]}
-                    for d in answer["differential"]
+                    symptoms=list(patient.get("symptoms") or ()),
+                ),
+                differential=[
+                    LoggedEntry(code=d.code, probability=d.probability) for d in answer.differential
                 ],
-                "orphan_probability": answer["orphan_probability"],
-                "severity": answer["severity"]["label"],
-            }
+                orphan_probability=answer.orphan_probability,
+                severity=answer.severity.label,
+            )
             lines += self._encoder.encode(entry)
             lines += b"\n"
             if self.index is not None:
-                self.index.remember(answer["prediction_id"], stamp, answer["model_version"])
+                self.index.remember(answer.prediction_id, stamp, answer.model_version)
         try:
             with self._lock:
                 handle = self._handle_for(now.date().isoformat())

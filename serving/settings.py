@@ -15,7 +15,7 @@ Environment:
 - ``TRIAGE_S3_BUCKET`` (with ``TRIAGE_S3_PREFIX``, ``AWS_ENDPOINT_URL`` and the usual AWS
   credentials): the deployed model is read from S3, labels are written there before the 202 and the
   prediction log is shipped there every ``TRIAGE_S3_LOG_INTERVAL`` seconds (default 10); the local
-  folders above stay as this host's working copy (see :mod:`serving.remote`).
+  folders above stay as this host's working copy (see :mod:`diagnosis.remote`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.remote import S3Location
+from diagnosis.remote import S3Location
 
 ROLES: tuple[str, ...] = ("clinician", "auditor", "admin")
 DEFAULT_HOME = "./.triage"

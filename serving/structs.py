@@ -16,6 +16,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from schemas.contracts import (  # the runtime's answer is the API's response body
+    DifferentialEntry,
+    Explanation,
+    ExplanationItem,
+    Prediction,
+    Probability,
+    Severity,
+)
 from schemas.clinical import (
     CLINICAL_RANGES,
     DIAGNOSIS_PATTERN,
@@ -62,7 +70,6 @@ SystolicBp = _vital("systolic_bp")
 DiastolicBp = _vital("diastolic_bp")
 Sex = Literal[SEXES]  # type: ignore[valid-type]
 HpoId = Annotated[str, Meta(pattern=HPO_ID_PATTERN, examples=["HP:0001945"])]
-Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 
 
 class Patient(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -79,56 +86,6 @@ class Patient(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class PredictBatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     patients: Annotated[list[Patient], Meta(min_length=1, max_length=MAX_BATCH)]
-
-
-class ExplanationItem(msgspec.Struct, kw_only=True):
-    """One input of the patient and how much it moves a diagnosis's probability (API v1.2)."""
-
-    field: Annotated[str, Meta(description="The request field of the input: `symptoms`, `sex` or "
-                                           "a vital sign's name.", examples=["symptoms"])]
-    value: Annotated[str | float, Meta(description="The HPO id as sent, the sex, or the vital "
-                                                   "sign's value.", examples=["HP:0001945"])]
-    label: Annotated[str, Meta(description="English label: the HPO term's name, or the field's.",
-                               examples=["Fever"])]
-    label_es: Annotated[str, Meta(description="Spanish label (HPO terms have no Spanish release: "
-                                              "their English name).", examples=["Fever"])]
-    unit: Annotated[str | None, Meta(description="Unit of a vital sign's value.",
-                                     examples=["°C"])] = None
-    effect: Annotated[float, Meta(
-        ge=-1.0, le=1.0,
-        description="Probability of the diagnosis with every input minus its probability with "
-                    "this input removed (the same model re-run): > 0 supports, < 0 speaks against.",
-        examples=[0.38])]
-
-
-class Explanation(msgspec.Struct, kw_only=True):
-    """Occlusion on the served model: each input removed in turn, the patient scored again."""
-
-    supports: list[ExplanationItem]  # largest effect first, at most 3, effect >= 0.001
-    against: list[ExplanationItem]  # most negative effect first, at most 3, effect <= -0.001
-
-
-class DifferentialEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
-    code: str
-    name: str
-    category: Literal["common", "orphan", "healthy"]
-    probability: Probability
-    # v1.2: only on the first 3 entries, and only when explanations were asked for
-    explanation: Explanation | None = None
-
-
-class Severity(msgspec.Struct, kw_only=True):
-    label: str
-    probabilities: dict[str, Probability]
-
-
-class Prediction(msgspec.Struct, kw_only=True):
-    prediction_id: str
-    model_version: str
-    differential: list[DifferentialEntry]
-    orphan_probability: Probability
-    severity: Severity
-    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 class BatchPredictions(msgspec.Struct, kw_only=True):

@@ -3,7 +3,7 @@
 import pytest
 
 from orchestration.pipeline import run_pipeline
-from orchestration.simulation import write_weekly_exports
+from diagnosis.simulation import write_weekly_exports
 
 WEEKS = ["2026-03-02", "2026-03-09", "2026-03-16"]
 

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from schemas.validation import read_raw_export, validate_records  # noqa: E402
-from serving.explain import occlusion_rows  # noqa: E402
+from diagnosis.explain import occlusion_rows  # noqa: E402
 from serving.model_store import load_deployment  # noqa: E402
 from serving.structs import validate_patient_body  # noqa: E402
 

@@ -16,7 +16,7 @@ The four conditions (exact, noise, imprecision, noise+imprecision) reuse the sam
 per case, so differences between conditions and models are paired. The simulation reads only the
 release files (annotations + ontology), never the ranker's parameters or weights.
 
-Models: the ranker (schemas.ranker, default parameters unless --param is given) and a term-match
+Models: the ranker (diagnosis.ranker, default parameters unless --param is given) and a term-match
 baseline (score = number of query terms equal to an annotated term of the disease or one of its
 ancestors). Both break ties the same deterministic way (the lower disease index, i.e. code order,
 wins), and the rank of the true disease counts every disease that wins over it.
@@ -28,7 +28,7 @@ fresh process that only loads the ONNX model and serves queries, like the API wo
 Served system (skip with --no-served): the common-disease macro-F1 and the severity macro-F1 of
 the deployed model, scored exactly as the API scores (serving.model_store.LoadedModel: onnxruntime,
 classifier + knowledge ranker + blend) on a held-out simulated cohort
-(orchestration.simulation.simulate_cohort, no defects, validated like an export) drawn with
+(diagnosis.simulation.simulate_cohort, no defects, validated like an export) drawn with
 --cohort-seed (default --seed; moved by 1000 if it equals the training seed). The model is, by
 default, trained and deployed for the run: `make pipeline`'s demo cohort (seed 7) in a temporary
 TRIAGE_HOME, in a child process; --home DIR scores the deployment of an existing TRIAGE_HOME
@@ -58,7 +58,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from schemas.hpo import (  # noqa: E402
+from diagnosis.hpo import (  # noqa: E402
     PHENOTYPIC_ABNORMALITY,
     ROOT,
     UNSPECIFIED_FREQUENCY,
@@ -66,7 +66,7 @@ from schemas.hpo import (  # noqa: E402
     disease_phenotypes,
     load_annotations,
 )
-from schemas.ranker import KnowledgeRanker, to_onnx  # noqa: E402
+from diagnosis.ranker import KnowledgeRanker, to_onnx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -367,7 +367,7 @@ def deploy_demo_model(home: Path) -> float:
 
 def heldout_cohort(patients: int, seed: int) -> pl.DataFrame:
     """A simulated cohort without defects, validated exactly as a weekly export is."""
-    from orchestration.simulation import simulate_cohort
+    from diagnosis.simulation import simulate_cohort
     from schemas.validation import validate_records
 
     weeks = simulate_cohort(patients, 1, seed, defect_rate=0.0, start="2026-06-01")
@@ -383,9 +383,9 @@ def served_metrics(model, cohort: pl.DataFrame) -> tuple[dict, float]:
     the cohort's true diagnosis and severity."""
     from sklearn.metrics import f1_score
 
-    from schemas.categories import CATEGORY_ORPHAN, HEALTHY_CODE, category_of
+    from diagnosis.categories import CATEGORY_ORPHAN, HEALTHY_CODE, category_of
     from schemas.clinical import SEVERITIES
-    from schemas.common_conditions import COMMON_CONDITIONS
+    from diagnosis.common_conditions import COMMON_CONDITIONS
 
     bodies = cohort.select(
         "age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp", "symptoms"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.simulation import write_weekly_exports
+from diagnosis.simulation import write_weekly_exports
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 
 from orchestration.resources import MonitoringPolicy, TriageStorage
 from orchestration.sensors import new_labels_sensor
-from orchestration.simulation import simulate_cohort
+from diagnosis.simulation import simulate_cohort
 from schemas.validation import validate_records
 
 CLINICIAN, AUDITOR = "loop-clinician", "loop-auditor"

@@ -16,7 +16,7 @@ import pytest
 from assets import monitoring
 from assets.training import SOURCE_CLINICIAN_LABEL, assemble_training_table
 from orchestration.resources import TriageStorage
-from orchestration.simulation import write_weekly_exports
+from diagnosis.simulation import write_weekly_exports
 from schemas.validation import read_raw_export, validate_records
 
 FEVER, COUGH = "HP:0001945", "HP:0012735"
@@ -61,7 +61,7 @@ def serve_with_the_deployed_classifier(home: Path, patients: list[dict]) -> list
     import pickle
     import uuid
 
-    from schemas.categories import CATEGORY_ORPHAN, category_of
+    from diagnosis.categories import CATEGORY_ORPHAN, category_of
     from schemas.clinical import SEVERITIES
     from serving.prediction_log import PredictionLog
 

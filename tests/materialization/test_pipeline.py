@@ -117,7 +117,7 @@ def test_a_second_run_validates_only_new_weeks_and_deploys_a_new_version(
     deployed_home, deployed_weeks, capsys
 ):
     from orchestration.pipeline import run_pipeline
-    from orchestration.simulation import write_weekly_exports
+    from diagnosis.simulation import write_weekly_exports
 
     before = json.loads((deployed_home / "deployments" / "current.json").read_text())
     new_week = "2026-03-23"

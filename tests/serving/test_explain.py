@@ -21,15 +21,15 @@ import pytest
 from litestar.testing import TestClient
 
 from serving.app import create_app
-from serving.explain import (
+from diagnosis.explain import (
     EXPLAINED_DIAGNOSES,
     MAX_ITEMS,
     MIN_EFFECT,
     RemovedInput,
     explanations,
     occlusion_rows,
-    parse_explain,
 )
+from serving.explain_params import parse_explain
 
 from .conftest import (
     ARACHNODACTYLY,

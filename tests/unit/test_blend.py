@@ -1,6 +1,6 @@
 import numpy as np
 
-from schemas.blend import BlendParams, blend, gate_features, orphan_probability
+from diagnosis.blend import BlendParams, blend, gate_features, orphan_probability
 
 # classes: NONE (healthy), J10 (common), ORPHA:1 (orphan, known to the ranker), ORPHA:9 (orphan,
 # absent from the ranker); the ranker knows three diseases: ORPHA:1, ORPHA:2, OMIM:3

@@ -25,7 +25,7 @@ from assets.candidates import (
 from assets.model import train_models
 from assets.onnx_export import parity, sklearn_head, to_onnx
 from assets.training import TrainingSet
-from schemas.features import ONNX_INPUT, FeatureSpec
+from diagnosis.features import ONNX_INPUT, FeatureSpec
 
 CLASSES = ["J10", "NONE", "ORPHA:558", "E11"]
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from schemas.features import SEX_CATEGORIES, VITAL_FEATURES, FeatureSpec
+from diagnosis.features import SEX_CATEGORIES, VITAL_FEATURES, FeatureSpec
 
 
 def spec() -> FeatureSpec:

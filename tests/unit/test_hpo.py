@@ -1,4 +1,4 @@
-"""HPO release parsing (schemas.hpo) and the curated common-condition table."""
+"""HPO release parsing (diagnosis.hpo) and the curated common-condition table."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import polars as pl
 import pytest
 
 from schemas.clinical import DIAGNOSIS_RE, HPO_ID_RE, SEVERITIES
-from schemas.common_conditions import (
+from diagnosis.common_conditions import (
     COMMON_CONDITIONS,
     HEALTHY_CODE,
     VITAL_SHIFT_FIELDS,
     all_symptom_ids,
     by_code,
 )
-from schemas.hpo import (
+from diagnosis.hpo import (
     PHENOTYPIC_ABNORMALITY,
     ROOT,
     Ontology,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from assets.knowledge import build_disease_catalogue, build_disease_term_frequencies
-from schemas.hpo import (
+from diagnosis.hpo import (
     HPO_DROP_DIR,
     HpoReleaseError,
     Ontology,

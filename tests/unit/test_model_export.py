@@ -6,7 +6,7 @@ from assets.model import quality_gate, train_models
 from assets.onnx_export import OnnxArtifact, onnx_parity, parity, to_onnx
 from assets.training import TrainingSet
 from orchestration.resources import ModelPolicy
-from schemas.features import ONNX_DIAGNOSIS_OUTPUT, ONNX_INPUT, ONNX_SEVERITY_OUTPUT, FeatureSpec
+from diagnosis.features import ONNX_DIAGNOSIS_OUTPUT, ONNX_INPUT, ONNX_SEVERITY_OUTPUT, FeatureSpec
 
 
 @pytest.fixture(scope="module")

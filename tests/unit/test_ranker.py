@@ -1,4 +1,4 @@
-"""Knowledge ranker (schemas.ranker): ranking behaviour, query encoding and ONNX parity."""
+"""Knowledge ranker (diagnosis.ranker): ranking behaviour, query encoding and ONNX parity."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import onnxruntime as ort
 import polars as pl
 import pytest
 
-from schemas.hpo import PHENOTYPIC_ABNORMALITY, ROOT, Ontology, disease_phenotypes, load_annotations
-from schemas.ranker import (
+from diagnosis.hpo import PHENOTYPIC_ABNORMALITY, ROOT, Ontology, disease_phenotypes, load_annotations
+from diagnosis.ranker import (
     ONNX_PROBABILITIES_OUTPUT,
     ONNX_QUERY_INPUT,
     ONNX_SCORES_OUTPUT,

@@ -1,4 +1,4 @@
-"""The S3 mirror (serving.remote) and the environment split (orchestration.settings), on moto's
+"""The S3 mirror (diagnosis.remote) and the environment split (orchestration.settings), on moto's
 in-process S3."""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 from moto import mock_aws
 
 from orchestration.settings import ConfigurationError, current_environment
-from serving.remote import LogShipper, RemoteStore, S3Location
+from diagnosis.remote import LogShipper, RemoteStore, S3Location
 
 BUCKET = "unit-bucket"
 
@@ -62,7 +62,7 @@ def test_deployment_pointer_is_published_last_and_mirrored_whole(remote, tmp_pat
 
 
 def test_pointer_naming_an_unsafe_version_is_refused(remote, tmp_path):
-    from serving.remote import RemoteError
+    from diagnosis.remote import RemoteError
 
     remote.put_bytes("deployments", "current.json", b'{"version": "../../etc"}')
     with pytest.raises(RemoteError, match="unsafe version"):

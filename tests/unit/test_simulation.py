@@ -1,4 +1,4 @@
-"""The demo cohort simulator (orchestration.simulation)."""
+"""The demo cohort simulator (diagnosis.simulation)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from orchestration.simulation import (
+from diagnosis.simulation import (
     DEFECT_TYPES,
     select_orphan_diseases,
     simulate_cohort,
@@ -24,8 +24,8 @@ from schemas.clinical import (
     normalise_severity,
     normalise_sex,
 )
-from schemas.common_conditions import COMMON_CONDITIONS, HEALTHY_CODE
-from schemas.hpo import disease_phenotypes, load_annotations
+from diagnosis.common_conditions import COMMON_CONDITIONS, HEALTHY_CODE
+from diagnosis.hpo import disease_phenotypes, load_annotations
 
 COMMON_CODES = {c.code for c in COMMON_CONDITIONS}
 NUMERIC = ("age", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp")

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.files import atomic_write
+from diagnosis.files import atomic_write
 
 log = logging.getLogger("triage.remote")
 

@@ -20,7 +20,7 @@ temperature of 39.5 °C, say) can each show a small effect while removing both w
 the explanation says what each input adds given all the others.
 
 This module only builds the copies and turns the scored probabilities into the answer's
-``explanation`` objects; :mod:`serving.model_store` runs the model.
+``explanation`` objects; :mod:`diagnosis.runtime` runs the model.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from serving.structs import Problem
 
 EXPLAINED_DIAGNOSES = 3  # the first entries of the differential that get an explanation
 MAX_ITEMS = 3  # inputs listed per side (supports, against) and diagnosis
@@ -49,8 +48,6 @@ FIELD_LABELS: dict[str, tuple[str, str, str | None]] = {
 
 SymptomNamer = Callable[[str], "str | None"]
 
-_TRUE = {"true", "1"}  # what Litestar's bool query parameters accept too
-_FALSE = {"false", "0"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,35 +137,3 @@ def explanations(
             }
         )
     return answer
-
-
-def symptom_namer(knowledge: Any) -> SymptomNamer | None:
-    """HPO term names from the API's symptom search index (:class:`serving.search.Knowledge`), or
-    ``None`` when the index is unavailable (the explanation then labels symptoms by their id).
-    An old ``alt_id`` gets its current term's name."""
-    if knowledge is None:
-        return None
-    index = knowledge.symptoms
-
-    def name(term: str) -> str | None:
-        _, page = index.search(term, 0, 1)
-        return page[0][0].name if page else None
-
-    return name
-
-
-def parse_explain(raw: str | None, default: bool) -> tuple[bool, list[Problem]]:
-    """The ``explain`` query parameter: ``true``/``false`` (any case) or ``1``/``0``; absent ->
-    ``default``. Anything else is a problem of the request (422 with the others)."""
-    if raw is None:
-        return default, []
-    text = raw.lower()
-    if text in _TRUE:
-        return True, []
-    if text in _FALSE:
-        return False, []
-    shown = raw if len(raw) <= 80 else raw[:80] + "…"
-    return default, [
-        Problem(field="explain", value=shown, message="must be true or false",
-                allowed="true | false | 1 | 0")
-    ]

@@ -3,7 +3,7 @@
 The classifier (learned from the hospital's records) knows the common conditions, NONE, the
 severity and the few orphan diseases with enough records. The knowledge ranker (schemas/ranker.py)
 ranks every ORPHA/OMIM disease of the HPO annotations from the symptoms alone. They are combined in
-two steps, the same in evaluation (assets/model.py) and in serving (serving/model_store.py):
+two steps, the same in evaluation and in serving: both score through :mod:`diagnosis.runtime`:
 
 1. **Is it rare?** ``orphan_probability = sigmoid(w · x + b)`` with three features:
    the classifier's own orphan share (as a logit), the ranker's evidence (its best log-score minus
@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from schemas.contracts import BlendSpec
+
 GATE_FEATURES = ("orphan_share_logit", "ranker_evidence", "unseen_symptom_share")
 _EPS = 1e-6
 
@@ -36,9 +38,14 @@ class BlendParams:
     def to_dict(self) -> dict:
         return {**asdict(self), "features": list(GATE_FEATURES)}
 
+    def to_spec(self) -> BlendSpec:
+        """As the manifest stores it (:class:`schemas.contracts.BlendSpec`)."""
+        return BlendSpec(coef=list(self.coef), intercept=self.intercept, alpha=self.alpha,
+                         features=list(GATE_FEATURES))
+
     @classmethod
-    def from_dict(cls, data: dict) -> "BlendParams":
-        return cls(tuple(float(c) for c in data["coef"]), float(data["intercept"]), float(data["alpha"]))
+    def from_spec(cls, spec: BlendSpec) -> "BlendParams":
+        return cls(tuple(float(c) for c in spec.coef), float(spec.intercept), float(spec.alpha))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

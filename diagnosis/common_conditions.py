@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
 
-from schemas.categories import HEALTHY_CODE
+from diagnosis.categories import HEALTHY_CODE
 from schemas.clinical import SEVERITIES
 
 __all__ = [

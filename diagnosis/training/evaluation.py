@@ -1,0 +1,223 @@
+"""Evaluation of the served system, through the runtime, on the exported artifact.
+
+The challenger is scored as the API will score it: :class:`diagnosis.runtime.Runtime` over the
+ONNX graph and knowledge index of the artifact (:func:`diagnosis.training.export.build_artifact`).
+The champion (the deployment being served) is scored by the same code on the same rows, so the
+quality gate compares like with like: a retrain identical to the champion gets identical figures.
+
+The blend (:mod:`diagnosis.blend`) is fitted on one half of the held-out records plus rare cases
+simulated from the annotations, from the runtime's own components; the other half scores the
+whole system.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix, f1_score
+
+from diagnosis.blend import BlendParams, gate_features
+from diagnosis.categories import CATEGORY_ORPHAN, category_of
+from diagnosis.runtime import Components, Runtime, Scores
+from diagnosis.training.dataset import SPLIT_EVALUATION
+
+PATIENT_COLUMNS = (
+    "age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp", "symptoms"
+)
+ALPHAS = (0.0, 0.25, 0.5)
+TOP = 10
+
+
+def patient_dicts(rows: pl.DataFrame) -> list[dict[str, Any]]:
+    """Table rows as API request bodies."""
+    return rows.select(PATIENT_COLUMNS).to_dicts()
+
+
+def _share(hits: np.ndarray) -> float:
+    return float(hits.mean()) if hits.size else 0.0
+
+
+def fit_blend(runtime: Runtime, parts: Components, truth: list[str]) -> BlendParams:
+    """Fit the rare-or-not gate by logistic regression, then choose alpha by orphan top-1."""
+    orphan_mask = np.array([c.category == CATEGORY_ORPHAN for c in runtime.classes])
+    features = gate_features(
+        parts.classifier, orphan_mask, parts.ranker_scores, runtime.knowledge.empty_best,
+        parts.unseen_share,
+    )
+    is_orphan = np.array([category_of(c) == CATEGORY_ORPHAN for c in truth])
+    gate = LogisticRegression(C=1.0, max_iter=1000).fit(features, is_orphan)
+    codes = runtime.codes
+    truth_arr = np.array(truth)
+    best: tuple[float, BlendParams] | None = None
+    for alpha in ALPHAS:
+        params = BlendParams(tuple(gate.coef_[0].tolist()), float(gate.intercept_[0]), alpha)
+        scores = runtime.with_blend(params).blend(parts)
+        top1 = codes[scores.probabilities.argmax(axis=1)]
+        hits = _share((top1 == truth_arr)[is_orphan])
+        if best is None or hits > best[0]:
+            best = (hits, params)
+    return best[1]
+
+
+@dataclass
+class Ranked:
+    """The top entries the runtime gave each row: what the gate saw, row by row."""
+
+    codes: list[list[str]]
+    probabilities: list[list[float]]
+    orphan: list[float]
+    severity: list[list[float]]
+
+    @classmethod
+    def of(cls, runtime: Runtime, scores: Scores, k: int = TOP) -> "Ranked":
+        order = runtime.top(scores.probabilities, k)
+        return cls(
+            codes=runtime.codes[order].tolist(),
+            probabilities=np.take_along_axis(scores.probabilities, order, axis=1).tolist(),
+            orphan=scores.orphan.tolist(),
+            severity=scores.severity.tolist(),
+        )
+
+
+def record_metrics(
+    ranked: Ranked, truth: list[str], severity_truth: list[str], severity_labels: tuple[str, ...]
+) -> dict[str, float | int]:
+    """Accuracy, macro-F1, top-3, orphan recall/top-10, severity and the orphan probability of
+    common rows, from what the runtime returned for held-out records."""
+    top = np.array(ranked.codes, dtype=object).reshape(len(truth), -1)
+    truth_arr = np.array(truth, dtype=object)
+    predicted = top[:, 0]
+    orphan_rows = np.array([category_of(c) == CATEGORY_ORPHAN for c in truth], dtype=bool)
+    severity_index = {label: i for i, label in enumerate(severity_labels)}
+    y_sev = np.array([severity_index[s] for s in severity_truth])
+    sev_pred = np.array(ranked.severity).reshape(len(truth), -1).argmax(axis=1)
+    orphan_p = np.array(ranked.orphan)
+    return {
+        "evaluation_rows": int(len(truth)),
+        "accuracy": _share(predicted == truth_arr),
+        "macro_f1": float(f1_score(truth_arr, predicted, average="macro", zero_division=0)),
+        "top3_accuracy": _share(np.array([t in row[:3] for t, row in zip(truth, top)])),
+        "orphan_rows": int(orphan_rows.sum()),
+        "orphan_recall": _share(predicted[orphan_rows] == truth_arr[orphan_rows]),
+        "orphan_top10": _share(
+            np.array([t in row for t, row in zip(truth_arr[orphan_rows], top[orphan_rows])])
+        ),
+        "common_mean_orphan_probability": float(orphan_p[~orphan_rows].mean())
+        if (~orphan_rows).any()
+        else 0.0,
+        "severity_accuracy": _share(sev_pred == y_sev),
+        "severity_macro_f1": float(f1_score(y_sev, sev_pred, average="macro", zero_division=0)),
+    }
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float | int]
+    blend: BlendParams
+    champion_version: str | None
+    confusion_matrix: list[list[int]]
+    classes: list[str]
+    # the held-out rows the system was scored on (API bodies) and what the runtime returned
+    patients: list[dict[str, Any]] = field(default_factory=list)
+    ranked: Ranked | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able: metrics, blend, champion, confusion matrix."""
+        return {
+            "metrics": self.metrics,
+            "champion_version": self.champion_version,
+            "blend": self.blend.to_dict(),
+            "confusion_matrix": self.confusion_matrix,
+            "classes": self.classes,
+        }
+
+
+def evaluate(
+    candidate: Runtime,
+    table: pl.DataFrame,
+    cases: pl.DataFrame,
+    seed: int,
+    champion: Runtime | None = None,
+) -> Evaluation:
+    """Fit the blend on one half of the held-out records and the simulated rare cases, and score
+    the whole served system (classifier + ranker + blend, through ``candidate``) on the other half.
+    ``champion`` is scored by the same code on the very same rows, for the gate."""
+    rows = table.filter(pl.col("split") == SPLIT_EVALUATION)
+    record_patients = patient_dicts(rows)
+    record_truth = rows["diagnosis"].to_list()
+    rare_truth = cases["diagnosis"].to_list()
+    records = candidate.components(record_patients)
+    rare = candidate.components(patient_dicts(cases))
+    rng = np.random.default_rng(seed)
+    record_half = rng.random(len(record_truth)) < 0.5
+    rare_half = rng.random(len(rare_truth)) < 0.5
+    calibration = Components.concat([records.subset(record_half), rare.subset(rare_half)])
+    params = fit_blend(
+        candidate,
+        calibration,
+        [t for t, h in zip(record_truth, record_half) if h]
+        + [t for t, h in zip(rare_truth, rare_half) if h],
+    )
+    served = candidate.with_blend(params)
+
+    test = np.flatnonzero(~record_half)
+    test_patients = [record_patients[i] for i in test]
+    truth = [record_truth[i] for i in test]
+    severity_truth = [rows["severity"][int(i)] for i in test]
+    ranked = Ranked.of(served, served.score(test_patients))
+    metrics: dict[str, float | int] = {
+        **record_metrics(ranked, truth, severity_truth, served.severity_labels),
+        "calibration_rows": int(record_half.sum() + rare_half.sum()),
+    }
+    test_parts = records.subset(test)
+    class_codes = np.array([c.code for c in served.classes], dtype=object)
+    classifier_top1 = class_codes[test_parts.classifier.argmax(axis=1)]
+    metrics["classifier_only_macro_f1"] = float(
+        f1_score(np.array(truth, dtype=object), classifier_top1, average="macro", zero_division=0)
+    )
+
+    rare_test = np.flatnonzero(~rare_half)
+    rare_scores = served.blend(rare.subset(rare_test))
+    rare_ranked = Ranked.of(served, rare_scores)
+    rare_truth_test = np.array([rare_truth[i] for i in rare_test], dtype=object)
+    rare_top = np.array(rare_ranked.codes, dtype=object).reshape(len(rare_test), -1)
+    learned = {c.code for c in served.classes}
+    unseen = np.array([c not in learned for c in rare_truth_test], dtype=bool)
+    metrics.update(
+        {
+            "rare_cases": int(len(rare_truth_test)),
+            "rare_unseen_cases": int(unseen.sum()),
+            "rare_unseen_top1": _share(rare_top[unseen, 0] == rare_truth_test[unseen])
+            if len(rare_test)
+            else 0.0,
+            "rare_top10": _share(
+                np.array([t in row for t, row in zip(rare_truth_test, rare_top)])
+            ),
+            "rare_mean_orphan_probability": float(rare_scores.orphan.mean())
+            if len(rare_test)
+            else 0.0,
+        }
+    )
+    if champion is not None:
+        champion_ranked = Ranked.of(champion, champion.score(test_patients))
+        champion_metrics = record_metrics(
+            champion_ranked, truth, severity_truth, champion.severity_labels
+        )
+        metrics["champion_macro_f1"] = champion_metrics["macro_f1"]
+        metrics["champion_accuracy"] = champion_metrics["accuracy"]
+    predicted = [row[0] for row in ranked.codes]
+    labels = sorted(set(truth) | set(predicted))
+    matrix = confusion_matrix(truth, predicted, labels=labels)
+    return Evaluation(
+        metrics=metrics,
+        blend=params,
+        champion_version=champion.version if champion is not None else None,
+        confusion_matrix=matrix.tolist(),
+        classes=labels,
+        patients=test_patients,
+        ranked=ranked,
+    )

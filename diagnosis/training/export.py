@@ -1,0 +1,265 @@
+"""Export: a trained model and the knowledge ranker as one ONNX graph, and the artifact around it.
+
+The graph has two inputs (``features``: vitals, sex, symptom indicators; ``query_terms``: the
+ranker's HPO indicator) and three outputs (diagnosis and severity probabilities, the ranker's
+log-scores over every ORPHA/OMIM disease). :func:`build_artifact` adds the knowledge index and a
+manifest, which is what :class:`diagnosis.runtime.Runtime` scores: the evaluation and the gate
+score this artifact exactly as the API will.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import compose
+from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+from skl2onnx import convert_sklearn, update_registered_converter
+from skl2onnx.common.data_types import FloatTensorType
+from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+from sklearn.pipeline import Pipeline
+from xgboost import XGBClassifier
+
+from diagnosis.artifacts import KNOWLEDGE_FILE, ONNX_FILE
+from diagnosis.blend import softmax
+from diagnosis.features import (
+    ONNX_DIAGNOSIS_OUTPUT,
+    ONNX_INPUT,
+    ONNX_QUERY_INPUT,
+    ONNX_RANKER_OUTPUT,
+    ONNX_SEVERITY_OUTPUT,
+)
+from diagnosis.ranker import ONNX_SCORES_OUTPUT as RANKER_SCORES
+from diagnosis.ranker import KnowledgeRanker
+from diagnosis.ranker import to_onnx as ranker_to_onnx
+from diagnosis.runtime import Runtime
+from diagnosis.training.fitting import TrainedModel
+from schemas.clinical import SEVERITIES
+from schemas.contracts import (
+    ClassEntry,
+    FeaturesSpec,
+    KnowledgeDisease,
+    KnowledgeFile,
+    Manifest,
+    OnnxOutputs,
+    encode,
+)
+
+OPSET = {"": 18, "ai.onnx.ml": 3}
+
+update_registered_converter(
+    XGBClassifier,
+    "XGBoostXGBClassifier",
+    calculate_linear_classifier_output_shapes,
+    convert_xgboost,
+    options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+)
+
+
+def sklearn_head(pipeline: Pipeline, n_features: int, output: str, prefix: str) -> onnx.ModelProto:
+    """A fitted classifier pipeline as an ONNX graph reading ``features`` and writing its class
+    probabilities to ``output``; every other name gets ``prefix`` so heads can share a graph."""
+    model = convert_sklearn(
+        pipeline,
+        initial_types=[(ONNX_INPUT, FloatTensorType([None, n_features]))],
+        options={id(pipeline.steps[-1][1]): {"zipmap": False}},
+        target_opset=OPSET,
+    )
+    probabilities = model.graph.output[1].name
+    model = compose.add_prefix(model, prefix, rename_inputs=False)
+    renamed = onnx.helper.make_node("Identity", [prefix + probabilities], [output])
+    model.graph.node.append(renamed)
+    del model.graph.output[:]
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, [None, None])
+    )
+    return model
+
+
+def ranker_head(ranker: KnowledgeRanker) -> onnx.ModelProto:
+    """The knowledge ranker's graph (input ``query_terms``) with its log-scores as
+    ``ranker_scores``; softmax and blending happen in schemas/blend.py."""
+    model = compose.add_prefix(
+        onnx.load_from_string(ranker_to_onnx(ranker)), "rk__", rename_inputs=False
+    )
+    model.graph.node.append(
+        onnx.helper.make_node("Identity", ["rk__" + RANKER_SCORES], [ONNX_RANKER_OUTPUT])
+    )
+    del model.graph.output[:]
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(ONNX_RANKER_OUTPUT, onnx.TensorProto.FLOAT, [None])
+    )
+    return model
+
+
+def combine_heads(*heads: onnx.ModelProto) -> bytes:
+    """Join heads into one graph; heads share inputs of the same name (``features``)."""
+    first = heads[0]
+    inputs: dict[str, onnx.ValueInfoProto] = {}
+    for head in heads:
+        for value in head.graph.input:
+            inputs.setdefault(value.name, value)
+    opsets: dict[str, int] = {}
+    for head in heads:
+        for opset in head.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    graph = onnx.helper.make_graph(
+        [node for head in heads for node in head.graph.node],
+        "triage",
+        inputs=list(inputs.values()),
+        outputs=[output for head in heads for output in head.graph.output],
+        initializer=[init for head in heads for init in head.graph.initializer],
+    )
+    combined = onnx.helper.make_model(
+        graph,
+        opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+    )
+    combined.ir_version = max(head.ir_version for head in heads)
+    onnx.checker.check_model(combined)
+    return combined.SerializeToString()
+
+
+def to_onnx(model: TrainedModel, ranker: KnowledgeRanker | None = None) -> bytes:
+    """The trained heads (and the knowledge ranker, when given) in one ONNX graph."""
+    n = model.spec.n_features
+    heads = [
+        sklearn_head(model.diagnosis, n, ONNX_DIAGNOSIS_OUTPUT, "dx__"),
+        sklearn_head(model.severity, n, ONNX_SEVERITY_OUTPUT, "sev__"),
+    ]
+    if ranker is not None:
+        heads.append(ranker_head(ranker))
+    return combine_heads(*heads)
+
+
+def _session(content: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+
+
+def parity(model: TrainedModel, content: bytes, X: np.ndarray) -> float:
+    """Largest absolute probability difference between onnxruntime and the training framework
+    (classifier heads only; see :func:`system_parity` for a graph with the ranker)."""
+    diagnosis, severity = _session(content).run(
+        [ONNX_DIAGNOSIS_OUTPUT, ONNX_SEVERITY_OUTPUT], {ONNX_INPUT: X.astype(np.float32)}
+    )
+    expected_diagnosis, expected_severity = model.predict_proba(X)
+    return float(
+        max(
+            np.max(np.abs(diagnosis - expected_diagnosis)),
+            np.max(np.abs(severity - expected_severity)),
+        )
+    )
+
+
+def system_parity(
+    model: TrainedModel,
+    ranker: KnowledgeRanker,
+    content: bytes,
+    X: np.ndarray,
+    symptom_lists: list[list[str]],
+) -> float:
+    """Largest absolute probability difference, patient by patient as the API runs it, between
+    onnxruntime and XGBoost (both heads) and the numpy ranker (its posterior)."""
+    session = _session(content)
+    expected_diagnosis, expected_severity = model.predict_proba(X)
+    worst = 0.0
+    for i, terms in enumerate(symptom_lists):
+        query = ranker.encode(terms or [])
+        diagnosis, severity, scores = session.run(
+            [ONNX_DIAGNOSIS_OUTPUT, ONNX_SEVERITY_OUTPUT, ONNX_RANKER_OUTPUT],
+            {ONNX_INPUT: X[i : i + 1].astype(np.float32), ONNX_QUERY_INPUT: query},
+        )
+        worst = max(
+            worst,
+            float(np.max(np.abs(diagnosis[0] - expected_diagnosis[i]))),
+            float(np.max(np.abs(severity[0] - expected_severity[i]))),
+            float(np.max(np.abs(softmax(scores.astype(np.float64)) - ranker.posterior(query)))),
+        )
+    return worst
+
+
+def knowledge_index(ranker: KnowledgeRanker) -> bytes:
+    """``knowledge.json`` (:class:`schemas.contracts.KnowledgeFile`): the ranker's HPO vocabulary in
+    input order, the diseases in output order, the alt_id/obsolete map of the release, and the best
+    log-score of an empty query (the blend's reference)."""
+    ontology = ranker.ontology
+    return encode(
+        KnowledgeFile(
+            hpo_release=ranker.hpo_release,
+            terms=list(ranker.terms),
+            diseases=[
+                KnowledgeDisease(code=code, name=name)
+                for code, name in zip(ranker.diseases, ranker.disease_names)
+            ],
+            term_aliases={**ontology.alt_ids, **ontology.replaced_by},
+            empty_best=float(ranker.log_prior.max()),
+        )
+    )
+
+
+@dataclass
+class Artifact:
+    """An exported model before deployment: what the runtime needs to score it, plus parity."""
+
+    onnx: bytes
+    knowledge: bytes
+    manifest: Manifest  # version "candidate"; no blend, metrics or provenance yet
+    max_abs_diff: float = 0.0
+    parity_rows: int = 0
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest.onnx_sha256
+
+    @property
+    def content(self) -> bytes:
+        return self.onnx
+
+    def files(self) -> dict[str, bytes]:
+        return {ONNX_FILE: self.onnx, KNOWLEDGE_FILE: self.knowledge}
+
+    def runtime(self, blend_params=None) -> Runtime:
+        """The artifact as the API would load it (``blend_params`` until the manifest has one)."""
+        return Runtime.from_artifact(self.manifest, self.onnx, self.knowledge,
+                                     blend_params=blend_params)
+
+
+def build_artifact(
+    model: TrainedModel,
+    ranker: KnowledgeRanker,
+    class_names: dict[str, str],
+    class_categories: dict[str, str],
+) -> Artifact:
+    """Export ``model`` and ``ranker`` into one graph, with its knowledge index and a manifest
+    describing how to run it (the deployment adds version, blend, metrics and provenance)."""
+    content = to_onnx(model, ranker)
+    knowledge = knowledge_index(ranker)
+    spec = model.spec
+    manifest = Manifest(
+        version="candidate",
+        onnx_file=ONNX_FILE,
+        onnx_sha256=hashlib.sha256(content).hexdigest(),
+        onnx_input=ONNX_INPUT,
+        onnx_outputs=OnnxOutputs(
+            diagnosis=ONNX_DIAGNOSIS_OUTPUT, severity=ONNX_SEVERITY_OUTPUT, ranker=ONNX_RANKER_OUTPUT
+        ),
+        onnx_query_input=ONNX_QUERY_INPUT,
+        knowledge_file=KNOWLEDGE_FILE,
+        knowledge_sha256=hashlib.sha256(knowledge).hexdigest(),
+        features=FeaturesSpec(
+            vitals=list(spec.vitals), sexes=list(spec.sexes), symptoms=list(spec.symptoms)
+        ),
+        classes=[
+            ClassEntry(code=code, name=class_names.get(code, code),
+                       category=class_categories[code])
+            for code in model.classes
+        ],
+        severity_labels=list(SEVERITIES),
+        imputation=dict(model.imputation),
+        mlflow_run_id=model.mlflow_run_id,
+        hpo_release=ranker.hpo_release,
+    )
+    return Artifact(onnx=content, knowledge=knowledge, manifest=manifest)
