@@ -19,11 +19,12 @@ UI_PORT ?= 3000
 API_WORKERS ?= 2
 export API_WORKERS
 
-.PHONY: install pipeline serve ui run test bench-validate bench-model bench-api clean help
+.PHONY: install pipeline serve ui run test lint bench-validate bench-model bench-api clean help
 
 help:
 	@echo "make run       install, run the pipeline, then start the Dagster UI and the API"
-	@echo "make test      install and run the whole test suite"
+	@echo "make test      install, check imports and style (make lint), run the whole test suite"
+	@echo "make lint      import-linter contracts, ruff check and ruff format --check"
 	@echo "make install   create .venv from uv.lock"
 	@echo "make pipeline  seed demo data if needed and materialise every asset (headless)"
 	@echo "make serve     start the API on $(HOST):$(API_PORT)"
@@ -51,8 +52,14 @@ ui: install
 run: pipeline
 	@bash orchestration/run_local.sh "$(HOST)" "$(UI_PORT)" "$(API_PORT)"
 
-test: install
+# the import contracts and ruff first (seconds), then the suite
+test: lint
 	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench-validate: install
 	$(VENV)/bin/python tests/benchmarks/bench_validate.py
