@@ -182,6 +182,9 @@ class Runtime:
     entries: tuple[ClassEntry, ...] = field(default=(), repr=False)
     _orphan_mask: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _class_to_disease: np.ndarray | None = field(default=None, repr=False)
+    # entries never returned: an orphan class the ranker also lists (the blend moves its mass to
+    # the ranker's entry of the same code, so the class's own column is 0 and only a duplicate)
+    _hidden: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -255,6 +258,8 @@ class Runtime:
             entries=entries,
             _orphan_mask=np.array([c.category == "orphan" for c in classes], dtype=bool),
             _class_to_disease=class_to_disease,
+            _hidden=(np.flatnonzero(class_to_disease >= 0) if class_to_disease is not None
+                     else np.empty(0, dtype=np.int64)),
         )
         runtime._smoke_test()
         return runtime
@@ -418,9 +423,26 @@ class Runtime:
         """The served distribution for patients (API body fields), without explanations."""
         return self.blend(self.components(patients))
 
+    @property
+    def n_served_entries(self) -> int:
+        """How many entries a differential can list (:attr:`entries` minus the orphan classes
+        the ranker lists under the same code)."""
+        return len(self.entries) - len(self._hidden)
+
     def top(self, probabilities: np.ndarray, k: int) -> np.ndarray:
         """Indices [n, k] of the k most probable entries per row, most probable first; ties keep
-        the entries' order."""
+        the entries' order. An orphan class the ranker also lists is never returned (its mass is
+        in the ranker's entry of the same code), so a code appears once."""
+        hidden = self._hidden
+        if not len(hidden):
+            return self._top(probabilities, k)
+        k = max(1, min(int(k), probabilities.shape[1] - len(hidden)))
+        picked = self._top(probabilities, k + len(hidden))
+        # keep each row's first k visible entries (at least k are among the k + |hidden| picked)
+        visible_first = np.argsort(np.isin(picked, hidden), axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(picked, visible_first, axis=1)
+
+    def _top(self, probabilities: np.ndarray, k: int) -> np.ndarray:
         k = max(1, min(int(k), probabilities.shape[1]))
         if probabilities.shape[1] > 4 * k:  # the full catalogue: partition first
             part = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
@@ -445,7 +467,7 @@ class Runtime:
         if not patients:
             return []
         scored = [self.as_scored(p) for p in patients]
-        k = max(1, min(int(top_k), len(self.entries)))
+        k = max(1, min(int(top_k), self.n_served_entries))
         notes: list[list[dict[str, Any]]] = [[] for _ in scored]
         if explain:
             order, top_probs, sev_rows, orphan = [], [], [], []

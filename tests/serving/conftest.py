@@ -1,28 +1,47 @@
-"""Fixtures for the API tests: a real deployed ONNX model in a temporary TRIAGE_HOME.
+"""Fixtures for the API tests: real deployed ONNX models in a temporary TRIAGE_HOME.
 
-A tiny sklearn model (SimpleImputer + LogisticRegression) is trained once per session on synthetic
-patients for diagnosis (NONE, J10, J18.9, ORPHA:558) and severity (5 labels), both heads are
-converted with skl2onnx and joined into ONE graph with outputs ``diagnosis_probabilities`` and
-``severity_probabilities`` sharing the ``features`` input, as the pipeline's export does.
+Both deployments are made the way the pipeline makes them: the heads are exported with
+:mod:`diagnosis.training.export` (``sklearn_head``/``combine_heads``, or ``build_artifact`` with
+the knowledge ranker) and written with :func:`diagnosis.artifacts.write_deployment` and a
+:class:`schemas.contracts.Manifest`; nothing here hand-writes a manifest.
+
+* ``built_model``: a tiny classifier-only model (SimpleImputer + LogisticRegression) trained once
+  per session on synthetic patients for diagnosis (NONE, J10, J18.9, ORPHA:558) and severity
+  (5 labels), both heads in ONE graph sharing the ``features`` input;
+* ``ranker_model``: the same classifier heads plus a tiny knowledge ranker (the real
+  :class:`diagnosis.ranker.KnowledgeRanker` over the packaged HPO ontology, restricted to a few
+  ORPHA/OMIM diseases so it builds in about a second), its ``knowledge.json`` and a blend: the
+  shape of what the pipeline deploys, without running the pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
-import onnx
 import pytest
 from litestar.testing import TestClient
 
+from diagnosis import artifacts
+from diagnosis.features import (
+    ONNX_DIAGNOSIS_OUTPUT,
+    ONNX_INPUT,
+    ONNX_SEVERITY_OUTPUT,
+    FeatureSpec,
+)
 from schemas.clinical import SEVERITIES, SEXES, VITALS
-from diagnosis.features import FeatureSpec
+from schemas.contracts import (
+    BlendSpec,
+    ClassEntry,
+    FeaturesSpec,
+    Manifest,
+    OnnxOutputs,
+)
 from serving.app import create_app
 from serving.settings import Settings
 
@@ -39,6 +58,21 @@ CLASSES = [
     {"code": "J18.9", "name": "Pneumonia, unspecified organism", "category": "common"},
     {"code": "ORPHA:558", "name": "Marfan syndrome", "category": "orphan"},
 ]
+# the tiny ranker's diseases: Marfan (ORPHA and OMIM) and two unrelated ones
+RANKER_DISEASES = ("ORPHA:558", "OMIM:154700", "ORPHA:1662", "ORPHA:79430")
+# a fixed blend (the pipeline fits one on held-out data; any valid one serves here)
+RANKER_BLEND = BlendSpec(coef=[1.0, 0.4, 2.0], intercept=-1.5, alpha=0.5,
+                         features=["orphan_share_logit", "ranker_evidence",
+                                   "unseen_symptom_share"])
+PROVENANCE: dict[str, Any] = {
+    "trained_at": "2026-01-12T03:00:00+00:00",
+    "metrics": {"top1_accuracy": 0.91, "top3_accuracy": 0.99, "mrr": 0.95},
+    "mlflow_run_id": "0123456789abcdef",
+    "mlflow_model_version": "3",
+    "dagster_run_id": "run-abc",
+    "code_version": "deadbeef",
+    "data_versions": {"2026-01-05": "sha256:aaaa"},
+}
 
 
 def synthetic_patients(n: int, rng: np.random.Generator) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
@@ -71,65 +105,103 @@ def synthetic_patients(n: int, rng: np.random.Generator) -> tuple[list[dict[str,
     return patients, np.array(diagnosis), np.array(severity)
 
 
-def _head(X: np.ndarray, y: np.ndarray, output: str, prefix: str) -> onnx.ModelProto:
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+def _pipeline(X: np.ndarray, y: np.ndarray):
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    pipeline = Pipeline(
+    return Pipeline(
         [("impute", SimpleImputer(strategy="median")),
          ("classify", LogisticRegression(max_iter=2000, C=2.0))]
     ).fit(X, y)
-    model = convert_sklearn(
-        pipeline,
-        initial_types=[("features", FloatTensorType([None, X.shape[1]]))],
-        options={id(pipeline.steps[-1][1]): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
-    probabilities = model.graph.output[1].name
-    model = onnx.compose.add_prefix(model, prefix, rename_inputs=False)
-    model.graph.node.append(onnx.helper.make_node("Identity", [prefix + probabilities], [output]))
-    del model.graph.output[:]
-    model.graph.output.append(
-        onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, [None, None])
-    )
-    return model
-
-
-def combine_heads(diagnosis: onnx.ModelProto, severity: onnx.ModelProto) -> bytes:
-    """One graph, one ``features`` input, two probability outputs."""
-    graph = onnx.helper.make_graph(
-        list(diagnosis.graph.node) + list(severity.graph.node),
-        "triage_test",
-        inputs=list(diagnosis.graph.input),
-        outputs=list(diagnosis.graph.output) + list(severity.graph.output),
-        initializer=list(diagnosis.graph.initializer) + list(severity.graph.initializer),
-    )
-    combined = onnx.helper.make_model(graph, opset_imports=list(diagnosis.opset_import))
-    combined.ir_version = diagnosis.ir_version
-    onnx.checker.check_model(combined)
-    return combined.SerializeToString()
 
 
 @dataclass(frozen=True)
 class BuiltModel:
+    """An exported artifact before deployment: the files and the manifest the pipeline's export
+    describes it with (version ``candidate``; :func:`write_deployment` sets the rest)."""
+
     onnx_bytes: bytes
     spec: FeatureSpec
+    manifest: Manifest
+    files: dict[str, bytes] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Trained:
+    spec: FeatureSpec
+    diagnosis: Any
+    severity: Any
 
 
 @pytest.fixture(scope="session")
-def built_model() -> BuiltModel:
+def trained_heads() -> Trained:
     rng = np.random.default_rng(7)
     spec = FeatureSpec(symptoms=SYMPTOMS)
     patients, y_dx, y_sev = synthetic_patients(600, rng)
     X = spec.encode(patients)
+    return Trained(spec, _pipeline(X, y_dx), _pipeline(X, y_sev))
+
+
+@pytest.fixture(scope="session")
+def built_model(trained_heads: Trained) -> BuiltModel:
+    """The classifier-only deployment (no knowledge ranker)."""
+    from diagnosis.training.export import combine_heads, sklearn_head
+
+    spec = trained_heads.spec
     content = combine_heads(
-        _head(X, y_dx, "diagnosis_probabilities", "dx__"),
-        _head(X, y_sev, "severity_probabilities", "sev__"),
+        sklearn_head(trained_heads.diagnosis, spec.n_features, ONNX_DIAGNOSIS_OUTPUT, "dx__"),
+        sklearn_head(trained_heads.severity, spec.n_features, ONNX_SEVERITY_OUTPUT, "sev__"),
     )
-    return BuiltModel(onnx_bytes=content, spec=spec)
+    manifest = Manifest(
+        version="candidate",
+        onnx_file=artifacts.ONNX_FILE,
+        onnx_sha256=hashlib.sha256(content).hexdigest(),
+        onnx_input=ONNX_INPUT,
+        onnx_outputs=OnnxOutputs(diagnosis=ONNX_DIAGNOSIS_OUTPUT, severity=ONNX_SEVERITY_OUTPUT,
+                                 ranker=None),
+        onnx_query_input=None,
+        features=FeaturesSpec(vitals=list(spec.vitals), sexes=list(spec.sexes),
+                              symptoms=list(spec.symptoms)),
+        classes=[ClassEntry(**c) for c in CLASSES],
+        severity_labels=list(SEVERITIES),
+        hpo_release="2025-01-16",
+    )
+    return BuiltModel(content, spec, manifest, {artifacts.ONNX_FILE: content})
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker():
+    """The real knowledge ranker over the packaged ontology, for a handful of diseases."""
+    import polars as pl
+
+    from diagnosis.hpo import Ontology, load_annotations
+    from diagnosis.ranker import KnowledgeRanker
+
+    annotations = load_annotations().filter(pl.col("disease_id").is_in(list(RANKER_DISEASES)))
+    return KnowledgeRanker.build(Ontology.load(), annotations)
+
+
+@pytest.fixture(scope="session")
+def ranker_model(trained_heads: Trained, tiny_ranker) -> BuiltModel:
+    """Classifier heads + knowledge ranker in one graph, with knowledge.json and a blend, made by
+    the pipeline's export (:func:`diagnosis.training.export.build_artifact`)."""
+    from diagnosis.training.export import build_artifact
+    from diagnosis.training.fitting import TrainedModel
+
+    spec = trained_heads.spec
+    medians = trained_heads.diagnosis.named_steps["impute"].statistics_[: len(spec.vitals)]
+    model = TrainedModel(
+        spec=spec, classes=[c["code"] for c in CLASSES], diagnosis=trained_heads.diagnosis,
+        severity=trained_heads.severity, params={},
+        imputation={name: float(v) for name, v in zip(spec.vitals, medians)},
+    )
+    artifact = build_artifact(
+        model, tiny_ranker, {c["code"]: c["name"] for c in CLASSES},
+        {c["code"]: c["category"] for c in CLASSES},
+    )
+    manifest = msgspec.structs.replace(artifact.manifest, blend=RANKER_BLEND)
+    return BuiltModel(artifact.onnx, spec, manifest, artifact.files())
 
 
 def write_deployment(
@@ -141,43 +213,26 @@ def write_deployment(
     sha256: str | None = None,
     point: bool = True,
 ) -> Path:
-    """Write ``deployments/<version>/{model.onnx,manifest.json}``; flip current.json if ``point``."""
+    """Deploy ``model`` as ``version`` with the pipeline's writer
+    (:func:`diagnosis.artifacts.write_deployment`); flip current.json if ``point``.
+
+    ``onnx_bytes`` replaces the graph (its hash is recomputed, so the manifest is consistent);
+    ``sha256`` overrides the manifest's hash (a tampered deployment)."""
+    files = dict(model.files)
     content = model.onnx_bytes if onnx_bytes is None else onnx_bytes
-    directory = home / "deployments" / version
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "model.onnx").write_bytes(content)
-    manifest = {
-        "format": 1,
-        "version": version,
-        "trained_at": "2026-01-12T03:00:00+00:00",
-        "onnx_file": "model.onnx",
-        "onnx_sha256": sha256 or hashlib.sha256(content).hexdigest(),
-        "onnx_input": "features",
-        "onnx_outputs": {"diagnosis": "diagnosis_probabilities",
-                         "severity": "severity_probabilities"},
-        "features": model.spec.to_manifest(),
-        "classes": CLASSES,
-        "severity_labels": list(SEVERITIES),
-        "metrics": {"top1_accuracy": 0.91, "top3_accuracy": 0.99, "mrr": 0.95},
-        "mlflow_run_id": "0123456789abcdef",
-        "mlflow_model_version": "3",
-        "dagster_run_id": "run-abc",
-        "code_version": "deadbeef",
-        "data_versions": {"2026-01-05": "sha256:aaaa"},
-        "hpo_release": "2025-01-16",
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    if point:
-        point_to(home, version)
-    return directory
+    files[model.manifest.onnx_file] = content
+    manifest = msgspec.structs.replace(
+        model.manifest,
+        version=version,
+        onnx_sha256=sha256 or hashlib.sha256(content).hexdigest(),
+        **PROVENANCE,
+    )
+    return artifacts.write_deployment(home / "deployments", manifest, files, point=point)
 
 
 def point_to(home: Path, version: str) -> None:
     """Replace current.json atomically, as the pipeline does."""
-    deployments = home / "deployments"
-    tmp = deployments / ".current.json.tmp"
-    tmp.write_text(json.dumps({"version": version, "manifest": f"{version}/manifest.json"}))
-    os.replace(tmp, deployments / "current.json")
+    artifacts.point_to(home / "deployments", version)
 
 
 def settings_for(home: Path, **env: str) -> Settings:
@@ -205,6 +260,18 @@ def served_home(home: Path, built_model: BuiltModel) -> Path:
 @pytest.fixture
 def client(served_home: Path) -> Iterator[TestClient]:
     with TestClient(app=create_app(settings_for(served_home))) as c:
+        yield c
+
+
+@pytest.fixture
+def ranker_home(home: Path, ranker_model: BuiltModel) -> Path:
+    write_deployment(home, ranker_model, "2026-01-12-k")
+    return home
+
+
+@pytest.fixture
+def ranker_client(ranker_home: Path) -> Iterator[TestClient]:
+    with TestClient(app=create_app(settings_for(ranker_home))) as c:
         yield c
 
 
