@@ -21,7 +21,6 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response
 # Litestar's own Struct schema plugin (not re-exported; litestar is pinned to 2.25.*)
 from litestar._openapi.schema_generation.plugins import StructSchemaPlugin
-from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, Schema, SecurityScheme
@@ -29,7 +28,6 @@ from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVIC
 from litestar.typing import FieldDefinition
 
 from serving import metrics
-from serving.auth import TokenTable
 from serving.controllers import (
     HealthController,
     LabelController,
@@ -37,12 +35,10 @@ from serving.controllers import (
     PredictionController,
     RequestProblems,
     SearchController,
-    SearchUnavailable,
 )
-from serving.labels import LabelStore
-from serving.model_store import ModelStore, NoModelError
-from serving.prediction_log import PredictionIndex, PredictionLog
-from diagnosis.remote import DeploymentFollower, LogShipper, RemoteError, RemoteStore
+from serving.dependencies import SearchUnavailable, Services, dependencies
+from serving.model_store import NoModelError
+from diagnosis.remote import DeploymentFollower, LogShipper, RemoteError
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
@@ -167,71 +163,54 @@ def _load_knowledge(home: Path) -> Knowledge | None:
         return None
 
 
-@asynccontextmanager
-async def _lifespan(app: Litestar) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    remote = RemoteStore(settings.s3) if settings.s3 is not None else None
-    follower = shipper = None
-    if remote is not None:
-        # the model comes from S3: mirror it before the first load, then follow the pointer
-        follower = DeploymentFollower(remote, settings.deployments_dir,
-                                      interval_s=max(settings.reload_interval_s, 1.0))
-        await anyio.to_thread.run_sync(follower.sync)
-        follower.start()
-    store = ModelStore(settings.deployments_dir, interval_s=settings.reload_interval_s)
-    # the model (onnxruntime, mostly outside the GIL) and the search indexes load side by side
-    async with anyio.create_task_group() as group:
-        group.start_soon(anyio.to_thread.run_sync, store.load)
-        group.start_soon(_install_knowledge, app)
-    if store.model is None:
-        log.warning("starting without a model: %s", store.last_error)
-    app.state.model_store = store
-    index = PredictionIndex(
-        settings.prediction_log_dir,
-        fallback=_shared_log_lookup(remote, settings.prediction_mirror_dir) if remote else None,
-    )
-    app.state.prediction_index = index
-    app.state.prediction_log = (
-        PredictionLog(settings.prediction_log_dir, index) if settings.log_predictions else None
-    )
-    app.state.label_store = LabelStore(settings.labels_dir, remote)
-    if remote is not None and settings.log_predictions:
-        shipper = LogShipper(remote, settings.prediction_log_dir, settings.s3_log_interval_s)
-        shipper.start()
-    try:
-        yield
-    finally:
-        if follower is not None:
-            follower.stop()
-        if shipper is not None:
-            await anyio.to_thread.run_sync(shipper.stop)
-        if app.state.prediction_log is not None:
-            app.state.prediction_log.close()
+def _lifespan(services: Services):
+    """Start-up and shut-down of ``services``: mirror the model from S3 (when configured), load
+    the model and the search indexes side by side, start the S3 threads; stop them and close the
+    prediction log at shut-down."""
 
-
-def _shared_log_lookup(remote: RemoteStore, mirror: Path):
-    """Find a prediction id served by another host: mirror every host's log from S3, then scan."""
-    shared = PredictionIndex(mirror, recent_max=0)
-
-    def lookup(prediction_id: str) -> dict[str, Any] | None:
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        settings, remote = services.settings, services.remote
+        follower = shipper = None
+        if remote is not None:
+            # the model comes from S3: mirror it before the first load, then follow the pointer
+            follower = DeploymentFollower(remote, settings.deployments_dir,
+                                          interval_s=max(settings.reload_interval_s, 1.0))
+            await anyio.to_thread.run_sync(follower.sync)
+            follower.start()
+        store = services.model_store
+        # the model (onnxruntime, mostly outside the GIL) and the search indexes load side by side
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.to_thread.run_sync, store.load)
+            group.start_soon(_install_knowledge, services)
+        if store.model is None:
+            log.warning("starting without a model: %s", store.last_error)
+        if remote is not None and settings.log_predictions:
+            shipper = LogShipper(remote, settings.prediction_log_dir, settings.s3_log_interval_s)
+            shipper.start()
         try:
-            remote.pull("predictions", mirror)
-        except RemoteError as exc:
-            log.error("cannot read the shared prediction log: %s", exc)
-        return shared.find(prediction_id)
+            yield
+        finally:
+            if follower is not None:
+                follower.stop()
+            if shipper is not None:
+                await anyio.to_thread.run_sync(shipper.stop)
+            if services.prediction_log is not None:
+                services.prediction_log.close()
 
-    return lookup
+    return lifespan
 
 
-async def _install_knowledge(app: Litestar) -> None:
-    app.state.knowledge = await anyio.to_thread.run_sync(
-        _load_knowledge, app.state.settings.triage_home
+async def _install_knowledge(services: Services) -> None:
+    services.knowledge = await anyio.to_thread.run_sync(
+        _load_knowledge, services.settings.triage_home
     )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; ``settings`` default to :meth:`Settings.from_env` (read once, here)."""
     settings = settings or Settings.from_env()
+    services = Services.build(settings)
     if not settings.api_keys:
         log.warning("TRIAGE_API_KEYS is empty: every protected endpoint will answer 401")
     openapi = OpenAPIConfig(
@@ -272,17 +251,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=route_handlers,
         middleware=middleware,
-        lifespan=[_lifespan],
+        lifespan=[_lifespan(services)],
+        dependencies=dependencies(services),
         exception_handlers=exception_handlers,
         openapi_config=openapi,
         plugins=[RequestBodySchemaPlugin()],
-        state=_initial_state(settings),
+        state=services.state(),
         debug=False,
     )
-
-
-def _initial_state(settings: Settings) -> State:
-    return State({"settings": settings, "tokens": TokenTable(settings.api_keys)})
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,

@@ -8,7 +8,10 @@
 
 Request bodies are checked by a ``before_request`` hook *before* Litestar decodes them into the
 Structs: the hook parses the JSON once (Litestar reuses the parsed value), runs the full-body
-validators of :mod:`serving.structs` and raises :class:`RequestProblems` listing every problem.
+validators of :mod:`serving.structs` and raises :class:`RequestProblems` listing every problem
+(msgspec would stop at the first). The handlers then take the typed body and query parameters they
+declare, and their services by dependency injection (:mod:`serving.dependencies`): nothing is
+looked up on ``app.state`` or ``request.state``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
 from serving import metrics
+from diagnosis.explain import SymptomNamer
 from serving.auth import AUDIT_ROLES, CLINICAL_ROLES, SEARCH_ROLES, require_api_key
-from serving.explain_params import parse_explain, symptom_namer
-from serving.labels import LabelStore, validate_label_body
+from serving.dependencies import SearchUnavailable
+from serving.explain_params import parse_explain
+from serving.labels import LabelStore, canonical_label, validate_label_body
 from serving.model_store import ModelStore, Runtime
 from serving.prediction_log import PredictionIndex, PredictionLog
 from serving.search import (
@@ -57,10 +62,13 @@ from serving.structs import (
     Readiness,
     SymptomMatch,
     SymptomPage,
+    patient_input,
     validate_batch_body,
     validate_patient_body,
     validate_top_k,
 )
+
+__all__ = ["RequestProblems", "SearchUnavailable"]
 
 TopK = Annotated[
     int,
@@ -136,44 +144,32 @@ def _raise_if(problems: list[Problem], what: str) -> None:
 
 async def check_single_request(request: Request) -> None:
     """before_request hook of /v1/predict: every problem in query and body at once."""
-    top_k, problems = validate_top_k(request.query_params.get("top_k"))
-    explain, explain_problems = parse_explain(request.query_params.get("explain"), True)
-    patient, body_problems = validate_patient_body(await _json_body(request))
-    problems.extend(explain_problems + body_problems)
-    _raise_if(problems, "request")
-    request.state.top_k = top_k
-    request.state.explain = explain
-    request.state.patients = [patient]
+    _, problems = validate_top_k(request.query_params.get("top_k"))
+    _, explain_problems = parse_explain(request.query_params.get("explain"), True)
+    _, body_problems = validate_patient_body(await _json_body(request))
+    _raise_if(problems + explain_problems + body_problems, "request")
 
 
 async def check_batch_request(request: Request) -> None:
     """before_request hook of /v1/predict/batch: paths look like ``patients[3].heart_rate``."""
-    top_k, problems = validate_top_k(request.query_params.get("top_k"))
-    explain, explain_problems = parse_explain(request.query_params.get("explain"), False)
-    patients, body_problems = validate_batch_body(await _json_body(request))
-    problems.extend(explain_problems + body_problems)
-    _raise_if(problems, "request")
-    request.state.top_k = top_k
-    request.state.explain = explain
-    request.state.patients = patients
+    _, problems = validate_top_k(request.query_params.get("top_k"))
+    _, explain_problems = parse_explain(request.query_params.get("explain"), False)
+    _, body_problems = validate_batch_body(await _json_body(request))
+    _raise_if(problems + explain_problems + body_problems, "request")
 
 
-async def _current_store(request: Request) -> ModelStore:
-    store: ModelStore = request.app.state.model_store
-    if store.reload_due():
-        await anyio.to_thread.run_sync(store.reload_now)
-    return store
-
-
-def _score(request: Request, store: ModelStore) -> list[Prediction]:
-    patients: list[dict[str, Any]] = request.state.patients
-    answers = store.require().predict(
-        patients, request.state.top_k, explain=request.state.explain,
-        symptom_name=symptom_namer(getattr(request.app.state, "knowledge", None)),
-    )
-    prediction_log: PredictionLog | None = request.app.state.prediction_log
+def _score(
+    store: ModelStore,
+    patients: list[Patient],
+    top_k: int,
+    explain: bool,
+    prediction_log: PredictionLog | None,
+    symptom_names: SymptomNamer | None,
+) -> list[Prediction]:
+    inputs = [patient_input(p) for p in patients]
+    answers = store.require().predict(inputs, top_k, explain=explain, symptom_name=symptom_names)
     if prediction_log is not None:
-        prediction_log.record(patients, answers)
+        prediction_log.record(inputs, answers)
     metrics.count_predictions(answers)
     return answers
 
@@ -193,16 +189,16 @@ class PredictionController(Controller):
         opt={"roles": CLINICAL_ROLES},
     )
     async def predict(
-        self, request: Request, data: JSONBody[Patient], top_k: TopK = TOP_K_DEFAULT,
-        explain: Explain = True,
+        self, data: JSONBody[Patient], model_store: ModelStore,
+        prediction_log: PredictionLog | None, symptom_names: SymptomNamer | None,
+        top_k: TopK = TOP_K_DEFAULT, explain: Explain = True,
     ) -> Prediction:
         """Ranked differential diagnosis, orphan probability and severity for one patient.
 
         Every body field is optional; ``body_temperature`` is in °C. Invalid input answers 422 with
         every problem listed (field, value, allowed range).
         """
-        store = await _current_store(request)
-        return _score(request, store)[0]
+        return _score(model_store, [data], top_k, explain, prediction_log, symptom_names)[0]
 
     @post(
         "/predict/batch",
@@ -214,16 +210,17 @@ class PredictionController(Controller):
         opt={"roles": CLINICAL_ROLES},
     )
     async def predict_batch(
-        self, request: Request, data: JSONBody[PredictBatch], top_k: TopK = TOP_K_DEFAULT,
-        explain: Explain = False,
+        self, data: JSONBody[PredictBatch], model_store: ModelStore,
+        prediction_log: PredictionLog | None, symptom_names: SymptomNamer | None,
+        top_k: TopK = TOP_K_DEFAULT, explain: Explain = False,
     ) -> BatchPredictions:
         """Predictions for 1–1000 patients, in the order they were sent.
 
         Problems are reported with paths like ``patients[3].heart_rate``; one bad patient rejects
         the whole batch (nothing is scored).
         """
-        store = await _current_store(request)
-        return BatchPredictions(predictions=_score(request, store))
+        return BatchPredictions(predictions=_score(
+            model_store, data.patients, top_k, explain, prediction_log, symptom_names))
 
 
 def model_card(model: Runtime) -> ModelCard:
@@ -260,17 +257,15 @@ class ModelController(Controller):
         responses=_AUTH_RESPONSES,
         opt={"roles": AUDIT_ROLES},
     )
-    async def model_card(self, request: Request) -> ModelCard:
+    async def model_card(self, model_store: ModelStore) -> ModelCard:
         """The deployed model's card: version, provenance (MLflow, Dagster, data versions), metrics."""
-        store = await _current_store(request)
-        return model_card(store.require())
+        return model_card(model_store.require())
 
 
 async def check_label_request(request: Request) -> None:
     """before_request hook of /v1/labels: every problem in the body at once."""
-    fields, problems = validate_label_body(await _json_body(request))
+    _, problems = validate_label_body(await _json_body(request))
     _raise_if(problems, "label")
-    request.state.label = fields
 
 
 class LabelController(Controller):
@@ -291,7 +286,10 @@ class LabelController(Controller):
         },
         opt={"roles": CLINICAL_ROLES},
     )
-    async def confirm(self, request: Request, data: JSONBody[LabelRequest]) -> Label:
+    async def confirm(
+        self, request: Request[Any, Any, Any], data: JSONBody[LabelRequest],
+        prediction_index: PredictionIndex, label_store: LabelStore,
+    ) -> Label:
         """Record the confirmed diagnosis and severity of an earlier prediction.
 
         Answers 202 once the label is durably on disk (one JSON file per prediction under
@@ -299,14 +297,12 @@ class LabelController(Controller):
         replaces the first and says ``replaced: true``). Unknown prediction ids answer 404; bad
         codes 422 with every problem. Severity may be given in English or Spanish.
         """
-        fields: dict[str, str] = request.state.label
-        index: PredictionIndex = request.app.state.prediction_index
-        prediction = await anyio.to_thread.run_sync(index.find, fields["prediction_id"])
+        fields = canonical_label(data)
+        prediction = await anyio.to_thread.run_sync(prediction_index.find, fields["prediction_id"])
         if prediction is None:
             raise NotFoundException(detail="no prediction with this id was logged")
-        store: LabelStore = request.app.state.label_store
         record, replaced = await anyio.to_thread.run_sync(
-            store.write, fields, request.user.role, prediction
+            label_store.write, fields, request.user.role, prediction
         )
         metrics.count_label(fields["diagnosis"])
         stored = msgspec.structs.asdict(record)
@@ -324,17 +320,6 @@ SearchLimit = Annotated[int, Parameter(ge=1, le=SEARCH_LIMIT_MAX, description="P
 SearchOffset = Annotated[int, Parameter(ge=0, le=100_000, description="Items to skip.")]
 
 
-def _knowledge(request: Request) -> Knowledge:
-    knowledge: Knowledge | None = request.app.state.knowledge
-    if knowledge is None:
-        raise SearchUnavailable
-    return knowledge
-
-
-class SearchUnavailable(Exception):
-    """The HPO search indexes could not be built at start-up (mapped to 503)."""
-
-
 class SearchController(Controller):
     path = "/v1"
     tags = ["search"]
@@ -347,7 +332,7 @@ class SearchController(Controller):
         responses=_QUERY_RESPONSES,
         opt={"roles": SEARCH_ROLES},
     )
-    async def symptoms(self, request: Request, q: SearchQuery,
+    async def symptoms(self, search: Knowledge, model_store: ModelStore, q: SearchQuery,
                        limit: SearchLimit = SEARCH_LIMIT_DEFAULT,
                        offset: SearchOffset = 0) -> SymptomPage:
         """Autocomplete over HPO phenotypic abnormalities (current terms): names and synonyms.
@@ -356,12 +341,11 @@ class SearchController(Controller):
         HPO's English ones (there is no Spanish release); matching ignores case and accents.
         ``in_model`` tells whether the deployed model uses the term.
         """
-        knowledge = _knowledge(request)
-        total, page = knowledge.symptoms.search(q, offset, limit)
-        model = request.app.state.model_store.model
+        total, page = search.symptoms.search(q, offset, limit)
+        model = model_store.model
         return SymptomPage(
             query=q, total=total, offset=offset, limit=limit,
-            hpo_release=knowledge.symptoms.release,
+            hpo_release=search.symptoms.release,
             items=[
                 SymptomMatch(id=term.id, name=term.name, synonym=synonym,
                              in_model=model is not None and model.spec.knows_symptom(term.id))
@@ -375,18 +359,17 @@ class SearchController(Controller):
         responses=_QUERY_RESPONSES,
         opt={"roles": SEARCH_ROLES},
     )
-    async def diseases(self, request: Request, q: SearchQuery,
+    async def diseases(self, search: Knowledge, model_store: ModelStore, q: SearchQuery,
                        limit: SearchLimit = SEARCH_LIMIT_DEFAULT,
                        offset: SearchOffset = 0) -> DiseasePage:
         """Search the disease catalogue by name (English, or Spanish for the common conditions)
         or code: the deployed model's classes, the curated common conditions and the ORPHA/OMIM
         diseases annotated in the HPO release."""
-        knowledge = _knowledge(request)
-        model = request.app.state.model_store.model
+        model = model_store.model
         classes = tuple(Disease(c.code, c.name, c.category) for c in model.classes) if model else ()
-        index = knowledge.cached_diseases(classes)
+        index = search.cached_diseases(classes)
         if index is None:  # first search since the model changed: about 0.1 s, off the loop
-            index = await anyio.to_thread.run_sync(knowledge.diseases, classes)
+            index = await anyio.to_thread.run_sync(search.diseases, classes)
         total, page = index.search(q, offset, limit)
         return DiseasePage(
             query=q, total=total, offset=offset, limit=limit,
@@ -412,9 +395,9 @@ class HealthController(Controller):
         operation_id="getReadiness",
         responses={503: ResponseSpec(data_container=Readiness, description="No model loaded.")},
     )
-    async def ready(self, request: Request) -> Response[Readiness]:
+    async def ready(self, model_store: ModelStore) -> Response[Readiness]:
         """Readiness: 200 once a model is loaded, else 503 with the reason. No authentication."""
-        store = await _current_store(request)
+        store = model_store
         model = store.model
         if model is None:
             return Response(

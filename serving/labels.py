@@ -32,9 +32,19 @@ from schemas.contracts import LabelRecord
 from diagnosis.files import atomic_write
 from serving.prediction_log import PREDICTION_ID_RE
 from diagnosis.remote import RemoteStore
-from serving.structs import Problem, echo, type_name
+from serving.structs import LabelRequest, Problem, echo, type_name
 
 LABEL_FIELDS = ("prediction_id", "diagnosis", "severity")
+
+
+def canonical_label(body: LabelRequest) -> dict[str, str]:
+    """A decoded label body in canonical form (id lower case, code upper case, severity in
+    English): exactly the fields :func:`validate_label_body` returns for the same body."""
+    return {
+        "prediction_id": body.prediction_id.strip().lower(),
+        "diagnosis": body.diagnosis.strip().upper(),
+        "severity": normalise_severity(body.severity.strip()) or body.severity,
+    }
 
 
 def validate_label_body(obj: Any) -> tuple[dict[str, str] | None, list[Problem]]:

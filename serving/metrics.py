@@ -18,14 +18,17 @@ Needs ``prometheus-client``; without it the app runs and ``/metrics`` is simply 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Response, get
 
 from diagnosis.categories import category_of
 from schemas.contracts import Prediction
 from serving.auth import ADMIN_ROLES, require_api_key
+from serving.model_store import ModelStore
+from serving.prediction_log import PredictionLog
 
 try:
     import prometheus_client
@@ -136,11 +139,12 @@ def request_metrics_middleware() -> Any:
 class _AppCollector:
     """Reads the app's model store and prediction log at scrape time."""
 
-    def __init__(self, state: Any) -> None:
-        self._state = state
+    def __init__(self, store: ModelStore, prediction_log: PredictionLog | None) -> None:
+        self._store = store
+        self._prediction_log = prediction_log
 
     def collect(self) -> Iterator[Any]:
-        store = self._state.model_store
+        store = self._store
         model = store.model
         info = GaugeMetricFamily(f"{PREFIX}_model_info", "The model being served (value 1).",
                                  labels=["version", "onnx_sha256", "hpo_release"])
@@ -153,10 +157,14 @@ class _AppCollector:
         yield CounterMetricFamily(f"{PREFIX}_model_reload_failures",
                                   "Deployments that could not be loaded (the previous model stays).",
                                   value=float(store.load_failures))
-        prediction_log = self._state.prediction_log
+        prediction_log = self._prediction_log
         yield CounterMetricFamily(f"{PREFIX}_prediction_log_write_errors",
                                   "Prediction log writes that failed.",
                                   value=float(prediction_log.write_errors if prediction_log else 0))
+
+
+# one registry per app (keyed by its model store, whose lifetime is the app's)
+_APP_REGISTRIES: weakref.WeakKeyDictionary[ModelStore, Any] = weakref.WeakKeyDictionary()
 
 
 class MetricsController(Controller):
@@ -166,13 +174,13 @@ class MetricsController(Controller):
     security = [{"BearerToken": []}]
 
     @get("/", operation_id="getMetrics", opt={"roles": ADMIN_ROLES}, include_in_schema=False)
-    async def metrics(self, request: Request) -> Response[bytes]:
+    async def metrics(self, model_store: ModelStore,
+                      prediction_log: PredictionLog | None) -> Response[bytes]:
         """Prometheus text format: the process-wide metrics plus this app's model state."""
-        state = request.app.state
-        registry = getattr(state, "metrics_registry", None)
+        registry = _APP_REGISTRIES.get(model_store)
         if registry is None:
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(_AppCollector(state))
-            state.metrics_registry = registry
+            registry.register(_AppCollector(model_store, prediction_log))
+            _APP_REGISTRIES[model_store] = registry
         body = prometheus_client.generate_latest() + prometheus_client.generate_latest(registry)
         return Response(body, media_type=prometheus_client.CONTENT_TYPE_LATEST)

@@ -2,7 +2,7 @@
 
 ``Settings.from_env()`` is called by :func:`serving.app.create_app` (or by :func:`serving.app.serve`
 before uvicorn starts, so a bad value fails fast with a readable message) and the frozen result is
-put on ``app.state``. Nothing else in ``serving/`` reads ``os.environ``.
+held by the app's services and injected where needed (:mod:`serving.dependencies`). Nothing else in ``serving/`` reads ``os.environ``.
 
 Environment:
 - ``TRIAGE_HOME``: root of the deployed artefacts (default ``./.triage``), resolved to an absolute

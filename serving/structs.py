@@ -397,6 +397,19 @@ def validate_patient_body(obj: Any, prefix: str = "") -> tuple[dict[str, Any] | 
     return (None if problems else clean), problems
 
 
+def patient_input(patient: Patient) -> dict[str, Any]:
+    """A decoded :class:`Patient` as the runtime scores it and the prediction log records it:
+    exactly what :func:`validate_patient_body` returns for the same body (vitals as floats or
+    ``None``, ``sex`` or ``None``, symptoms in order with repeats dropped)."""
+    fields: dict[str, Any] = {}
+    for name in VITAL_FIELDS:
+        value = getattr(patient, name)
+        fields[name] = None if value is None else float(value)
+    fields["sex"] = patient.sex
+    fields["symptoms"] = list(dict.fromkeys(patient.symptoms or ()))
+    return fields
+
+
 def validate_batch_body(obj: Any) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
     """Check a decoded batch body ``{"patients": [...]}``; paths look like ``patients[3].heart_rate``."""
     if not isinstance(obj, Mapping):
