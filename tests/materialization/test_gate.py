@@ -18,7 +18,7 @@ def home_copy(deployed_home, tmp_path, monkeypatch):
 
 def test_a_worse_challenger_is_refused_and_the_served_model_stays(home_copy):
     from orchestration.definitions import defs
-    from serving.model_store import load_deployment
+    from diagnosis.runtime import load_deployment
 
     before = json.loads((home_copy / "deployments" / "current.json").read_text())
     served_before = load_deployment(home_copy / "deployments").version

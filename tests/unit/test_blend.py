@@ -1,6 +1,7 @@
 import numpy as np
 
 from diagnosis.blend import BlendParams, blend, gate_features, orphan_probability
+from schemas.contracts import BlendSpec, decode, encode
 
 # classes: NONE (healthy), J10 (common), ORPHA:1 (orphan, known to the ranker), ORPHA:9 (orphan,
 # absent from the ranker); the ranker knows three diseases: ORPHA:1, ORPHA:2, OMIM:3
@@ -42,6 +43,7 @@ def test_alpha_zero_ranks_orphans_by_the_ranker_alone():
     assert mixed[0].argmax() == 0  # with a high alpha the learned ORPHA:1 wins
 
 
-def test_params_round_trip():
+def test_params_round_trip_through_the_manifest():
     params = BlendParams((0.1, 0.2, 0.3), -0.5, 0.25)
-    assert BlendParams.from_dict(params.to_dict()) == params
+    stored = decode(encode(params.to_spec()), BlendSpec, "blend")
+    assert BlendParams.from_spec(stored) == params

@@ -1,4 +1,4 @@
-"""Candidate comparison (assets.candidates): balancing inside training folds only, fold planning,
+"""Candidate comparison (diagnosis.training.candidates): balancing inside training folds only, fold planning,
 the selection rule, and ONNX export of every family that can be selected."""
 
 import numpy as np
@@ -8,8 +8,8 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold
 
-from assets import candidates
-from assets.candidates import (
+from diagnosis.training import candidates
+from diagnosis.training.candidates import (
     BALANCINGS,
     CLASS_WEIGHT,
     FAMILIES,
@@ -22,9 +22,9 @@ from assets.candidates import (
     fold_plan,
     select_candidate,
 )
-from assets.model import train_models
-from assets.onnx_export import parity, sklearn_head, to_onnx
-from assets.training import TrainingSet
+from diagnosis.training.dataset import TrainingSet
+from diagnosis.training.export import parity, sklearn_head, to_onnx
+from diagnosis.training.fitting import train_models
 from diagnosis.features import ONNX_INPUT, FeatureSpec
 
 CLASSES = ["J10", "NONE", "ORPHA:558", "E11"]
