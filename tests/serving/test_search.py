@@ -157,3 +157,35 @@ def test_without_hpo_files_search_is_503_and_prediction_still_works(served_home,
         assert response.status_code == 503
         assert "search is unavailable" in response.json()["detail"]
         assert c.post("/v1/predict", json={"symptoms": [FEVER]}, headers=auth()).status_code == 200
+
+
+# ------------------------------------------------------------------ the one catalogue
+def test_the_catalogue_names_the_healthy_class_once():
+    from diagnosis.catalogue import HEALTHY_NAME, HEALTHY_NAME_ES, curated_diseases
+
+    healthy = [d for d in curated_diseases() if d.code == "NONE"]
+    assert [(d.name, d.name_es, d.category) for d in healthy] == [
+        (HEALTHY_NAME, HEALTHY_NAME_ES, "healthy")]
+    assert HEALTHY_NAME == "No disease"
+
+
+def test_with_a_knowledge_ranker_the_diseases_are_those_of_the_deployed_release(ranker_client):
+    """The deployment's knowledge.json lists the diseases its ranker was built with: the search
+    offers those (and the curated conditions), not whatever the local HPO files annotate."""
+    from .conftest import RANKER_DISEASES
+
+    found = _diseases(ranker_client, "restrictive dermopathy")["items"]
+    assert found[0]["code"] == "ORPHA:1662" and found[0]["category"] == "orphan"
+    marfan = {i["code"] for i in _diseases(ranker_client, "marfan", limit=50)["items"]}
+    assert marfan == {"ORPHA:558", "OMIM:154700"}  # the local release has more Marfan entries
+    orphan = _diseases(ranker_client, "orpha", limit=50)["items"]
+    assert {i["code"] for i in orphan} <= set(RANKER_DISEASES)
+    assert _diseases(ranker_client, "neumonia")["items"][0]["code"] == "J18.9"  # curated
+    assert _diseases(ranker_client, "sano")["items"][0]["name"] == "No disease"
+    # symptom search is unchanged
+    assert _symptoms(ranker_client, "fever")["items"][0]["id"] == FEVER
+
+
+def test_classifier_only_model_searches_the_local_release(client):
+    marfan = {i["code"] for i in _diseases(client, "marfan", limit=50)["items"]}
+    assert {"ORPHA:558", "OMIM:154700"} < marfan
