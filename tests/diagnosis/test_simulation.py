@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import polars as pl
@@ -255,11 +254,3 @@ def test_defects_are_visible_in_each_week_at_the_default_rate():
         if _duplicate_count(frame):
             kinds.add("duplicate")
         assert len(kinds) >= 4  # round(0.03 * 250) = 8 defective rows, cycling through types
-
-
-def test_large_cohort_is_fast():
-    started = time.perf_counter()
-    weeks = simulate_cohort(100_000, 4, seed=1)
-    elapsed = time.perf_counter() - started
-    assert sum(frame.height for _, frame in weeks) == 100_000
-    assert elapsed < 15.0

@@ -10,7 +10,6 @@ from sklearn.model_selection import StratifiedKFold
 
 from diagnosis.training import candidates
 from diagnosis.training.candidates import (
-    BALANCINGS,
     CLASS_WEIGHT,
     FAMILIES,
     KNOWLEDGE_RANKER,
@@ -192,7 +191,3 @@ def test_selected_family_trains_the_diagnosis_head_and_the_whole_graph_keeps_par
     assert parity(model, to_onnx(model), X) <= 1e-4
     with pytest.raises(ValueError):
         train_models(data, seed=0, family="svm")
-
-
-def test_every_balancing_is_known():
-    assert set(BALANCINGS) == {"none", "class_weight", "random_over_sampling", "smote"}
