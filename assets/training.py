@@ -1,19 +1,33 @@
-"""Training stage: the training table from all valid weeks, its balanced training set, and the
-diagnosis model."""
+"""Training assets: the training table, its encoded training split, model selection by
+cross-validation, the selected balancing applied to the training split, and the diagnosis model.
+
+training_table -> training_features -> model_selection -> balanced_training_set -> diagnosis_model
+(logic: :mod:`diagnosis.training`)."""
+
+from typing import Optional
 
 import dagster as dg
 import polars as pl
+from dagster_mlflow.resources import MlFlow
 
 from diagnosis.categories import category_of
+from diagnosis.ranker import KnowledgeRanker
+from diagnosis.training.balancing import BalancedTrainingSet, balance
+from diagnosis.training.candidates import (
+    XGB_PARAMS,
+    markdown_table,
+    run_comparison,
+    select_candidate,
+)
 from diagnosis.training.dataset import (
     SPLIT_EVALUATION,
     SPLIT_TRAIN,
     TrainingSet,
     assemble_training_table,
-    build_training_set,
+    encode_training_split,
 )
+from diagnosis.training.fitting import TrainedModel, train_models
 from orchestration.resources import ModelPolicy
-
 
 @dg.asset(
     group_name="training",
@@ -92,24 +106,212 @@ def class_minimum(context: dg.AssetCheckExecutionContext, policy: ModelPolicy):
 
 @dg.asset(
     group_name="training",
-    kinds={"numpy", "imblearn"},
+    kinds={"numpy"},
     description=(
-        "The training split encoded as model features (vitals, sex, symptom indicators), with "
-        "diagnosis classes randomly over-sampled to balance them. The evaluation split is never "
-        "resampled."
+        "The training split of `training_table` encoded as model features (vitals, sex, symptom "
+        "indicators for the terms seen at least twice), with diagnosis and severity class "
+        "indices; the rows as recorded, not balanced. The evaluation split is never encoded here."
     ),
 )
-def balanced_training_set(policy: ModelPolicy, training_table: pl.DataFrame) -> dg.Output[TrainingSet]:
-    train = training_table.filter(pl.col("split") == SPLIT_TRAIN)
-    result = build_training_set(train, policy.random_seed)
+def training_features(training_table: pl.DataFrame) -> dg.Output[TrainingSet]:
+    data = encode_training_split(training_table.filter(pl.col("split") == SPLIT_TRAIN))
     return dg.Output(
-        result,
+        data,
         metadata={
-            "rows_before": int(result.X.shape[0]),
-            "rows_after": int(result.X_balanced.shape[0]),
-            "features": result.spec.n_features,
-            "symptom_vocabulary": len(result.spec.symptoms),
-            "classes": len(result.classes),
-            "sampler": "imblearn RandomOverSampler (diagnosis classes)",
+            "rows": int(data.X.shape[0]),
+            "features": data.spec.n_features,
+            "symptom_vocabulary": len(data.spec.symptoms),
+            "classes": len(data.classes),
+        },
+    )
+
+
+class SelectionConfig(dg.Config):
+    """How much of the comparison to run (set in the launchpad)."""
+
+    folds: int = 3
+    resample_top: int = 1  # families (best first) that also get random over-sampling and SMOTE
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"scikitlearn", "mlflow"},
+    description=(
+        "Logistic regression, random forest, XGBoost and an MLP, each with no balancing, class "
+        "weights, random over-sampling or SMOTE (inside the training folds only), compared by "
+        "stratified cross-validation on `training_features` (the unbalanced training split), with "
+        "the knowledge ranker's "
+        "orphan top-1 in the same table. Selection: highest macro-F1 among candidates reaching "
+        "the orphan-recall floor. One nested MLflow run per candidate."
+    ),
+)
+def model_selection(
+    context: dg.AssetExecutionContext,
+    config: SelectionConfig,
+    policy: ModelPolicy,
+    mlflow: dg.ResourceParam[MlFlow],
+    training_features: TrainingSet,
+    training_table: pl.DataFrame,
+    knowledge_ranker: KnowledgeRanker,
+) -> dg.Output[dict]:
+    data = training_features
+    train = training_table.filter(pl.col("split") == SPLIT_TRAIN)
+    symptom_lists = None
+    if train.height == data.X.shape[0] and train["diagnosis"].to_list() == [
+        data.classes[i] for i in data.y_diagnosis
+    ]:
+        symptom_lists = [terms or [] for terms in train["symptoms"].to_list()]
+    else:
+        context.log.warning("training rows do not line up with the training set: ranker skipped")
+    comparison = run_comparison(
+        data.X, data.y_diagnosis, data.classes, policy.random_seed,
+        folds=config.folds, resample_top=config.resample_top,
+        ranker=knowledge_ranker, symptom_lists=symptom_lists,
+    )
+    selected = select_candidate(comparison.table, policy.min_orphan_recall)
+    for result in comparison.results:
+        with mlflow.start_run(nested=True, run_name=f"{result.model}+{result.balancing}"):
+            mlflow.log_params(result.params)
+            mlflow.log_metrics({
+                k: v for k, v in result.row().items()
+                if isinstance(v, (int, float)) and k not in ("model", "balancing")
+            } | {f"macro_f1_fold{i}": v for i, v in enumerate(result.macro_f1)})
+            mlflow.set_tag("selected", str(
+                (result.model, result.balancing) == (selected["model"], selected["balancing"])))
+            if result.confusion is not None:
+                mlflow.log_dict(result.confusion, "cv/confusion_matrix.json")
+    mlflow.log_table(comparison.table.to_pandas(), "selection/comparison.json")
+    mlflow.log_params({"selected_model": selected["model"],
+                       "selected_balancing": selected["balancing"]})
+    context.log.info(f"candidate comparison took {comparison.seconds:.1f}s; cut: {comparison.cut}")
+    return dg.Output(
+        selected,
+        metadata={
+            "comparison": dg.MetadataValue.md(markdown_table(comparison.table, selected)),
+            "selected": f"{selected['model']} + {selected['balancing']}",
+            "selected_macro_f1": selected["macro_f1_mean"],
+            "selected_orphan_recall": selected["orphan_recall"] if selected["orphan_recall"]
+            is not None else -1.0,
+            "orphan_floor_met": selected["orphan_floor_met"],
+            "comparison_seconds": round(comparison.seconds, 1),
+            "not_run": dg.MetadataValue.json(comparison.cut),
+        },
+    )
+
+
+class BalancingConfig(dg.Config):
+    """Set ``balancing`` to override model_selection's choice (one of
+    diagnosis.training.candidates.BALANCINGS)."""
+
+    balancing: Optional[str] = None
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"numpy", "imblearn"},
+    description=(
+        "The balancing `model_selection` chose, applied once to the whole training split: what "
+        "the diagnosis head is fitted on. `none`: the recorded rows. `class_weight`: the recorded "
+        "rows with balanced per-row weights. `random_over_sampling` / `smote`: the rows imputed "
+        "with the training medians, then resampled until every class is as large as the largest. "
+        "Class counts before and after are in the metadata. The evaluation split is never "
+        "balanced, and the sampler is not part of the exported model."
+    ),
+)
+def balanced_training_set(
+    config: BalancingConfig,
+    policy: ModelPolicy,
+    training_features: TrainingSet,
+    model_selection: dict,
+) -> dg.Output[BalancedTrainingSet]:
+    balancing = config.balancing or model_selection["balancing"]
+    data = balance(training_features, balancing, policy.random_seed)
+    weights = data.class_weights()
+    return dg.Output(
+        data,
+        metadata={
+            "balancing": balancing,
+            "chosen_by": "config" if config.balancing else "model_selection",
+            "sampler": data.sampler or "none",
+            "rows_before": int(training_features.X.shape[0]),
+            "rows_after": int(data.X.shape[0]),
+            "class_counts_before": dg.MetadataValue.json(data.counts_before()),
+            "class_counts_after": dg.MetadataValue.json(data.counts_after()),
+            "class_weights": dg.MetadataValue.json(weights) if weights else "none",
+            "classes": len(data.classes),
+        },
+    )
+
+
+class ClassifierConfig(dg.Config):
+    """Hyperparameters of a training run (set in the launchpad, logged to MLflow).
+
+    The diagnosis head's family comes from ``model_selection`` unless ``family`` overrides it;
+    ``balancing``, when set and different from ``balanced_training_set``'s, re-balances the
+    recorded training rows for this run only (an experiment: prefer the balanced_training_set
+    config). The XGBoost settings apply to the severity head always and to the diagnosis head
+    when its family is XGBoost."""
+
+    n_estimators: int = XGB_PARAMS["n_estimators"]
+    max_depth: int = XGB_PARAMS["max_depth"]
+    learning_rate: float = XGB_PARAMS["learning_rate"]
+    family: Optional[str] = None  # one of diagnosis.training.candidates.FAMILIES
+    balancing: Optional[str] = None  # one of diagnosis.training.candidates.BALANCINGS
+
+    def xgb_params(self) -> dict:
+        return {
+            **XGB_PARAMS,
+            **self.model_dump(include={"n_estimators", "max_depth", "learning_rate"}),
+        }
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"xgboost", "scikitlearn", "mlflow"},
+    description=(
+        "The diagnosis classifier of the family chosen by `model_selection`, fitted on "
+        "`balanced_training_set` (its rows and weights; no sampler in the exported pipeline), and "
+        "the XGBoost severity classifier (five categories) fitted on the recorded training rows, "
+        "both with median imputation of missing vitals. Each training is an MLflow run."
+    ),
+)
+def diagnosis_model(
+    context: dg.AssetExecutionContext,
+    config: ClassifierConfig,
+    policy: ModelPolicy,
+    mlflow: dg.ResourceParam[MlFlow],
+    balanced_training_set: BalancedTrainingSet,
+    model_selection: dict,
+) -> dg.Output[TrainedModel]:
+    params = config.xgb_params()
+    family = config.family or model_selection["model"]
+    data = balanced_training_set
+    if config.balancing and config.balancing != data.balancing:
+        context.log.warning(
+            f"balancing overridden by config: {config.balancing} instead of {data.balancing}"
+        )
+        data = balance(data.recorded, config.balancing, policy.random_seed)
+    model = train_models(data, policy.random_seed, params, family)
+    mlflow.log_params(
+        {
+            **model.params,
+            "selected_by": "config" if (config.family or config.balancing) else "model_selection",
+            "classes": len(model.classes),
+            "features": model.spec.n_features,
+            "symptom_vocabulary": len(model.spec.symptoms),
+            "training_rows": int(data.recorded.X.shape[0]),
+            "balanced_rows": int(data.X.shape[0]),
+            **{f"impute_median_{k}": round(v, 3) for k, v in model.imputation.items()},
+        }
+    )
+    model.mlflow_run_id = mlflow.active_run().info.run_id
+    return dg.Output(
+        model,
+        metadata={
+            "mlflow_run_id": model.mlflow_run_id,
+            "classes": len(model.classes),
+            "diagnosis_family": family,
+            "balancing": data.balancing,
+            "imputation_medians": dg.MetadataValue.json(model.imputation),
         },
     )

@@ -3,8 +3,8 @@
 import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
-from assets.monitoring import prediction_days
-from assets.partitions import weekly_exports
+from assets.monitoring.predictions import prediction_days
+from assets.ingestion import weekly_exports
 
 PREDICTION_LOG = dg.AssetSelection.assets("prediction_log")
 DRIFT_REFERENCE = dg.AssetSelection.assets("drift_reference")

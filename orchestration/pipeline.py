@@ -37,7 +37,7 @@ def ensure_dagster_home(paths: TriagePaths) -> Path:
 def seed_demo_if_empty(paths: TriagePaths) -> list[Path]:
     """Write the demo weeks into the landing zone when it holds no export (with S3 configured,
     the bucket's landing area is pulled first and the demo weeks are uploaded to it)."""
-    from assets.partitions import partition_key_for
+    from assets.ingestion import partition_key_for
     from orchestration.resources import TriageStorage
     from diagnosis.simulation import write_weekly_exports
 
@@ -67,7 +67,7 @@ def already_validated(instance, paths: TriagePaths, key: str) -> bool:
 
     import dagster as dg
 
-    from assets.raw import find_export
+    from assets.ingestion import find_export
 
     from orchestration.resources import TriageStorage
 
@@ -103,7 +103,7 @@ def run_pipeline(seed_demo: bool = True) -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-    from assets.partitions import weekly_exports
+    from assets.ingestion import weekly_exports
     from orchestration.definitions import defs
     from orchestration.sensors import landing_partition_keys
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from assets.model import QUALITY_GATE_CHECK
-from assets.monitoring import DRIFT_CHECK, DRIFT_REPORT, label_files
-from assets.onnx_export import ONNX_PARITY_CHECK
-from assets.partitions import partition_key_for, weekly_exports
+from assets.evaluation import QUALITY_GATE_CHECK
+from assets.monitoring.drift import DRIFT_CHECK, DRIFT_REPORT
+from diagnosis.training.monitoring import label_files
+from assets.deployment import ONNX_PARITY_CHECK
+from assets.ingestion import partition_key_for, weekly_exports
 from orchestration.jobs import training_job, weekly_validation_job
 from orchestration.resources import AlertsResource, MonitoringPolicy, TriageStorage
 

@@ -78,7 +78,7 @@ SMOTE_BALANCING = "smote"
 BALANCINGS = (NO_BALANCING, CLASS_WEIGHT, RANDOM_OVER_SAMPLING, SMOTE_BALANCING)
 RESAMPLING = (RANDOM_OVER_SAMPLING, SMOTE_BALANCING)
 
-# XGBoost hyperparameters (the historical diagnosis model); kept here so assets.model imports them.
+# XGBoost hyperparameters (the historical diagnosis model); the severity head and an XGBoost diagnosis head use them.
 XGB_PARAMS = {
     "n_estimators": 60,
     "max_depth": 4,

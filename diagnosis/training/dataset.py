@@ -1,5 +1,5 @@
-"""The training table from all valid weeks (with labelled feedback), its split, and the encoded
-training set."""
+"""The training table from all valid weeks (with labelled feedback), its split, and the training
+split encoded as model features (unbalanced; :mod:`diagnosis.training.balancing` balances it)."""
 
 
 from collections import Counter
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from imblearn.over_sampling import RandomOverSampler
 from sklearn.model_selection import train_test_split
 
 from diagnosis.categories import category_of
@@ -103,18 +102,26 @@ def encode_table(table: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
 
 @dataclass
 class TrainingSet:
-    """Encoded training rows; the diagnosis classes were over-sampled, severity rows were not."""
+    """The training split encoded as model features, as recorded (no balancing)."""
 
     spec: FeatureSpec
     classes: list[str]
-    X_balanced: np.ndarray
-    y_balanced: np.ndarray
     X: np.ndarray
     y_diagnosis: np.ndarray
     y_severity: np.ndarray
 
+    def class_counts(self) -> dict[str, int]:
+        return class_counts(self.y_diagnosis, self.classes)
 
-def build_training_set(train: pl.DataFrame, seed: int) -> TrainingSet:
+
+def class_counts(y: np.ndarray, classes: list[str]) -> dict[str, int]:
+    counts = np.bincount(y, minlength=len(classes))
+    return {code: int(n) for code, n in zip(classes, counts)}
+
+
+def encode_training_split(train: pl.DataFrame) -> TrainingSet:
+    """The training rows as features (symptom vocabulary: terms seen at least twice), diagnosis
+    class indices in sorted code order, and severity indices."""
     spec = FeatureSpec(symptoms=symptom_vocabulary(train["symptoms"].to_list()))
     X = encode_table(train, spec)
     classes = sorted(train["diagnosis"].unique().to_list())
@@ -122,5 +129,4 @@ def build_training_set(train: pl.DataFrame, seed: int) -> TrainingSet:
     y = np.array([index[c] for c in train["diagnosis"].to_list()], dtype=np.int64)
     severity_index = {label: i for i, label in enumerate(SEVERITIES)}
     y_severity = np.array([severity_index[s] for s in train["severity"].to_list()], dtype=np.int64)
-    X_bal, y_bal = RandomOverSampler(random_state=seed).fit_resample(X, y)
-    return TrainingSet(spec, classes, X_bal, y_bal, X, y, y_severity)
+    return TrainingSet(spec, classes, X, y, y_severity)

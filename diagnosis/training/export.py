@@ -95,7 +95,6 @@ def ranker_head(ranker: KnowledgeRanker) -> onnx.ModelProto:
 
 def combine_heads(*heads: onnx.ModelProto) -> bytes:
     """Join heads into one graph; heads share inputs of the same name (``features``)."""
-    first = heads[0]
     inputs: dict[str, onnx.ValueInfoProto] = {}
     for head in heads:
         for value in head.graph.input:

@@ -1,5 +1,6 @@
-"""Fitting the served classifier heads: the diagnosis head of the selected family and balancing,
-and the XGBoost severity head; and the rare cases simulated from the annotations that evaluation
+"""Fitting the served classifier heads: the diagnosis head of the selected family on the balanced
+training set (:mod:`diagnosis.training.balancing`), and the XGBoost severity head on the recorded
+training rows; and the rare cases simulated from the annotations that evaluation
 scores the system on."""
 
 from dataclasses import dataclass, field
@@ -12,16 +13,17 @@ from xgboost import XGBClassifier
 
 from diagnosis.features import FeatureSpec
 from diagnosis.simulation import simulate_cohort
+from diagnosis.training.balancing import BalancedTrainingSet
 from diagnosis.training.candidates import (
-    BALANCINGS,
     FAMILIES,
-    RANDOM_OVER_SAMPLING,
+    NO_BALANCING,
     XGB_PARAMS,
     XGBOOST,
     candidate_params,
-    fit_candidate,
+    fit_quietly,
+    inference_pipeline,
+    make_pipeline,
 )
-from diagnosis.training.dataset import TrainingSet
 from schemas.validation import validate_records
 
 
@@ -52,24 +54,34 @@ def _pipeline(seed: int, params: dict | None = None) -> Pipeline:
     )
 
 
+def fit_diagnosis_head(family: str, data: BalancedTrainingSet, seed: int,
+                       params: dict | None = None) -> Pipeline:
+    """impute -> [scale] -> model of ``family`` fitted on the balanced rows (with their weights
+    for class_weight). After resampling, the imputer is the one fitted on the recorded rows before
+    the sampler ran, so the pipeline imputes with their medians; no sampler is in it."""
+    pipeline = make_pipeline(family, NO_BALANCING, data.y, seed, params)
+    kwargs = {} if data.sample_weight is None else {"model__sample_weight": data.sample_weight}
+    if not data.resampled:
+        return inference_pipeline(fit_quietly(pipeline, data.X, data.y, **kwargs))
+    rest = Pipeline(pipeline.steps[1:])  # the rows are already imputed
+    fit_quietly(rest, data.X, data.y, **kwargs)
+    return Pipeline([("impute", data.imputer), *rest.steps])
+
+
 def train_models(
-    data: TrainingSet,
+    data: BalancedTrainingSet,
     seed: int,
     params: dict | None = None,
     family: str = XGBOOST,
-    balancing: str = RANDOM_OVER_SAMPLING,
 ) -> TrainedModel:
-    """The diagnosis head of ``family`` with ``balancing`` applied to the (unbalanced) training
-    rows (the sampler is fitted first and is not part of the returned, exported pipeline), and
-    the XGBoost severity head on the training rows. ``params`` are XGBoost's."""
-    if family not in FAMILIES or balancing not in BALANCINGS:
-        raise ValueError(f"unknown candidate {family!r} + {balancing!r}")
+    """The diagnosis head of ``family`` on the balanced training set, and the XGBoost severity
+    head on the recorded (unbalanced) training rows. ``params`` are XGBoost's."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
     params = params or XGB_PARAMS
-    diagnosis = fit_candidate(
-        family, balancing, data.X, data.y_diagnosis, seed,
-        params if family == XGBOOST else None,
-    )
-    severity = _pipeline(seed, params).fit(data.X, data.y_severity)
+    diagnosis = fit_diagnosis_head(family, data, seed, params if family == XGBOOST else None)
+    recorded = data.recorded
+    severity = _pipeline(seed, params).fit(recorded.X, recorded.y_severity)
     medians = diagnosis.named_steps["impute"].statistics_[: len(data.spec.vitals)]
     return TrainedModel(
         spec=data.spec,
@@ -77,7 +89,7 @@ def train_models(
         diagnosis=diagnosis,
         severity=severity,
         params={
-            **candidate_params(family, balancing, params if family == XGBOOST else None),
+            **candidate_params(family, data.balancing, params if family == XGBOOST else None),
             **{f"severity_xgb_{k}": v for k, v in params.items()},
         },
         imputation={name: float(v) for name, v in zip(data.spec.vitals, medians)},

@@ -1,7 +1,7 @@
 """The blocking asset checks on their own: ONNX parity and the quality gate's floors."""
 
-from assets.model import quality_gate
-from assets.onnx_export import onnx_parity
+from assets.evaluation import quality_gate
+from assets.deployment import onnx_parity
 from diagnosis.blend import BlendParams
 from diagnosis.training.evaluation import Evaluation
 from diagnosis.training.export import Artifact

@@ -4,14 +4,14 @@ import json
 import sqlite3
 
 import dagster as dg
-import pytest
 
 
 
 def test_every_asset_materialised_and_every_raw_row_accounted_for(deployed_home, deployed_weeks):
     with dg.DagsterInstance.from_config(str(deployed_home / "dagster")) as instance:
         for name in [
-            "disease_catalogue", "training_table", "balanced_training_set", "diagnosis_model",
+            "disease_catalogue", "training_table", "training_features", "model_selection",
+            "balanced_training_set", "diagnosis_model",
             "model_evaluation", "onnx_model", "deployed_model", "drift_report",
         ]:
             assert instance.get_latest_materialization_event(dg.AssetKey(name)), name

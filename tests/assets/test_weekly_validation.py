@@ -5,7 +5,7 @@ import pickle
 import dagster as dg
 import pytest
 
-from assets import raw, validated
+from assets import ingestion, validation
 from orchestration.resources import QualityPolicy, TriageStorage
 
 WEEK = "2026-02-02"
@@ -37,7 +37,7 @@ def home(tmp_path):
 def materialise(home, instance, max_rate=0.10):
     instance.add_dynamic_partitions("weekly_exports", [WEEK])
     return dg.materialize(
-        [raw.raw_patient_records, validated.validated_patient_records],
+        [ingestion.raw_patient_records, validation.validated_patient_records],
         partition_key=WEEK,
         instance=instance,
         resources={

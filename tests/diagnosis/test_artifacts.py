@@ -10,6 +10,7 @@ from diagnosis.artifacts import read_current, read_deployed_manifest, write_depl
 from diagnosis.features import FeatureSpec
 from diagnosis.hpo import Ontology, load_annotations
 from diagnosis.ranker import KnowledgeRanker
+from diagnosis.training.balancing import balance
 from diagnosis.training.dataset import TrainingSet
 from diagnosis.training.export import build_artifact
 from diagnosis.training.fitting import train_models
@@ -27,7 +28,7 @@ def artifact():
     rng = np.random.default_rng(0)
     y = np.arange(90) % len(CLASSES)
     X = (rng.normal(size=(90, spec.n_features)) + y[:, None]).astype(np.float32)
-    data = TrainingSet(spec, CLASSES, X, y, X, y, rng.integers(0, 5, 90))
+    data = balance(TrainingSet(spec, CLASSES, X, y, rng.integers(0, 5, 90)), "none", 0)
     model = train_models(data, seed=0, params={"n_estimators": 3, "max_depth": 2})
     categories = {"J10": "common", "NONE": "healthy", "ORPHA:558": "orphan"}
     return build_artifact(model, ranker, {}, categories)

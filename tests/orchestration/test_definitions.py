@@ -14,6 +14,7 @@ STAGES = {
     "disease_term_frequencies": "knowledge",
     "disease_catalogue": "knowledge",
     "training_table": "training",
+    "training_features": "training",
     "balanced_training_set": "training",
     "model_selection": "training",
     "diagnosis_model": "training",

@@ -21,6 +21,7 @@ from diagnosis.training.candidates import (
     fold_plan,
     select_candidate,
 )
+from diagnosis.training.balancing import balance
 from diagnosis.training.dataset import TrainingSet
 from diagnosis.training.export import parity, sklearn_head, to_onnx
 from diagnosis.training.fitting import train_models
@@ -184,8 +185,8 @@ def test_selected_family_trains_the_diagnosis_head_and_the_whole_graph_keeps_par
     spec = FeatureSpec(symptoms=tuple(f"HP:{i:07d}" for i in range(6)))
     X, y = _data(n=200, features=spec.n_features, nans=True)
     y_sev = np.random.default_rng(1).integers(0, 5, len(y))
-    data = TrainingSet(spec, CLASSES, X, y, X, y, y_sev)
-    model = train_models(data, seed=0, family="logistic_regression", balancing=SMOTE_BALANCING)
+    data = balance(TrainingSet(spec, CLASSES, X, y, y_sev), SMOTE_BALANCING, seed=0)
+    model = train_models(data, seed=0, family="logistic_regression")
     assert type(model.diagnosis.steps[-1][1]).__name__ == "LogisticRegression"
     assert model.params["model"] == "logistic_regression" and model.params["balancing"] == "smote"
     assert parity(model, to_onnx(model), X) <= 1e-4

@@ -4,6 +4,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from diagnosis.training.balancing import balance
+from diagnosis.training.candidates import RANDOM_OVER_SAMPLING
 from diagnosis.training.dataset import TrainingSet
 from diagnosis.training.export import parity, to_onnx
 from diagnosis.training.fitting import train_models
@@ -19,7 +21,7 @@ def trained():
     X[rng.random(X.shape) < 0.1] = np.nan  # missing vitals must be imputed inside the graph
     y = rng.integers(0, 4, n)
     y_sev = rng.integers(0, 5, n)
-    data = TrainingSet(spec, ["A", "B", "C", "D"], X, y, X, y, y_sev)
+    data = balance(TrainingSet(spec, ["A", "B", "C", "D"], X, y, y_sev), RANDOM_OVER_SAMPLING, 1)
     return train_models(data, seed=1), X
 
 

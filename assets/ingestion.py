@@ -1,14 +1,31 @@
-"""Ingestion stage: each weekly hospital export, read as text, exactly as it arrived."""
-
+"""Ingestion assets: the weekly-export partitions and each export read as text, exactly as it
+arrived (parsing: :func:`schemas.validation.read_raw_export`)."""
 
 import hashlib
 
 import dagster as dg
 import polars as pl
 
-from assets.partitions import EXPORT_PREFIX, EXPORT_SUFFIXES, weekly_exports
 from orchestration.resources import TriageStorage
 from schemas.validation import read_raw_export
+
+# One partition per weekly export, keyed by the Monday that starts the week (YYYY-MM-DD). The
+# partitions are the files that actually arrived: a sensor (or the pipeline command) registers a
+# key when records_<monday>.txt lands.
+weekly_exports = dg.DynamicPartitionsDefinition(name="weekly_exports")
+
+EXPORT_PREFIX = "records_"
+EXPORT_SUFFIXES = (".txt", ".csv", ".tsv")
+
+
+def partition_key_for(file_name: str) -> str | None:
+    """``records_2026-01-05.txt`` -> ``2026-01-05``; None for files that are not weekly exports."""
+    for suffix in EXPORT_SUFFIXES:
+        if file_name.startswith(EXPORT_PREFIX) and file_name.endswith(suffix):
+            key = file_name[len(EXPORT_PREFIX) : -len(suffix)]
+            return key if len(key) == 10 and key[4] == "-" and key[7] == "-" else None
+    return None
+
 
 
 def find_export(storage: TriageStorage, partition_key: str):

@@ -1,86 +1,17 @@
-"""Model stage: the diagnosis model, and the evaluation of the served system that gates it."""
-
-from typing import Optional
+"""Evaluation assets: the served system scored through the runtime on the exported artifact, and
+the quality gate that blocks deployment (logic: :mod:`diagnosis.training.evaluation`)."""
 
 import dagster as dg
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
-from diagnosis.ranker import KnowledgeRanker
 from diagnosis.runtime import ModelLoadError, load_deployment
-from diagnosis.training.candidates import XGB_PARAMS
-from diagnosis.training.dataset import TrainingSet
 from diagnosis.training.evaluation import Evaluation, evaluate
 from diagnosis.training.export import Artifact
-from diagnosis.training.fitting import TrainedModel, knowledge_cases, train_models
+from diagnosis.training.fitting import knowledge_cases
 from orchestration.resources import ModelPolicy, TriageStorage
 
 QUALITY_GATE_CHECK = "quality_gate"
-
-
-class ClassifierConfig(dg.Config):
-    """Hyperparameters of a training run (set in the launchpad, logged to MLflow).
-
-    The diagnosis head's family and balancing come from ``model_selection`` unless ``family`` /
-    ``balancing`` override them; the XGBoost settings apply to the severity head always and to
-    the diagnosis head when its family is XGBoost."""
-
-    n_estimators: int = XGB_PARAMS["n_estimators"]
-    max_depth: int = XGB_PARAMS["max_depth"]
-    learning_rate: float = XGB_PARAMS["learning_rate"]
-    family: Optional[str] = None  # one of assets.candidates.FAMILIES
-    balancing: Optional[str] = None  # one of assets.candidates.BALANCINGS
-
-    def xgb_params(self) -> dict:
-        return {
-            **XGB_PARAMS,
-            **self.model_dump(include={"n_estimators", "max_depth", "learning_rate"}),
-        }
-
-
-@dg.asset(
-    group_name="training",
-    kinds={"xgboost", "scikitlearn", "mlflow"},
-    description=(
-        "The diagnosis classifier of the family and class balancing chosen by `model_selection` "
-        "(balancing applied to the training rows before fitting, never exported), and the XGBoost "
-        "severity classifier (five categories), with median imputation of missing vitals. Each "
-        "training is an MLflow run."
-    ),
-)
-def diagnosis_model(
-    config: ClassifierConfig,
-    policy: ModelPolicy,
-    mlflow: dg.ResourceParam[MlFlow],
-    balanced_training_set: TrainingSet,
-    model_selection: dict,
-) -> dg.Output[TrainedModel]:
-    params = config.xgb_params()
-    family = config.family or model_selection["model"]
-    balancing = config.balancing or model_selection["balancing"]
-    model = train_models(balanced_training_set, policy.random_seed, params, family, balancing)
-    mlflow.log_params(
-        {
-            **model.params,
-            "selected_by": "config" if (config.family or config.balancing) else "model_selection",
-            "classes": len(model.classes),
-            "features": model.spec.n_features,
-            "symptom_vocabulary": len(model.spec.symptoms),
-            "training_rows": int(balanced_training_set.X.shape[0]),
-            **{f"impute_median_{k}": round(v, 3) for k, v in model.imputation.items()},
-        }
-    )
-    model.mlflow_run_id = mlflow.active_run().info.run_id
-    return dg.Output(
-        model,
-        metadata={
-            "mlflow_run_id": model.mlflow_run_id,
-            "classes": len(model.classes),
-            "diagnosis_family": family,
-            "balancing": balancing,
-            "imputation_medians": dg.MetadataValue.json(model.imputation),
-        },
-    )
 
 
 @dg.asset(

@@ -1,10 +1,10 @@
-"""Validation stage: every raw row lands in exactly one of the validated or quarantined tables."""
+"""Validation assets: every raw row lands in exactly one of the validated or quarantined tables."""
 
 
 import dagster as dg
 import polars as pl
 
-from assets.partitions import weekly_exports
+from assets.ingestion import weekly_exports
 from orchestration.resources import QualityPolicy, TriageStorage
 from pandera.errors import SchemaError, SchemaErrors
 
