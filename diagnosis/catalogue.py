@@ -144,6 +144,12 @@ def catalogue_frame(annotations: pl.DataFrame) -> pl.DataFrame:
             "n_terms": [d.n_terms for d in entries],
             "category": [d.category for d in entries],
         },
-        schema={"code": pl.Utf8, "name": pl.Utf8, "name_es": pl.Utf8, "source": pl.Utf8,
-                "n_terms": pl.UInt32, "category": pl.Utf8},
+        schema={
+            "code": pl.Utf8,
+            "name": pl.Utf8,
+            "name_es": pl.Utf8,
+            "source": pl.Utf8,
+            "n_terms": pl.UInt32,
+            "category": pl.Utf8,
+        },
     )

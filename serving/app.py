@@ -19,6 +19,7 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 from litestar import Litestar, MediaType, Request, Response
+
 # Litestar's own Struct schema plugin (not re-exported; litestar is pinned to 2.25.*)
 from litestar._openapi.schema_generation.plugins import StructSchemaPlugin
 from litestar.exceptions import HTTPException, ValidationException
@@ -27,6 +28,7 @@ from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.typing import FieldDefinition
 
+from diagnosis.remote import DeploymentFollower, LogShipper, RemoteError
 from serving import metrics
 from serving.controllers import (
     HealthController,
@@ -38,7 +40,6 @@ from serving.controllers import (
 )
 from serving.dependencies import SearchUnavailable, Services, dependencies
 from serving.model_store import NoModelError
-from diagnosis.remote import DeploymentFollower, LogShipper, RemoteError
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
@@ -50,8 +51,12 @@ API_VERSION = "1.2.0"  # the README's contract version (OpenAPI info.version)
 
 
 # ------------------------------------------------------------------ exception -> HTTP mapping
-def _error(status: int, detail: str, problems: list[Problem] | None = None,
-           headers: dict[str, str] | None = None) -> Response[ErrorBody]:
+def _error(
+    status: int,
+    detail: str,
+    problems: list[Problem] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[ErrorBody]:
     return Response(
         ErrorBody(detail=detail, problems=problems or []),
         status_code=status,
@@ -69,8 +74,11 @@ def _on_no_model(_: Request, exc: NoModelError) -> Response[ErrorBody]:
 
 
 def _on_search_unavailable(_: Request, __: SearchUnavailable) -> Response[ErrorBody]:
-    return _error(HTTP_503_SERVICE_UNAVAILABLE, "the symptom and disease search is unavailable "
-                  "(the HPO files could not be read at start-up)")
+    return _error(
+        HTTP_503_SERVICE_UNAVAILABLE,
+        "the symptom and disease search is unavailable "
+        "(the HPO files could not be read at start-up)",
+    )
 
 
 def _on_http_exception(_: Request, exc: HTTPException) -> Response[ErrorBody]:
@@ -90,8 +98,10 @@ def _on_http_exception(_: Request, exc: HTTPException) -> Response[ErrorBody]:
 
 def _on_remote_error(_: Request, exc: RemoteError) -> Response[ErrorBody]:
     log.error("object store unavailable: %s", exc)  # names the key, never the body
-    return _error(HTTP_503_SERVICE_UNAVAILABLE,
-                  "shared storage is unavailable; nothing was stored, please retry")
+    return _error(
+        HTTP_503_SERVICE_UNAVAILABLE,
+        "shared storage is unavailable; nothing was stored, please retry",
+    )
 
 
 def _on_unexpected(_: Request, exc: Exception) -> Response[ErrorBody]:
@@ -115,8 +125,11 @@ class RequestBodySchemaPlugin(StructSchemaPlugin):
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
         config = getattr(field_definition.type_, "__struct_config__", None)
-        return (super().is_plugin_supported_field(field_definition) and config is not None
-                and config.forbid_unknown_fields)
+        return (
+            super().is_plugin_supported_field(field_definition)
+            and config is not None
+            and config.forbid_unknown_fields
+        )
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
         schema = super().to_openapi_schema(field_definition, schema_creator)
@@ -174,8 +187,9 @@ def _lifespan(services: Services):
         follower = shipper = None
         if remote is not None:
             # the model comes from S3: mirror it before the first load, then follow the pointer
-            follower = DeploymentFollower(remote, settings.deployments_dir,
-                                          interval_s=max(settings.reload_interval_s, 1.0))
+            follower = DeploymentFollower(
+                remote, settings.deployments_dir, interval_s=max(settings.reload_interval_s, 1.0)
+            )
             await anyio.to_thread.run_sync(follower.sync)
             follower.start()
         store = services.model_store
@@ -238,8 +252,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         Exception: _on_unexpected,
     }
     route_handlers: list[Any] = [
-        PredictionController, LabelController, SearchController, ModelController,
-        HealthController, WebController, static_router(),
+        PredictionController,
+        LabelController,
+        SearchController,
+        ModelController,
+        HealthController,
+        WebController,
+        static_router(),
     ]
     middleware: list[Any] = []
     request_metrics = metrics.request_metrics_middleware()
@@ -261,8 +280,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          log_level: str = "info", access_log: bool = False) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
     """Run uvicorn; each worker process builds its own app (and model session) from the env.
 
     Server and settings were chosen by measurement (README, "Performance"; numbers from

@@ -27,8 +27,8 @@ from litestar.params import JSONBody, Parameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
-from serving import metrics
 from diagnosis.explain import SymptomNamer
+from serving import metrics
 from serving.auth import AUDIT_ROLES, CLINICAL_ROLES, SEARCH_ROLES, require_api_key
 from serving.dependencies import SearchUnavailable
 from serving.explain_params import parse_explain
@@ -94,14 +94,18 @@ Explain = Annotated[
 _AUTH_RESPONSES = {
     401: ResponseSpec(data_container=ErrorBody, description="Missing or unknown bearer token."),
     403: ResponseSpec(data_container=ErrorBody, description="The token's role may not call this."),
-    503: ResponseSpec(data_container=ErrorBody, description="Service unavailable (no model is "
-                      "loaded, or the search indexes or the shared storage cannot be read); "
-                      "retry later."),
+    503: ResponseSpec(
+        data_container=ErrorBody,
+        description="Service unavailable (no model is "
+        "loaded, or the search indexes or the shared storage cannot be read); "
+        "retry later.",
+    ),
 }
 _QUERY_RESPONSES = {
     **_AUTH_RESPONSES,
-    400: ResponseSpec(data_container=ErrorBody,
-                      description="A query parameter is malformed or out of range."),
+    400: ResponseSpec(
+        data_container=ErrorBody, description="A query parameter is malformed or out of range."
+    ),
 }
 _ERROR_RESPONSES = {  # operations with a JSON body
     **_QUERY_RESPONSES,
@@ -189,9 +193,13 @@ class PredictionController(Controller):
         opt={"roles": CLINICAL_ROLES},
     )
     async def predict(
-        self, data: JSONBody[Patient], model_store: ModelStore,
-        prediction_log: PredictionLog | None, symptom_names: SymptomNamer | None,
-        top_k: TopK = TOP_K_DEFAULT, explain: Explain = True,
+        self,
+        data: JSONBody[Patient],
+        model_store: ModelStore,
+        prediction_log: PredictionLog | None,
+        symptom_names: SymptomNamer | None,
+        top_k: TopK = TOP_K_DEFAULT,
+        explain: Explain = True,
     ) -> Prediction:
         """Ranked differential diagnosis, orphan probability and severity for one patient.
 
@@ -210,17 +218,24 @@ class PredictionController(Controller):
         opt={"roles": CLINICAL_ROLES},
     )
     async def predict_batch(
-        self, data: JSONBody[PredictBatch], model_store: ModelStore,
-        prediction_log: PredictionLog | None, symptom_names: SymptomNamer | None,
-        top_k: TopK = TOP_K_DEFAULT, explain: Explain = False,
+        self,
+        data: JSONBody[PredictBatch],
+        model_store: ModelStore,
+        prediction_log: PredictionLog | None,
+        symptom_names: SymptomNamer | None,
+        top_k: TopK = TOP_K_DEFAULT,
+        explain: Explain = False,
     ) -> BatchPredictions:
         """Predictions for 1–1000 patients, in the order they were sent.
 
         Problems are reported with paths like ``patients[3].heart_rate``; one bad patient rejects
         the whole batch (nothing is scored).
         """
-        return BatchPredictions(predictions=_score(
-            model_store, data.patients, top_k, explain, prediction_log, symptom_names))
+        return BatchPredictions(
+            predictions=_score(
+                model_store, data.patients, top_k, explain, prediction_log, symptom_names
+            )
+        )
 
 
 def model_card(model: Runtime) -> ModelCard:
@@ -281,14 +296,18 @@ class LabelController(Controller):
         before_request=check_label_request,
         responses={
             **_ERROR_RESPONSES,
-            404: ResponseSpec(data_container=ErrorBody,
-                              description="No prediction with this id was logged."),
+            404: ResponseSpec(
+                data_container=ErrorBody, description="No prediction with this id was logged."
+            ),
         },
         opt={"roles": CLINICAL_ROLES},
     )
     async def confirm(
-        self, request: Request[Any, Any, Any], data: JSONBody[LabelRequest],
-        prediction_index: PredictionIndex, label_store: LabelStore,
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[LabelRequest],
+        prediction_index: PredictionIndex,
+        label_store: LabelStore,
     ) -> Label:
         """Record the confirmed diagnosis and severity of an earlier prediction.
 
@@ -312,9 +331,13 @@ class LabelController(Controller):
 
 SearchQuery = Annotated[
     str,
-    Parameter(query="q", min_length=1, max_length=QUERY_MAX_LENGTH,
-              description="Text typed so far: case- and accent-insensitive; prefix matches first, "
-              "then words starting with it, then (3+ characters) matches inside words."),
+    Parameter(
+        query="q",
+        min_length=1,
+        max_length=QUERY_MAX_LENGTH,
+        description="Text typed so far: case- and accent-insensitive; prefix matches first, "
+        "then words starting with it, then (3+ characters) matches inside words.",
+    ),
 ]
 SearchLimit = Annotated[int, Parameter(ge=1, le=SEARCH_LIMIT_MAX, description="Page size.")]
 SearchOffset = Annotated[int, Parameter(ge=0, le=100_000, description="Items to skip.")]
@@ -332,9 +355,14 @@ class SearchController(Controller):
         responses=_QUERY_RESPONSES,
         opt={"roles": SEARCH_ROLES},
     )
-    async def symptoms(self, search: Knowledge, model_store: ModelStore, q: SearchQuery,
-                       limit: SearchLimit = SEARCH_LIMIT_DEFAULT,
-                       offset: SearchOffset = 0) -> SymptomPage:
+    async def symptoms(
+        self,
+        search: Knowledge,
+        model_store: ModelStore,
+        q: SearchQuery,
+        limit: SearchLimit = SEARCH_LIMIT_DEFAULT,
+        offset: SearchOffset = 0,
+    ) -> SymptomPage:
         """Autocomplete over HPO phenotypic abnormalities (current terms): names and synonyms.
 
         An HPO id (``HP:0001945``, also an old ``alt_id``) finds its current term. Labels are the
@@ -344,11 +372,18 @@ class SearchController(Controller):
         total, page = search.symptoms.search(q, offset, limit)
         model = model_store.model
         return SymptomPage(
-            query=q, total=total, offset=offset, limit=limit,
+            query=q,
+            total=total,
+            offset=offset,
+            limit=limit,
             hpo_release=search.symptoms.release,
             items=[
-                SymptomMatch(id=term.id, name=term.name, synonym=synonym,
-                             in_model=model is not None and model.spec.knows_symptom(term.id))
+                SymptomMatch(
+                    id=term.id,
+                    name=term.name,
+                    synonym=synonym,
+                    in_model=model is not None and model.spec.knows_symptom(term.id),
+                )
                 for term, synonym in page
             ],
         )
@@ -359,9 +394,14 @@ class SearchController(Controller):
         responses=_QUERY_RESPONSES,
         opt={"roles": SEARCH_ROLES},
     )
-    async def diseases(self, search: Knowledge, model_store: ModelStore, q: SearchQuery,
-                       limit: SearchLimit = SEARCH_LIMIT_DEFAULT,
-                       offset: SearchOffset = 0) -> DiseasePage:
+    async def diseases(
+        self,
+        search: Knowledge,
+        model_store: ModelStore,
+        q: SearchQuery,
+        limit: SearchLimit = SEARCH_LIMIT_DEFAULT,
+        offset: SearchOffset = 0,
+    ) -> DiseasePage:
         """Search the disease catalogue by name (English, or Spanish for the common conditions)
         or code: the deployed model's classes, the curated common conditions and the ORPHA/OMIM
         diseases of the HPO release the deployed model was built from (the local release when
@@ -374,10 +414,18 @@ class SearchController(Controller):
             index = await anyio.to_thread.run_sync(search.diseases, classes, deployed)
         total, page = index.search(q, offset, limit)
         return DiseasePage(
-            query=q, total=total, offset=offset, limit=limit,
+            query=q,
+            total=total,
+            offset=offset,
+            limit=limit,
             items=[
-                DiseaseMatch(code=d.code, name=d.name, name_es=d.name_es, category=d.category,
-                             in_model=d.code in index.model_codes)
+                DiseaseMatch(
+                    code=d.code,
+                    name=d.name,
+                    name_es=d.name_es,
+                    category=d.category,
+                    in_model=d.code in index.model_codes,
+                )
                 for d in page
             ],
         )
@@ -411,5 +459,7 @@ class HealthController(Controller):
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,
             )
         return Response(
-            Readiness(status="ready", model_version=model.version, last_reload_error=store.last_error)
+            Readiness(
+                status="ready", model_version=model.version, last_reload_error=store.last_error
+            )
         )

@@ -55,39 +55,46 @@ class Services:
     knowledge: Knowledge | None = field(default=None)  # set by the lifespan (None: search 503)
 
     @classmethod
-    def build(cls, settings: Settings, remote: RemoteStore | None = None) -> "Services":
+    def build(cls, settings: Settings, remote: RemoteStore | None = None) -> Services:
         """Construct everything from the settings; nothing is loaded or started here.
         ``remote`` defaults to the S3 store of ``settings.s3`` (when configured)."""
         if remote is None and settings.s3 is not None:
             remote = RemoteStore(settings.s3)
         index = PredictionIndex(
             settings.prediction_log_dir,
-            fallback=(_shared_log_lookup(remote, settings.prediction_mirror_dir)
-                      if remote is not None else None),
+            fallback=(
+                _shared_log_lookup(remote, settings.prediction_mirror_dir)
+                if remote is not None
+                else None
+            ),
         )
         return cls(
             settings=settings,
             tokens=TokenTable(settings.api_keys),
-            model_store=ModelStore(settings.deployments_dir,
-                                   interval_s=settings.reload_interval_s),
+            model_store=ModelStore(settings.deployments_dir, interval_s=settings.reload_interval_s),
             prediction_index=index,
-            prediction_log=(PredictionLog(settings.prediction_log_dir, index)
-                            if settings.log_predictions else None),
+            prediction_log=(
+                PredictionLog(settings.prediction_log_dir, index)
+                if settings.log_predictions
+                else None
+            ),
             label_store=LabelStore(settings.labels_dir, remote),
             remote=remote,
         )
 
     def state(self) -> State:
         """The app's ``state``: the guards' token table and, for inspection, the services."""
-        return State({
-            "settings": self.settings,
-            "tokens": self.tokens,
-            "services": self,
-            "model_store": self.model_store,
-            "prediction_index": self.prediction_index,
-            "prediction_log": self.prediction_log,
-            "label_store": self.label_store,
-        })
+        return State(
+            {
+                "settings": self.settings,
+                "tokens": self.tokens,
+                "services": self,
+                "model_store": self.model_store,
+                "prediction_index": self.prediction_index,
+                "prediction_log": self.prediction_log,
+                "label_store": self.label_store,
+            }
+        )
 
 
 def _shared_log_lookup(remote: RemoteStore, mirror: Path):

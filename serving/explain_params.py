@@ -39,6 +39,10 @@ def parse_explain(raw: str | None, default: bool) -> tuple[bool, list[Problem]]:
         return False, []
     shown = raw if len(raw) <= 80 else raw[:80] + "…"
     return default, [
-        Problem(field="explain", value=shown, message="must be true or false",
-                allowed="true | false | 1 | 0")
+        Problem(
+            field="explain",
+            value=shown,
+            message="must be true or false",
+            allowed="true | false | 1 | 0",
+        )
     ]

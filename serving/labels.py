@@ -27,11 +27,11 @@ from typing import Any
 
 import msgspec
 
+from diagnosis.files import atomic_write
+from diagnosis.remote import RemoteStore
 from schemas.clinical import DIAGNOSIS_RE, SEVERITIES, normalise_severity
 from schemas.contracts import LabelRecord
-from diagnosis.files import atomic_write
 from serving.prediction_log import PREDICTION_ID_RE
-from diagnosis.remote import RemoteStore
 from serving.structs import LabelRequest, Problem, echo, type_name
 
 LABEL_FIELDS = ("prediction_id", "diagnosis", "severity")
@@ -50,12 +50,21 @@ def canonical_label(body: LabelRequest) -> dict[str, str]:
 def validate_label_body(obj: Any) -> tuple[dict[str, str] | None, list[Problem]]:
     """Check a decoded label body; return (canonical fields or None, every problem found)."""
     if not isinstance(obj, Mapping):
-        return None, [Problem(field="body", value=echo(obj),
-                              message=f"expected a JSON object, got {type_name(obj)}",
-                              allowed=", ".join(LABEL_FIELDS))]
+        return None, [
+            Problem(
+                field="body",
+                value=echo(obj),
+                message=f"expected a JSON object, got {type_name(obj)}",
+                allowed=", ".join(LABEL_FIELDS),
+            )
+        ]
     problems = [
-        Problem(field=str(key), value=echo(obj[key]), message="unknown field",
-                allowed=", ".join(LABEL_FIELDS))
+        Problem(
+            field=str(key),
+            value=echo(obj[key]),
+            message="unknown field",
+            allowed=", ".join(LABEL_FIELDS),
+        )
         for key in obj
         if key not in LABEL_FIELDS
     ]
@@ -67,9 +76,14 @@ def validate_label_body(obj: Any) -> tuple[dict[str, str] | None, list[Problem]]
             problems.append(Problem(field=name, value=None, message="required", allowed=allowed))
             return None
         if not isinstance(value, str):
-            problems.append(Problem(field=name, value=echo(value),
-                                    message=f"must be a string, got {type_name(value)}",
-                                    allowed=allowed))
+            problems.append(
+                Problem(
+                    field=name,
+                    value=echo(value),
+                    message=f"must be a string, got {type_name(value)}",
+                    allowed=allowed,
+                )
+            )
             return None
         return value.strip()
 
@@ -80,8 +94,14 @@ def validate_label_body(obj: Any) -> tuple[dict[str, str] | None, list[Problem]]
         if PREDICTION_ID_RE.match(prediction_id):
             clean["prediction_id"] = prediction_id
         else:
-            problems.append(Problem(field="prediction_id", value=echo(obj["prediction_id"]),
-                                    message="not a prediction id", allowed=allowed_id))
+            problems.append(
+                Problem(
+                    field="prediction_id",
+                    value=echo(obj["prediction_id"]),
+                    message="not a prediction id",
+                    allowed=allowed_id,
+                )
+            )
 
     allowed_dx = "NONE, an ICD-10 code (e.g. J18.9), ORPHA:<n> or OMIM:<n>"
     diagnosis = text("diagnosis", allowed_dx)
@@ -90,18 +110,32 @@ def validate_label_body(obj: Any) -> tuple[dict[str, str] | None, list[Problem]]
         if DIAGNOSIS_RE.match(code):
             clean["diagnosis"] = code
         else:
-            problems.append(Problem(field="diagnosis", value=echo(obj["diagnosis"]),
-                                    message="not a diagnosis code", allowed=allowed_dx))
+            problems.append(
+                Problem(
+                    field="diagnosis",
+                    value=echo(obj["diagnosis"]),
+                    message="not a diagnosis code",
+                    allowed=allowed_dx,
+                )
+            )
 
-    allowed_sev = " | ".join(SEVERITIES) + " (or Spanish: No enfermo, leve, aguda, crónica, terminal)"
+    allowed_sev = (
+        " | ".join(SEVERITIES) + " (or Spanish: No enfermo, leve, aguda, crónica, terminal)"
+    )
     severity = text("severity", allowed_sev)
     if severity is not None:
         canonical = normalise_severity(severity)
         if canonical is not None:
             clean["severity"] = canonical
         else:
-            problems.append(Problem(field="severity", value=echo(obj["severity"]),
-                                    message="unknown severity", allowed=allowed_sev))
+            problems.append(
+                Problem(
+                    field="severity",
+                    value=echo(obj["severity"]),
+                    message="unknown severity",
+                    allowed=allowed_sev,
+                )
+            )
 
     return (None if problems else clean), problems
 
@@ -117,14 +151,15 @@ class LabelStore:
             raise ValueError("not a prediction id")
         return self.directory / f"{prediction_id}.json"
 
-    def write(self, fields: Mapping[str, str], role: str,
-              prediction: Mapping[str, Any]) -> tuple[LabelRecord, bool]:
+    def write(
+        self, fields: Mapping[str, str], role: str, prediction: Mapping[str, Any]
+    ) -> tuple[LabelRecord, bool]:
         """Durably write one label; return (the stored record, whether it replaced an earlier one)."""
         record = LabelRecord(
             prediction_id=fields["prediction_id"],
             diagnosis=fields["diagnosis"],
             severity=fields["severity"],
-            labelled_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            labelled_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             labelled_by=role,
             model_version=prediction.get("model_version"),
             predicted_at=prediction.get("time"),

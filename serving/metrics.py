@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from litestar import Controller, Response, get
@@ -42,18 +42,31 @@ PREFIX = "triage"
 LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 
 if AVAILABLE:
-    _PREDICTIONS = Counter(f"{PREFIX}_predictions", "Served predictions by the category of the "
-                           "most probable diagnosis.", ["top_category"])
-    _LABELS = Counter(f"{PREFIX}_labels", "Confirmed diagnoses received, by category.",
-                      ["category"])
+    _PREDICTIONS = Counter(
+        f"{PREFIX}_predictions",
+        "Served predictions by the category of the most probable diagnosis.",
+        ["top_category"],
+    )
+    _LABELS = Counter(
+        f"{PREFIX}_labels", "Confirmed diagnoses received, by category.", ["category"]
+    )
     _REQUEST_LABELS = ["method", "path", "status_code", "app_name"]
     _REQUESTS = Counter(f"{PREFIX}_requests_total", "Total requests", _REQUEST_LABELS)
-    _DURATION = Histogram(f"{PREFIX}_request_duration_seconds", "Request duration, in seconds",
-                          _REQUEST_LABELS, buckets=LATENCY_BUCKETS)
-    _ERRORS = Counter(f"{PREFIX}_requests_error_total", "Total errors in requests (5xx)",
-                      _REQUEST_LABELS)
-    _IN_PROGRESS = Gauge(f"{PREFIX}_requests_in_progress", "Total requests currently in progress",
-                         ["method", "path", "app_name"], multiprocess_mode="livesum")
+    _DURATION = Histogram(
+        f"{PREFIX}_request_duration_seconds",
+        "Request duration, in seconds",
+        _REQUEST_LABELS,
+        buckets=LATENCY_BUCKETS,
+    )
+    _ERRORS = Counter(
+        f"{PREFIX}_requests_error_total", "Total errors in requests (5xx)", _REQUEST_LABELS
+    )
+    _IN_PROGRESS = Gauge(
+        f"{PREFIX}_requests_in_progress",
+        "Total requests currently in progress",
+        ["method", "path", "app_name"],
+        multiprocess_mode="livesum",
+    )
 
 APP_NAME = "triage"
 EXCLUDED_PREFIXES = ("/metrics", "/static/")
@@ -123,8 +136,10 @@ class RequestMetrics:
             children = self._children.get(key)
             if children is None:
                 labels = (method, path, str(status), APP_NAME)
-                children = self._children[key] = (_REQUESTS.labels(*labels),
-                                                  _DURATION.labels(*labels))
+                children = self._children[key] = (
+                    _REQUESTS.labels(*labels),
+                    _DURATION.labels(*labels),
+                )
             children[0].inc()
             children[1].observe(elapsed)
             if status >= 500:
@@ -146,21 +161,32 @@ class _AppCollector:
     def collect(self) -> Iterator[Any]:
         store = self._store
         model = store.model
-        info = GaugeMetricFamily(f"{PREFIX}_model_info", "The model being served (value 1).",
-                                 labels=["version", "onnx_sha256", "hpo_release"])
+        info = GaugeMetricFamily(
+            f"{PREFIX}_model_info",
+            "The model being served (value 1).",
+            labels=["version", "onnx_sha256", "hpo_release"],
+        )
         if model is not None:
-            info.add_metric([model.version, model.onnx_sha256,
-                             str(model.manifest.hpo_release or "")], 1.0)
+            info.add_metric(
+                [model.version, model.onnx_sha256, str(model.manifest.hpo_release or "")], 1.0
+            )
         yield info
-        yield GaugeMetricFamily(f"{PREFIX}_model_loaded", "1 when a model is loaded, else 0.",
-                                value=0.0 if model is None else 1.0)
-        yield CounterMetricFamily(f"{PREFIX}_model_reload_failures",
-                                  "Deployments that could not be loaded (the previous model stays).",
-                                  value=float(store.load_failures))
+        yield GaugeMetricFamily(
+            f"{PREFIX}_model_loaded",
+            "1 when a model is loaded, else 0.",
+            value=0.0 if model is None else 1.0,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_model_reload_failures",
+            "Deployments that could not be loaded (the previous model stays).",
+            value=float(store.load_failures),
+        )
         prediction_log = self._prediction_log
-        yield CounterMetricFamily(f"{PREFIX}_prediction_log_write_errors",
-                                  "Prediction log writes that failed.",
-                                  value=float(prediction_log.write_errors if prediction_log else 0))
+        yield CounterMetricFamily(
+            f"{PREFIX}_prediction_log_write_errors",
+            "Prediction log writes that failed.",
+            value=float(prediction_log.write_errors if prediction_log else 0),
+        )
 
 
 # one registry per app (keyed by its model store, whose lifetime is the app's)
@@ -174,8 +200,9 @@ class MetricsController(Controller):
     security = [{"BearerToken": []}]
 
     @get("/", operation_id="getMetrics", opt={"roles": ADMIN_ROLES}, include_in_schema=False)
-    async def metrics(self, model_store: ModelStore,
-                      prediction_log: PredictionLog | None) -> Response[bytes]:
+    async def metrics(
+        self, model_store: ModelStore, prediction_log: PredictionLog | None
+    ) -> Response[bytes]:
         """Prometheus text format: the process-wide metrics plus this app's model state."""
         registry = _APP_REGISTRIES.get(model_store)
         if registry is None:

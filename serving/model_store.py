@@ -79,8 +79,11 @@ class ModelStore:
         except ModelLoadError as exc:
             self.last_error = str(exc)
             self.load_failures += 1
-            log.error("model load failed, keeping %s: %s",
-                      self._model.version if self._model else "no model", exc)
+            log.error(
+                "model load failed, keeping %s: %s",
+                self._model.version if self._model else "no model",
+                exc,
+            )
             return False
         previous = self._model
         self._model = model  # atomic reference swap

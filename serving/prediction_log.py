@@ -44,8 +44,12 @@ RECENT_IDS_MAX = 200_000
 class PredictionIndex:
     """Known prediction ids -> ``{"prediction_id", "time", "model_version"}``."""
 
-    def __init__(self, directory: Path, recent_max: int = RECENT_IDS_MAX,
-                 fallback: Callable[[str], dict[str, Any] | None] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        recent_max: int = RECENT_IDS_MAX,
+        fallback: Callable[[str], dict[str, Any] | None] | None = None,
+    ) -> None:
         self.directory = directory
         self.fallback = fallback  # e.g. a scan of every host's log mirrored from S3
         self.recent_max = recent_max
@@ -136,7 +140,7 @@ class PredictionLog:
         answers: Sequence[Prediction],
     ) -> None:
         """Append one line per (patient, answer); written before returning."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         stamp = now.isoformat(timespec="milliseconds")
         lines = bytearray()
         for patient, answer in zip(patients, answers, strict=True):
@@ -167,7 +171,9 @@ class PredictionLog:
                     view = view[written or 0 :]
         except OSError as exc:
             self.write_errors += 1
-            log.error("prediction log write failed (%d so far): %s", self.write_errors, exc.strerror)
+            log.error(
+                "prediction log write failed (%d so far): %s", self.write_errors, exc.strerror
+            )
 
     def close(self) -> None:
         if self._handle is not None:

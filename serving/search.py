@@ -43,8 +43,15 @@ from diagnosis.catalogue import Disease, deployed_catalogue, release_catalogue
 if TYPE_CHECKING:
     from diagnosis.knowledge import KnowledgeIndex
 
-__all__ = ["Disease", "DiseaseIndex", "Knowledge", "SymptomIndex", "TextIndex", "fold",
-           "load_knowledge"]
+__all__ = [
+    "Disease",
+    "DiseaseIndex",
+    "Knowledge",
+    "SymptomIndex",
+    "TextIndex",
+    "fold",
+    "load_knowledge",
+]
 
 log = logging.getLogger("triage.serving.search")
 
@@ -77,7 +84,9 @@ class TextIndex:
         """``keys``: (original text, entry number, is the entry's primary name)."""
         rows = [(fold(text), text, entry, primary) for text, entry, primary in keys]
         rows = [r for r in rows if r[0]]
-        rows.sort(key=lambda r: (len(r[0]), not r[3], r[0], r[2]))  # position in list = tie-break rank
+        rows.sort(
+            key=lambda r: (len(r[0]), not r[3], r[0], r[2])
+        )  # position in list = tie-break rank
         self._originals = [r[1] for r in rows]
         folded = [r[0] for r in rows]
         self._entry = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
@@ -152,12 +161,19 @@ class Symptom:
 class SymptomIndex:
     """Current terms under *Phenotypic abnormality* (HP:0000118): names and synonyms."""
 
-    def __init__(self, terms: Sequence[Symptom], synonyms: dict[str, Sequence[str]],
-                 alt_ids: dict[str, str], release: str) -> None:
+    def __init__(
+        self,
+        terms: Sequence[Symptom],
+        synonyms: dict[str, Sequence[str]],
+        alt_ids: dict[str, str],
+        release: str,
+    ) -> None:
         self.terms = tuple(terms)
         self.release = release
         self._position = {t.id: i for i, t in enumerate(self.terms)}
-        self._alt_ids = {alt: current for alt, current in alt_ids.items() if current in self._position}
+        self._alt_ids = {
+            alt: current for alt, current in alt_ids.items() if current in self._position
+        }
         keys: list[tuple[str, int, bool]] = []
         for i, term in enumerate(self.terms):
             keys.append((term.name, i, True))
@@ -167,8 +183,9 @@ class SymptomIndex:
     def __len__(self) -> int:
         return len(self.terms)
 
-    def search(self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
-               ) -> tuple[int, list[tuple[Symptom, str | None]]]:
+    def search(
+        self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
+    ) -> tuple[int, list[tuple[Symptom, str | None]]]:
         """(total, page of (term, the synonym that matched or ``None`` when the name did)).
 
         A query that is an HPO id (``HP:0001945``, ``hp0001945`` or the 7 digits) returns that term;
@@ -215,8 +232,9 @@ class DiseaseIndex:
             known = merged.get(cls.code)
             if known is not None and known.name != cls.name:
                 extra_names[cls.code] = known.name
-            merged[cls.code] = Disease(cls.code, cls.name, cls.category,
-                                       known.name_es if known else None)
+            merged[cls.code] = Disease(
+                cls.code, cls.name, cls.category, known.name_es if known else None
+            )
         self.diseases = tuple(merged.values())
         self.model_codes = frozenset(c.code for c in model_classes)
         keys: list[tuple[str, int, bool]] = []
@@ -232,8 +250,9 @@ class DiseaseIndex:
     def __len__(self) -> int:
         return len(self.diseases)
 
-    def search(self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
-               ) -> tuple[int, list[Disease]]:
+    def search(
+        self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
+    ) -> tuple[int, list[Disease]]:
         """(total, page of diseases) matching ``query`` (names in English or Spanish, or codes)."""
         total, hits = self._index.page(query, offset, limit)
         return total, [self.diseases[hit.entry] for hit in hits]
@@ -245,8 +264,11 @@ class Knowledge:
     model's classes or its knowledge index change; the catalogue of the local HPO release is
     read only when a model without a knowledge ranker (or no model) needs it, then kept."""
 
-    def __init__(self, symptoms: SymptomIndex,
-                 release_catalogue: Sequence[Disease] | Callable[[], Sequence[Disease]]) -> None:
+    def __init__(
+        self,
+        symptoms: SymptomIndex,
+        release_catalogue: Sequence[Disease] | Callable[[], Sequence[Disease]],
+    ) -> None:
         self.symptoms = symptoms
         self._release_catalogue = release_catalogue
         self._lock = threading.Lock()
@@ -260,12 +282,16 @@ class Knowledge:
                 if callable(self._release_catalogue):
                     started = time.perf_counter()
                     self._release_catalogue = tuple(loader())
-                    log.info("disease catalogue of the local HPO release: %d diseases, %.2f s",
-                             len(self._release_catalogue), time.perf_counter() - started)
+                    log.info(
+                        "disease catalogue of the local HPO release: %d diseases, %.2f s",
+                        len(self._release_catalogue),
+                        time.perf_counter() - started,
+                    )
         return tuple(self._release_catalogue)  # type: ignore[arg-type]
 
-    def cached_diseases(self, model_classes: tuple[Disease, ...],
-                        deployed: KnowledgeIndex | None = None) -> DiseaseIndex | None:
+    def cached_diseases(
+        self, model_classes: tuple[Disease, ...], deployed: KnowledgeIndex | None = None
+    ) -> DiseaseIndex | None:
         """The disease index for these classes and this deployment's knowledge index if it is
         already built, else ``None``."""
         cached = self._diseases
@@ -273,20 +299,31 @@ class Knowledge:
             return cached[2]
         return None
 
-    def diseases(self, model_classes: Sequence[Disease],
-                 deployed: KnowledgeIndex | None = None) -> DiseaseIndex:
+    def diseases(
+        self, model_classes: Sequence[Disease], deployed: KnowledgeIndex | None = None
+    ) -> DiseaseIndex:
         """The index over the catalogue of the deployed model (its knowledge ranker's diseases,
         when it has one; else the local release's) and the model's classes."""
         classes = tuple(model_classes)
         ready = self.cached_diseases(classes, deployed)
         if ready is not None:
             return ready
-        catalogue = (deployed_catalogue(deployed.codes, deployed.names) if deployed is not None
-                     else self.release_catalogue())
-        if deployed is not None and deployed.hpo_release and self.symptoms.release \
-                and deployed.hpo_release != self.symptoms.release:
-            log.warning("the deployed model was built from HPO release %s; symptom search uses "
-                        "%s", deployed.hpo_release, self.symptoms.release)
+        catalogue = (
+            deployed_catalogue(deployed.codes, deployed.names)
+            if deployed is not None
+            else self.release_catalogue()
+        )
+        if (
+            deployed is not None
+            and deployed.hpo_release
+            and self.symptoms.release
+            and deployed.hpo_release != self.symptoms.release
+        ):
+            log.warning(
+                "the deployed model was built from HPO release %s; symptom search uses %s",
+                deployed.hpo_release,
+                self.symptoms.release,
+            )
         index = DiseaseIndex(catalogue, classes)
         with self._lock:
             self._diseases = (classes, deployed, index)
@@ -300,6 +337,10 @@ def load_knowledge(obo: Path | None = None, hpoa: Path | None = None) -> Knowled
     started = time.perf_counter()
     symptoms = build_symptom_index(obo)
     knowledge = Knowledge(symptoms, functools.partial(release_catalogue, hpoa))
-    log.info("symptom index ready: %d HPO terms (release %s), %.2f s", len(symptoms),
-             symptoms.release, time.perf_counter() - started)
+    log.info(
+        "symptom index ready: %d HPO terms (release %s), %.2f s",
+        len(symptoms),
+        symptoms.release,
+        time.perf_counter() - started,
+    )
     return knowledge

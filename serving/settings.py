@@ -130,7 +130,7 @@ class Settings:
         return self.triage_home / "labels"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         home = Path(env.get("TRIAGE_HOME") or DEFAULT_HOME).expanduser().resolve()
         return cls(

@@ -16,14 +16,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from schemas.contracts import (  # the runtime's answer is the API's response body
-    DifferentialEntry,
-    Explanation,
-    ExplanationItem,
-    Prediction,
-    Probability,
-    Severity,
-)
 from schemas.clinical import (
     CLINICAL_RANGES,
     DIAGNOSIS_PATTERN,
@@ -32,6 +24,9 @@ from schemas.clinical import (
     SEVERITIES,
     SEVERITY_ALIASES,
     SEXES,
+)
+from schemas.contracts import (  # the runtime's answer is the API's response body
+    Prediction,
 )
 
 MAX_BATCH = 1000
@@ -51,7 +46,9 @@ PATIENT_FIELDS: tuple[str, ...] = (*VITAL_FIELDS, "sex", "symptoms")
 
 
 # The pipeline converts °F exports; the API takes °C only (a value in °F range is an error).
-_API_DESCRIPTIONS = {"body_temperature": "Body temperature in degrees Celsius (°F is not accepted)."}
+_API_DESCRIPTIONS = {
+    "body_temperature": "Body temperature in degrees Celsius (°F is not accepted)."
+}
 
 
 def _vital(name: str) -> Any:
@@ -133,7 +130,9 @@ _ACUTE = {"a": "á", "e": "é", "i": "í", "o": "ó", "u": "ú"}
 def _any_case(word: str) -> str:
     """Regex for ``word`` in any case, each vowel with or without an acute accent."""
     return "".join(
-        f"[{ch}{ch.upper()}{_ACUTE.get(ch, '')}{_ACUTE.get(ch, '').upper()}]" if ch.isalpha() else ch
+        f"[{ch}{ch.upper()}{_ACUTE.get(ch, '')}{_ACUTE.get(ch, '').upper()}]"
+        if ch.isalpha()
+        else ch
         for ch in word
     )
 
@@ -153,19 +152,32 @@ _LABEL_SEVERITY_PATTERN = "^(?:" + "|".join(_any_case(a) for a in sorted(SEVERIT
 class LabelRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The clinician's confirmed diagnosis for an earlier prediction."""
 
-    prediction_id: Annotated[str, Meta(description="prediction_id returned by /v1/predict.",
-                                       examples=["3f2b0c4e9d8a4b7c8e1f2a3b4c5d6e7f"],
-                                       extra_json_schema={"pattern": _LABEL_ID_PATTERN})]
-    diagnosis: Annotated[str, Meta(
-        description="NONE, an ICD-10 code, ORPHA:<n> or OMIM:<n>; case-insensitive, stored upper "
-                    f"case, must then match {DIAGNOSIS_PATTERN}",
-        examples=["J18.9", "ORPHA:558", "NONE"],
-        extra_json_schema={"pattern": _LABEL_DIAGNOSIS_PATTERN})]
-    severity: Annotated[str, Meta(
-        description="not_ill | mild | acute | chronic | terminal, or the Spanish label "
-                    "(No enfermo, leve, aguda, crónica, terminal; any case, accents optional).",
-        examples=["acute", "crónica"],
-        extra_json_schema={"pattern": _LABEL_SEVERITY_PATTERN})]
+    prediction_id: Annotated[
+        str,
+        Meta(
+            description="prediction_id returned by /v1/predict.",
+            examples=["3f2b0c4e9d8a4b7c8e1f2a3b4c5d6e7f"],
+            extra_json_schema={"pattern": _LABEL_ID_PATTERN},
+        ),
+    ]
+    diagnosis: Annotated[
+        str,
+        Meta(
+            description="NONE, an ICD-10 code, ORPHA:<n> or OMIM:<n>; case-insensitive, stored upper "
+            f"case, must then match {DIAGNOSIS_PATTERN}",
+            examples=["J18.9", "ORPHA:558", "NONE"],
+            extra_json_schema={"pattern": _LABEL_DIAGNOSIS_PATTERN},
+        ),
+    ]
+    severity: Annotated[
+        str,
+        Meta(
+            description="not_ill | mild | acute | chronic | terminal, or the Spanish label "
+            "(No enfermo, leve, aguda, crónica, terminal; any case, accents optional).",
+            examples=["acute", "crónica"],
+            extra_json_schema={"pattern": _LABEL_SEVERITY_PATTERN},
+        ),
+    ]
 
 
 class Label(msgspec.Struct, kw_only=True):
@@ -268,7 +280,9 @@ def _path(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def validate_patient_body(obj: Any, prefix: str = "") -> tuple[dict[str, Any] | None, list[Problem]]:
+def validate_patient_body(
+    obj: Any, prefix: str = ""
+) -> tuple[dict[str, Any] | None, list[Problem]]:
     """Check one decoded patient object; return (clean dict or None, every problem found)."""
     problems: list[Problem] = []
     if not isinstance(obj, Mapping):
@@ -350,9 +364,9 @@ def validate_patient_body(obj: Any, prefix: str = "") -> tuple[dict[str, Any] | 
                 Problem(
                     field=_path(prefix, "sex"),
                     value=_echo(sex),
-                    message="unknown sex" if isinstance(sex, str) else (
-                        f"must be a string or null, got {_type_name(sex)}"
-                    ),
+                    message="unknown sex"
+                    if isinstance(sex, str)
+                    else (f"must be a string or null, got {_type_name(sex)}"),
                     allowed=" | ".join(SEXES),
                 )
             )

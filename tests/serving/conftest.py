@@ -45,8 +45,11 @@ from schemas.contracts import (
 from serving.app import create_app
 from serving.settings import Settings
 
-TOKENS = {"clinician": "clin-token-0123456789", "auditor": "audit-token-0123456789",
-          "admin": "admin-token-0123456789"}
+TOKENS = {
+    "clinician": "clin-token-0123456789",
+    "auditor": "audit-token-0123456789",
+    "admin": "admin-token-0123456789",
+}
 API_KEYS = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
 
 FEVER, COUGH, HEADACHE, DYSPNEA = "HP:0001945", "HP:0012735", "HP:0002315", "HP:0002094"
@@ -61,9 +64,12 @@ CLASSES = [
 # the tiny ranker's diseases: Marfan (ORPHA and OMIM) and two unrelated ones
 RANKER_DISEASES = ("ORPHA:558", "OMIM:154700", "ORPHA:1662", "ORPHA:79430")
 # a fixed blend (the pipeline fits one on held-out data; any valid one serves here)
-RANKER_BLEND = BlendSpec(coef=[1.0, 0.4, 2.0], intercept=-1.5, alpha=0.5,
-                         features=["orphan_share_logit", "ranker_evidence",
-                                   "unseen_symptom_share"])
+RANKER_BLEND = BlendSpec(
+    coef=[1.0, 0.4, 2.0],
+    intercept=-1.5,
+    alpha=0.5,
+    features=["orphan_share_logit", "ranker_evidence", "unseen_symptom_share"],
+)
 PROVENANCE: dict[str, Any] = {
     "trained_at": "2026-01-12T03:00:00+00:00",
     "metrics": {"top1_accuracy": 0.91, "top3_accuracy": 0.99, "mrr": 0.95},
@@ -75,7 +81,9 @@ PROVENANCE: dict[str, Any] = {
 }
 
 
-def synthetic_patients(n: int, rng: np.random.Generator) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+def synthetic_patients(
+    n: int, rng: np.random.Generator
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
     """Patients whose findings depend on the diagnosis; severity follows the diagnosis."""
     patients, diagnosis, severity = [], [], []
     for _ in range(n):
@@ -111,8 +119,10 @@ def _pipeline(X: np.ndarray, y: np.ndarray):
     from sklearn.pipeline import Pipeline
 
     return Pipeline(
-        [("impute", SimpleImputer(strategy="median")),
-         ("classify", LogisticRegression(max_iter=2000, C=2.0))]
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("classify", LogisticRegression(max_iter=2000, C=2.0)),
+        ]
     ).fit(X, y)
 
 
@@ -158,11 +168,13 @@ def built_model(trained_heads: Trained) -> BuiltModel:
         onnx_file=artifacts.ONNX_FILE,
         onnx_sha256=hashlib.sha256(content).hexdigest(),
         onnx_input=ONNX_INPUT,
-        onnx_outputs=OnnxOutputs(diagnosis=ONNX_DIAGNOSIS_OUTPUT, severity=ONNX_SEVERITY_OUTPUT,
-                                 ranker=None),
+        onnx_outputs=OnnxOutputs(
+            diagnosis=ONNX_DIAGNOSIS_OUTPUT, severity=ONNX_SEVERITY_OUTPUT, ranker=None
+        ),
         onnx_query_input=None,
-        features=FeaturesSpec(vitals=list(spec.vitals), sexes=list(spec.sexes),
-                              symptoms=list(spec.symptoms)),
+        features=FeaturesSpec(
+            vitals=list(spec.vitals), sexes=list(spec.sexes), symptoms=list(spec.symptoms)
+        ),
         classes=[ClassEntry(**c) for c in CLASSES],
         severity_labels=list(SEVERITIES),
         hpo_release="2025-01-16",
@@ -192,12 +204,17 @@ def ranker_model(trained_heads: Trained, tiny_ranker) -> BuiltModel:
     spec = trained_heads.spec
     medians = trained_heads.diagnosis.named_steps["impute"].statistics_[: len(spec.vitals)]
     model = TrainedModel(
-        spec=spec, classes=[c["code"] for c in CLASSES], diagnosis=trained_heads.diagnosis,
-        severity=trained_heads.severity, params={},
+        spec=spec,
+        classes=[c["code"] for c in CLASSES],
+        diagnosis=trained_heads.diagnosis,
+        severity=trained_heads.severity,
+        params={},
         imputation={name: float(v) for name, v in zip(spec.vitals, medians)},
     )
     artifact = build_artifact(
-        model, tiny_ranker, {c["code"]: c["name"] for c in CLASSES},
+        model,
+        tiny_ranker,
+        {c["code"]: c["name"] for c in CLASSES},
         {c["code"]: c["category"] for c in CLASSES},
     )
     manifest = msgspec.structs.replace(artifact.manifest, blend=RANKER_BLEND)
@@ -237,7 +254,12 @@ def point_to(home: Path, version: str) -> None:
 
 def settings_for(home: Path, **env: str) -> Settings:
     return Settings.from_env(
-        {"TRIAGE_HOME": str(home), "TRIAGE_API_KEYS": API_KEYS, "TRIAGE_RELOAD_INTERVAL": "0", **env}
+        {
+            "TRIAGE_HOME": str(home),
+            "TRIAGE_API_KEYS": API_KEYS,
+            "TRIAGE_RELOAD_INTERVAL": "0",
+            **env,
+        }
     )
 
 
@@ -279,4 +301,3 @@ def ranker_client(ranker_home: Path) -> Iterator[TestClient]:
 def empty_client(home: Path) -> Iterator[TestClient]:
     with TestClient(app=create_app(settings_for(home))) as c:
         yield c
-

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from schemas.clinical import SEVERITIES
@@ -42,10 +44,22 @@ FEBRILE = {
     "diastolic_bp": 74,
     "symptoms": [FEVER, HEADACHE, COUGH],
 }
-MARFAN = {"age": 27, "sex": "male", "heart_rate": 70, "body_temperature": 36.7,
-          "symptoms": [ARACHNODACTYLY, ECTOPIA_LENTIS, TALL]}
-HEALTHY = {"age": 50, "sex": "other", "heart_rate": 68, "body_temperature": 36.6,
-           "systolic_bp": 121, "diastolic_bp": 78, "symptoms": []}
+MARFAN = {
+    "age": 27,
+    "sex": "male",
+    "heart_rate": 70,
+    "body_temperature": 36.7,
+    "symptoms": [ARACHNODACTYLY, ECTOPIA_LENTIS, TALL],
+}
+HEALTHY = {
+    "age": 50,
+    "sex": "other",
+    "heart_rate": 68,
+    "body_temperature": 36.6,
+    "systolic_bp": 121,
+    "diastolic_bp": 78,
+    "symptoms": [],
+}
 CODES = [c["code"] for c in CLASSES]
 
 
@@ -66,7 +80,11 @@ def _problems(response) -> dict[str, dict]:
     ids=["missing", "unknown", "suffixed", "wrong-scheme", "empty"],
 )
 def test_protected_endpoints_answer_401_with_bearer_challenge(client, headers):
-    for method, path in (("post", "/v1/predict"), ("post", "/v1/predict/batch"), ("get", "/v1/model")):
+    for method, path in (
+        ("post", "/v1/predict"),
+        ("post", "/v1/predict/batch"),
+        ("get", "/v1/model"),
+    ):
         kwargs = {"json": FEBRILE} if method == "post" else {}
         response = getattr(client, method)(path, headers=headers, **kwargs)
         assert response.status_code == 401, path
@@ -102,8 +120,16 @@ def test_guard_attaches_the_role_and_honours_per_handler_role_limits():
     async def admin_only() -> dict:
         return {}
 
-    app = Litestar([whoami, admin_only], state=State({"tokens": TokenTable((
-        ApiKey("auditor", TOKENS["auditor"]), ApiKey("admin", TOKENS["admin"])))}))
+    app = Litestar(
+        [whoami, admin_only],
+        state=State(
+            {
+                "tokens": TokenTable(
+                    (ApiKey("auditor", TOKENS["auditor"]), ApiKey("admin", TOKENS["admin"]))
+                )
+            }
+        ),
+    )
     with TestClient(app=app) as c:
         assert c.get("/whoami", headers=auth("auditor")).json() == {"role": "auditor"}
         assert c.get("/admin-only", headers=auth("auditor")).status_code == 403
@@ -118,7 +144,9 @@ def test_public_endpoints_need_no_token(client):
     spec = client.get("/schema/openapi.json")
     assert spec.status_code == 200
     doc = spec.json()
-    assert {"/v1/predict", "/v1/predict/batch", "/v1/model", "/health", "/ready"} <= set(doc["paths"])
+    assert {"/v1/predict", "/v1/predict/batch", "/v1/model", "/health", "/ready"} <= set(
+        doc["paths"]
+    )
     assert doc["paths"]["/v1/predict"]["post"]["operationId"] == "predictDifferential"
     assert doc["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     patient = doc["components"]["schemas"]["Patient"]["properties"]
@@ -131,8 +159,14 @@ def test_predict_returns_top_k_sorted_with_contract_fields(client):
     response = client.post("/v1/predict?top_k=3", json=FEBRILE, headers=auth())
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"prediction_id", "model_version", "differential", "orphan_probability",
-                         "severity", "warnings"}
+    assert set(body) == {
+        "prediction_id",
+        "model_version",
+        "differential",
+        "orphan_probability",
+        "severity",
+        "warnings",
+    }
     assert body["model_version"] == "2026-01-12-a"
     assert len(body["prediction_id"]) >= 16
     differential = body["differential"]
@@ -224,14 +258,26 @@ def test_bad_body_lists_every_problem_at_once(client):
 def test_cross_field_unit_type_and_unknown_field_problems(client):
     response = client.post(
         "/v1/predict?top_k=0",
-        json={"systolic_bp": 90, "diastolic_bp": 120, "body_temperature": 101.3, "age": "forty",
-              "symptoms": "HP:0001945", "patient_name": "Jane Roe"},
+        json={
+            "systolic_bp": 90,
+            "diastolic_bp": 120,
+            "body_temperature": 101.3,
+            "age": "forty",
+            "symptoms": "HP:0001945",
+            "patient_name": "Jane Roe",
+        },
         headers=auth(),
     )
     assert response.status_code == 422
     problems = _problems(response)
-    assert set(problems) == {"top_k", "diastolic_bp", "body_temperature", "age", "symptoms",
-                             "patient_name"}
+    assert set(problems) == {
+        "top_k",
+        "diastolic_bp",
+        "body_temperature",
+        "age",
+        "symptoms",
+        "patient_name",
+    }
     assert "below systolic" in problems["diastolic_bp"]["message"]
     assert "°F" in problems["body_temperature"]["message"]
     assert problems["body_temperature"]["allowed"] == "25–45 °C"
@@ -246,7 +292,9 @@ def test_batch_problems_carry_patient_paths(client):
     )
     assert response.status_code == 422
     assert set(_problems(response)) == {
-        "patients[1].heart_rate", "patients[3].sex", "patients[3].age"
+        "patients[1].heart_rate",
+        "patients[3].sex",
+        "patients[3].age",
     }
 
 
@@ -259,8 +307,9 @@ def test_top_k_outside_1_to_100_is_rejected(client, top_k):
 
 @pytest.mark.parametrize("top_k, expected", [("1", 1), ("100", len(CLASSES))])
 def test_top_k_bounds_are_inclusive(client, top_k, expected):
-    response = client.post(f"/v1/predict/batch?top_k={top_k}", json={"patients": [HEALTHY]},
-                           headers=auth())
+    response = client.post(
+        f"/v1/predict/batch?top_k={top_k}", json={"patients": [HEALTHY]}, headers=auth()
+    )
     assert len(response.json()["predictions"][0]["differential"]) == expected
 
 
@@ -272,40 +321,69 @@ def test_batch_size_outside_1_to_1000_is_rejected(client, size):
 
 
 def test_batch_of_1000_is_accepted(client):
-    response = client.post("/v1/predict/batch?top_k=1", json={"patients": [FEBRILE] * 1000},
-                           headers=auth())
+    response = client.post(
+        "/v1/predict/batch?top_k=1", json={"patients": [FEBRILE] * 1000}, headers=auth()
+    )
     assert response.status_code == 200
     assert len(response.json()["predictions"]) == 1000
 
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"{", b"null", b"[]", b"42", b'"text"', b'{"age": NaN}', b'{"age": 1e400}',
-     b'{"patients": {}}', b"\xff\xfe", b'{"age": 99999999999999999999999999999999}'],
+    [
+        b"",
+        b"{",
+        b"null",
+        b"[]",
+        b"42",
+        b'"text"',
+        b'{"age": NaN}',
+        b'{"age": 1e400}',
+        b'{"patients": {}}',
+        b"\xff\xfe",
+        b'{"age": 99999999999999999999999999999999}',
+    ],
 )
 def test_malformed_bodies_are_client_errors(client, content):
     for path in ("/v1/predict", "/v1/predict/batch"):
-        response = client.post(path, content=content,
-                               headers={**auth(), "Content-Type": "application/json"})
+        response = client.post(
+            path, content=content, headers={**auth(), "Content-Type": "application/json"}
+        )
         assert response.status_code in (400, 422), (path, content, response.text)
         assert response.json()["detail"]
 
 
-_json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-_json = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=3)
-                     | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 _field_values = st.fixed_dictionaries(
     {},
     optional={
-        "age": _json, "sex": st.sampled_from(["female", "male", "x"]) | _json,
-        "heart_rate": st.floats(0, 300) | _json, "body_temperature": st.floats(20, 50),
-        "systolic_bp": st.integers(0, 300), "diastolic_bp": st.integers(0, 300),
+        "age": _json,
+        "sex": st.sampled_from(["female", "male", "x"]) | _json,
+        "heart_rate": st.floats(0, 300) | _json,
+        "body_temperature": st.floats(20, 50),
+        "systolic_bp": st.integers(0, 300),
+        "diastolic_bp": st.integers(0, 300),
         "symptoms": st.lists(st.sampled_from([FEVER, "HP:0000001", "HP:1"]) | _json, max_size=3),
     },
 )
 
 
-@hyp_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hyp_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=_field_values | _json)
 def test_no_json_body_produces_a_server_error(client, body):
     response = client.post("/v1/predict", json=body, headers=auth())
@@ -318,9 +396,18 @@ def test_no_json_body_produces_a_server_error(client, body):
 def test_model_card_reports_provenance_from_the_manifest(client, served_home):
     card = client.get("/v1/model", headers=auth("auditor")).json()
     manifest = json.loads((served_home / "deployments/2026-01-12-a/manifest.json").read_text())
-    for key in ("version", "trained_at", "onnx_sha256", "metrics", "mlflow_run_id",
-                "mlflow_model_version", "dagster_run_id", "code_version", "data_versions",
-                "hpo_release"):
+    for key in (
+        "version",
+        "trained_at",
+        "onnx_sha256",
+        "metrics",
+        "mlflow_run_id",
+        "mlflow_model_version",
+        "dagster_run_id",
+        "code_version",
+        "data_versions",
+        "hpo_release",
+    ):
         assert card[key] == manifest[key], key
     assert card["n_classes"] == len(CLASSES)
     assert card["severity_labels"] == list(SEVERITIES)
@@ -340,8 +427,10 @@ def test_without_deployment_ready_and_predict_answer_503_until_one_appears(
 
     write_deployment(home, built_model, "2026-01-19-a")
     assert empty_client.get("/ready").status_code == 200
-    assert empty_client.post("/v1/predict", json=FEBRILE, headers=auth()).json()[
-        "model_version"] == "2026-01-19-a"
+    assert (
+        empty_client.post("/v1/predict", json=FEBRILE, headers=auth()).json()["model_version"]
+        == "2026-01-19-a"
+    )
 
 
 def test_hash_mismatch_is_refused(home, built_model):
@@ -364,11 +453,15 @@ def test_manifest_disagreeing_with_model_outputs_is_refused(home, built_model):
 
 
 def test_hot_reload_serves_the_new_version_on_the_next_request(client, served_home, built_model):
-    assert client.post("/v1/predict", json=FEBRILE, headers=auth()).json()[
-        "model_version"] == "2026-01-12-a"
+    assert (
+        client.post("/v1/predict", json=FEBRILE, headers=auth()).json()["model_version"]
+        == "2026-01-12-a"
+    )
     write_deployment(served_home, built_model, "2026-01-19-b")
-    assert client.post("/v1/predict", json=FEBRILE, headers=auth()).json()[
-        "model_version"] == "2026-01-19-b"
+    assert (
+        client.post("/v1/predict", json=FEBRILE, headers=auth()).json()["model_version"]
+        == "2026-01-19-b"
+    )
     assert client.get("/v1/model", headers=auth("admin")).json()["version"] == "2026-01-19-b"
 
 
@@ -407,10 +500,12 @@ def test_reload_checks_are_throttled_by_the_interval(served_home, built_model):
 # ------------------------------------------------------------------ prediction log
 def test_prediction_log_has_one_line_per_prediction_with_inputs_only(client, served_home):
     single = client.post("/v1/predict?top_k=2", json=FEBRILE, headers=auth()).json()
-    batch = client.post("/v1/predict/batch", json={"patients": [HEALTHY, MARFAN]},
-                        headers=auth()).json()
-    rejected = client.post("/v1/predict", json={**HEALTHY, "note": "Jane Roe, 12 Main St"},
-                           headers=auth())
+    batch = client.post(
+        "/v1/predict/batch", json={"patients": [HEALTHY, MARFAN]}, headers=auth()
+    ).json()
+    rejected = client.post(
+        "/v1/predict", json={**HEALTHY, "note": "Jane Roe, 12 Main St"}, headers=auth()
+    )
     assert rejected.status_code == 422
 
     files = list((served_home / "predictions").glob("predictions-*.jsonl"))
@@ -422,10 +517,24 @@ def test_prediction_log_has_one_line_per_prediction_with_inputs_only(client, ser
         p["prediction_id"] for p in batch["predictions"]
     ]
     first = lines[0]
-    assert set(first) == {"prediction_id", "time", "model_version", "inputs", "differential",
-                          "orphan_probability", "severity"}
-    assert set(first["inputs"]) == {"age", "sex", "heart_rate", "body_temperature",
-                                    "systolic_bp", "diastolic_bp", "symptoms"}
+    assert set(first) == {
+        "prediction_id",
+        "time",
+        "model_version",
+        "inputs",
+        "differential",
+        "orphan_probability",
+        "severity",
+    }
+    assert set(first["inputs"]) == {
+        "age",
+        "sex",
+        "heart_rate",
+        "body_temperature",
+        "systolic_bp",
+        "diastolic_bp",
+        "symptoms",
+    }
     assert first["inputs"]["symptoms"] == FEBRILE["symptoms"]
     assert first["differential"] == [
         {"code": d["code"], "probability": d["probability"]} for d in single["differential"]
@@ -459,8 +568,14 @@ def test_unknown_route_is_404_json(client):
 
 @pytest.mark.parametrize(
     "raw",
-    ["clinician", "clinician:", "doctor:abc", "clinician:abc,,admin:def", "clinician:a b",
-     "clinician:abc,admin:abc"],
+    [
+        "clinician",
+        "clinician:",
+        "doctor:abc",
+        "clinician:abc,,admin:def",
+        "clinician:a b",
+        "clinician:abc,admin:abc",
+    ],
 )
 def test_malformed_api_keys_fail_at_startup_without_echoing_tokens(raw):
     with pytest.raises(SettingsError) as info:
@@ -470,8 +585,12 @@ def test_malformed_api_keys_fail_at_startup_without_echoing_tokens(raw):
 
 
 def test_settings_from_env_resolves_home_and_parses_keys(tmp_path):
-    s = Settings.from_env({"TRIAGE_HOME": str(tmp_path / "x" / ".." / "h"),
-                           "TRIAGE_API_KEYS": " clinician:t1 , auditor:t2 "})
+    s = Settings.from_env(
+        {
+            "TRIAGE_HOME": str(tmp_path / "x" / ".." / "h"),
+            "TRIAGE_API_KEYS": " clinician:t1 , auditor:t2 ",
+        }
+    )
     assert s.triage_home == (tmp_path / "h").resolve()
     assert s.deployments_dir == s.triage_home / "deployments"
     assert [(k.role, k.token) for k in s.api_keys] == [("clinician", "t1"), ("auditor", "t2")]
@@ -486,7 +605,12 @@ def test_serving_never_imports_dagster_orchestration_or_assets():
         "{'dagster', 'orchestration', 'assets', 'mlflow', 'evidently'});"
         "print(','.join(bad))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[2], timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
-from serving.app import create_app
 from diagnosis.explain import (
     EXPLAINED_DIAGNOSES,
     MAX_ITEMS,
@@ -29,6 +28,7 @@ from diagnosis.explain import (
     explanations,
     occlusion_rows,
 )
+from serving.app import create_app
 from serving.explain_params import parse_explain
 
 from .conftest import (
@@ -43,15 +43,34 @@ from .conftest import (
     write_deployment,
 )
 
-FEBRILE = {"age": 34, "sex": "female", "heart_rate": 118, "body_temperature": 39.5,
-           "systolic_bp": 118, "diastolic_bp": 74, "symptoms": [FEVER, HEADACHE, COUGH]}
-MARFAN = {"age": 27, "sex": "male", "heart_rate": 70, "body_temperature": 36.7,
-          "symptoms": [ARACHNODACTYLY, ECTOPIA_LENTIS, TALL]}
+FEBRILE = {
+    "age": 34,
+    "sex": "female",
+    "heart_rate": 118,
+    "body_temperature": 39.5,
+    "systolic_bp": 118,
+    "diastolic_bp": 74,
+    "symptoms": [FEVER, HEADACHE, COUGH],
+}
+MARFAN = {
+    "age": 27,
+    "sex": "male",
+    "heart_rate": 70,
+    "body_temperature": 36.7,
+    "symptoms": [ARACHNODACTYLY, ECTOPIA_LENTIS, TALL],
+}
 SEIZURE = "HP:0001250"  # a real HPO term outside the small model's 7-term vocabulary
 MYALGIA = "HP:0003326"
 AORTIC_ROOT_ANEURYSM = "HP:0002616"
-INFLUENZA_LIKE = {"age": 34, "sex": "female", "heart_rate": 104, "body_temperature": 39.2,
-                  "systolic_bp": 118, "diastolic_bp": 76, "symptoms": [FEVER, COUGH, MYALGIA]}
+INFLUENZA_LIKE = {
+    "age": 34,
+    "sex": "female",
+    "heart_rate": 104,
+    "body_temperature": 39.2,
+    "systolic_bp": 118,
+    "diastolic_bp": 76,
+    "symptoms": [FEVER, COUGH, MYALGIA],
+}
 
 
 # ------------------------------------------------------------------ helpers
@@ -83,7 +102,8 @@ def _check_effects_against_repredictions(client: TestClient, patient: dict) -> i
             probabilities = {d["code"]: d["probability"] for d in again["differential"]}
             if entry["code"] in probabilities:
                 assert entry["probability"] - probabilities[entry["code"]] == pytest.approx(
-                    item["effect"], abs=1e-6), (entry["code"], item)
+                    item["effect"], abs=1e-6
+                ), (entry["code"], item)
             else:  # fell below the 100 most probable: its probability is below the last one
                 assert entry["probability"] - item["effect"] <= min(probabilities.values())
             checked += 1
@@ -92,14 +112,24 @@ def _check_effects_against_repredictions(client: TestClient, patient: dict) -> i
 
 # ------------------------------------------------------------------ occlusion rows and ranking
 def test_occlusion_rows_remove_exactly_one_input_each():
-    patient = {"age": 40.0, "sex": "female", "heart_rate": 90.0, "body_temperature": None,
-               "systolic_bp": 120.0, "diastolic_bp": 80.0, "symptoms": [FEVER, COUGH, FEVER]}
+    patient = {
+        "age": 40.0,
+        "sex": "female",
+        "heart_rate": 90.0,
+        "body_temperature": None,
+        "systolic_bp": 120.0,
+        "diastolic_bp": 80.0,
+        "symptoms": [FEVER, COUGH, FEVER],
+    }
     vitals = ("age", "heart_rate", "body_temperature", "systolic_bp")  # no diastolic_bp feature
     inputs, rows = occlusion_rows(patient, vitals, ("female", "male", "other", "unknown"))
     assert inputs == [
-        RemovedInput("symptoms", FEVER), RemovedInput("symptoms", COUGH),
-        RemovedInput("age", 40.0), RemovedInput("heart_rate", 90.0),
-        RemovedInput("systolic_bp", 120.0), RemovedInput("sex", "female"),
+        RemovedInput("symptoms", FEVER),
+        RemovedInput("symptoms", COUGH),
+        RemovedInput("age", 40.0),
+        RemovedInput("heart_rate", 90.0),
+        RemovedInput("systolic_bp", 120.0),
+        RemovedInput("sex", "female"),
     ]
     assert rows[0] == patient
     assert rows[1]["symptoms"] == [COUGH] and rows[2]["symptoms"] == [FEVER, FEVER]
@@ -109,20 +139,24 @@ def test_occlusion_rows_remove_exactly_one_input_each():
         assert changed == {removed.field}
     # nothing to remove: a sex of "unknown" is what "not given" encodes to
     assert occlusion_rows({"sex": "unknown", "symptoms": []}, vitals, ("unknown",)) == (
-        [], [{"sex": "unknown", "symptoms": []}])
+        [],
+        [{"sex": "unknown", "symptoms": []}],
+    )
 
 
 def test_explanations_sort_cut_and_drop_negligible_effects():
     inputs = [RemovedInput("symptoms", f"HP:000000{i}") for i in range(6)]
     base = np.array([0.60, 0.10])
-    without = np.array([
-        [0.20, 0.10],  # +0.40 on the first diagnosis
-        [0.65, 0.15],  # -0.05, -0.05
-        [0.5995, 0.10],  # +0.0005: negligible
-        [0.50, 0.30],  # +0.10, -0.20
-        [0.55, 0.09],  # +0.05, +0.01
-        [0.58, 0.10],  # +0.02
-    ])
+    without = np.array(
+        [
+            [0.20, 0.10],  # +0.40 on the first diagnosis
+            [0.65, 0.15],  # -0.05, -0.05
+            [0.5995, 0.10],  # +0.0005: negligible
+            [0.50, 0.30],  # +0.10, -0.20
+            [0.55, 0.09],  # +0.05, +0.01
+            [0.58, 0.10],  # +0.02
+        ]
+    )
     first, second = explanations(base, without, inputs)
     assert [i["value"] for i in first["supports"]] == ["HP:0000000", "HP:0000003", "HP:0000004"]
     assert [round(i["effect"], 9) for i in first["supports"]] == [0.4, 0.1, 0.05]
@@ -174,7 +208,10 @@ def test_only_the_top_three_entries_carry_an_explanation_with_labels(small_clien
     }.items():
         if field in items:
             assert (items[field]["label"], items[field]["label_es"], items[field]["unit"]) == (
-                label, label_es, unit)
+                label,
+                label_es,
+                unit,
+            )
             assert items[field]["value"] == FEBRILE[field]
     one = small_client.post("/v1/predict?top_k=1", json=FEBRILE, headers=auth()).json()
     assert len(one["differential"]) == 1 and "explanation" in one["differential"][0]
@@ -223,8 +260,9 @@ def test_explanations_can_be_turned_off_and_batches_skip_them_by_default(small_c
 
 
 def test_a_bad_explain_value_is_listed_with_the_other_problems(small_client):
-    response = small_client.post("/v1/predict?explain=maybe&top_k=0",
-                                 json={**FEBRILE, "heart_rate": 400}, headers=auth())
+    response = small_client.post(
+        "/v1/predict?explain=maybe&top_k=0", json={**FEBRILE, "heart_rate": 400}, headers=auth()
+    )
     assert response.status_code == 422
     fields = {p["field"] for p in response.json()["problems"]}
     assert fields == {"explain", "top_k", "heart_rate"}
@@ -246,7 +284,8 @@ def _imputation(home: Path) -> dict[str, float]:
 
 
 def test_removing_the_top_supporting_symptom_lowers_the_probability_by_the_reported_effect(
-        full_client):
+    full_client,
+):
     answer = _predict(full_client, INFLUENZA_LIKE)
     top = answer["differential"][0]
     symptoms = [i for i in top["explanation"]["supports"] if i["field"] == "symptoms"]
@@ -276,10 +315,16 @@ def test_annotated_findings_of_a_rare_disease_support_it(full_client):
 
 
 def test_a_vital_at_the_imputed_median_and_an_unknown_sex_are_not_evidence(
-        full_client, deployed_home):
+    full_client, deployed_home
+):
     median = _imputation(deployed_home)["heart_rate"]
-    patient = {"age": 41, "sex": "unknown", "heart_rate": median, "body_temperature": 39.4,
-               "symptoms": [FEVER, COUGH]}
+    patient = {
+        "age": 41,
+        "sex": "unknown",
+        "heart_rate": median,
+        "body_temperature": 39.4,
+        "symptoms": [FEVER, COUGH],
+    }
     answer = _predict(full_client, patient)
     fields = [i["field"] for d in answer["differential"][:EXPLAINED_DIAGNOSES] for i in _items(d)]
     # entered at the value the model imputes for a missing heart rate: it changes nothing
@@ -288,7 +333,8 @@ def test_a_vital_at_the_imputed_median_and_an_unknown_sex_are_not_evidence(
     # 30 beats above the median it is evidence again (the check above is not vacuous)
     moved = _predict(full_client, {**patient, "heart_rate": median + 30})
     assert "heart_rate" in [
-        i["field"] for d in moved["differential"][:EXPLAINED_DIAGNOSES] for i in _items(d)]
+        i["field"] for d in moved["differential"][:EXPLAINED_DIAGNOSES] for i in _items(d)
+    ]
 
 
 def test_explained_and_plain_predictions_agree_on_the_pipeline_model(full_client):
@@ -309,9 +355,13 @@ def test_an_id_the_release_lacks_is_ignored_as_its_warning_says(full_client):
     with_unknown = _predict(
         full_client, {**patient, "symptoms": [*patient["symptoms"], "HP:9999999"]}, "&explain=false"
     )
-    assert [d["code"] for d in with_unknown["differential"]] == [d["code"] for d in plain["differential"]]
+    assert [d["code"] for d in with_unknown["differential"]] == [
+        d["code"] for d in plain["differential"]
+    ]
     for a, b in zip(with_unknown["differential"], plain["differential"]):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-9)
-    assert with_unknown["orphan_probability"] == pytest.approx(plain["orphan_probability"], abs=1e-9)
+    assert with_unknown["orphan_probability"] == pytest.approx(
+        plain["orphan_probability"], abs=1e-9
+    )
     assert any("HP:9999999" in w and "ignored" in w for w in with_unknown["warnings"])
     assert not any("HP:9999999" in w for w in plain["warnings"])

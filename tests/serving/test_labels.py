@@ -15,8 +15,13 @@ from serving.prediction_log import PredictionIndex
 
 from .conftest import FEVER, HEADACHE, auth, settings_for
 
-PATIENT = {"age": 34, "sex": "female", "heart_rate": 118, "body_temperature": 39.5,
-           "symptoms": [FEVER, HEADACHE]}
+PATIENT = {
+    "age": 34,
+    "sex": "female",
+    "heart_rate": 118,
+    "body_temperature": 39.5,
+    "symptoms": [FEVER, HEADACHE],
+}
 
 
 def _predict(client) -> dict:
@@ -33,7 +38,11 @@ def test_label_is_written_as_one_canonical_json_file_before_202(client, served_h
     served = _predict(client)
     response = client.post(
         "/v1/labels",
-        json={"prediction_id": served["prediction_id"], "diagnosis": " j18.9 ", "severity": "Aguda"},
+        json={
+            "prediction_id": served["prediction_id"],
+            "diagnosis": " j18.9 ",
+            "severity": "Aguda",
+        },
         headers=auth("clinician"),
     )
     assert response.status_code == 202, response.text
@@ -57,13 +66,26 @@ def test_label_is_written_as_one_canonical_json_file_before_202(client, served_h
 
 @pytest.mark.parametrize(
     ("spoken", "canonical"),
-    [("No enfermo", "not_ill"), ("leve", "mild"), ("aguda", "acute"), ("crónica", "chronic"),
-     ("CRONICA", "chronic"), ("terminal", "terminal"), ("not_ill", "not_ill"), ("Mild", "mild")],
+    [
+        ("No enfermo", "not_ill"),
+        ("leve", "mild"),
+        ("aguda", "acute"),
+        ("crónica", "chronic"),
+        ("CRONICA", "chronic"),
+        ("terminal", "terminal"),
+        ("not_ill", "not_ill"),
+        ("Mild", "mild"),
+    ],
 )
-def test_spanish_and_english_severities_are_stored_canonically(client, served_home, spoken, canonical):
+def test_spanish_and_english_severities_are_stored_canonically(
+    client, served_home, spoken, canonical
+):
     served = _predict(client)
-    response = client.post("/v1/labels", headers=auth("admin"), json={
-        "prediction_id": served["prediction_id"], "diagnosis": "NONE", "severity": spoken})
+    response = client.post(
+        "/v1/labels",
+        headers=auth("admin"),
+        json={"prediction_id": served["prediction_id"], "diagnosis": "NONE", "severity": spoken},
+    )
     assert response.status_code == 202, response.text
     stored = json.loads(_label_files(served_home)[0].read_text())
     assert stored["severity"] == canonical in SEVERITIES
@@ -73,8 +95,11 @@ def test_spanish_and_english_severities_are_stored_canonically(client, served_ho
 @pytest.mark.parametrize("code", ["NONE", "J10", "E11", "N39.0", "ORPHA:558", "omim:154700"])
 def test_every_diagnosis_form_of_the_contract_is_accepted(client, code):
     served = _predict(client)
-    response = client.post("/v1/labels", headers=auth(), json={
-        "prediction_id": served["prediction_id"], "diagnosis": code, "severity": "mild"})
+    response = client.post(
+        "/v1/labels",
+        headers=auth(),
+        json={"prediction_id": served["prediction_id"], "diagnosis": code, "severity": "mild"},
+    )
     assert response.status_code == 202, response.text
     assert response.json()["diagnosis"] == code.upper()
 
@@ -92,17 +117,27 @@ def test_a_second_label_replaces_the_first_and_says_so(client, served_home):
 
 def test_unknown_prediction_id_is_404_and_writes_nothing(client, served_home):
     _predict(client)
-    response = client.post("/v1/labels", headers=auth(), json={
-        "prediction_id": "0" * 32, "diagnosis": "J10", "severity": "mild"})
+    response = client.post(
+        "/v1/labels",
+        headers=auth(),
+        json={"prediction_id": "0" * 32, "diagnosis": "J10", "severity": "mild"},
+    )
     assert response.status_code == 404
     assert "no prediction" in response.json()["detail"]
     assert _label_files(served_home) == []
 
 
 def test_bad_label_lists_every_problem_at_once(client, served_home):
-    response = client.post("/v1/labels", headers=auth(), json={
-        "prediction_id": "../../etc/passwd", "diagnosis": "Influenza", "severity": "grave",
-        "comment": "patient Jane Roe"})
+    response = client.post(
+        "/v1/labels",
+        headers=auth(),
+        json={
+            "prediction_id": "../../etc/passwd",
+            "diagnosis": "Influenza",
+            "severity": "grave",
+            "comment": "patient Jane Roe",
+        },
+    )
     assert response.status_code == 422
     problems = {p["field"]: p for p in response.json()["problems"]}
     assert set(problems) == {"prediction_id", "diagnosis", "severity", "comment"}
@@ -113,10 +148,14 @@ def test_bad_label_lists_every_problem_at_once(client, served_home):
 
 @pytest.mark.parametrize(
     ("body", "fields"),
-    [({}, {"prediction_id", "diagnosis", "severity"}),
-     ({"prediction_id": 7, "diagnosis": None, "severity": ["acute"]},
-      {"prediction_id", "diagnosis", "severity"}),
-     ([1, 2], {"body"})],
+    [
+        ({}, {"prediction_id", "diagnosis", "severity"}),
+        (
+            {"prediction_id": 7, "diagnosis": None, "severity": ["acute"]},
+            {"prediction_id", "diagnosis", "severity"},
+        ),
+        ([1, 2], {"body"}),
+    ],
 )
 def test_missing_or_mistyped_fields_are_422(client, body, fields):
     response = client.post("/v1/labels", json=body, headers=auth())
@@ -127,8 +166,15 @@ def test_missing_or_mistyped_fields_are_422(client, body, fields):
 def test_prediction_logged_by_another_process_is_found_in_the_log_files(client, served_home):
     served = _predict(client)  # this app's in-memory index knows it; a second app does not
     with TestClient(app=create_app(settings_for(served_home))) as other:
-        response = other.post("/v1/labels", headers=auth(), json={
-            "prediction_id": served["prediction_id"], "diagnosis": "J10", "severity": "acute"})
+        response = other.post(
+            "/v1/labels",
+            headers=auth(),
+            json={
+                "prediction_id": served["prediction_id"],
+                "diagnosis": "J10",
+                "severity": "acute",
+            },
+        )
         assert response.status_code == 202, response.text
         assert response.json()["model_version"] == served["model_version"]
         assert other.app.state.prediction_index.scans == 1
@@ -140,13 +186,21 @@ def test_log_scan_reads_older_day_files_and_ignores_ids_not_at_a_line_start(tmp_
     directory.mkdir()
     old, other = "a" * 32, "b" * 32
     (directory / "predictions-2026-01-05.jsonl").write_text(
-        json.dumps({"prediction_id": old, "time": "2026-01-05T10:00:00.000+00:00",
-                    "model_version": "v1"}, separators=(",", ":")) + "\n")
+        json.dumps(
+            {"prediction_id": old, "time": "2026-01-05T10:00:00.000+00:00", "model_version": "v1"},
+            separators=(",", ":"),
+        )
+        + "\n"
+    )
     (directory / "predictions-2026-01-06.jsonl").write_text(
-        '{"note":{"prediction_id":"' + other + '"}}\n')
+        '{"note":{"prediction_id":"' + other + '"}}\n'
+    )
     index = PredictionIndex(directory)
-    assert index.find(old) == {"prediction_id": old, "time": "2026-01-05T10:00:00.000+00:00",
-                               "model_version": "v1"}
+    assert index.find(old) == {
+        "prediction_id": old,
+        "time": "2026-01-05T10:00:00.000+00:00",
+        "model_version": "v1",
+    }
     assert index.find(other) is None
     assert index.find("not-an-id") is None
 
@@ -183,6 +237,13 @@ def test_write_is_fsynced_and_atomic(client, served_home, monkeypatch):
 def test_without_the_prediction_log_no_id_can_be_confirmed(served_home):
     with TestClient(app=create_app(settings_for(served_home, TRIAGE_PREDICTION_LOG="0"))) as c:
         served = c.post("/v1/predict", json=PATIENT, headers=auth()).json()
-        response = c.post("/v1/labels", headers=auth(), json={
-            "prediction_id": served["prediction_id"], "diagnosis": "J10", "severity": "acute"})
+        response = c.post(
+            "/v1/labels",
+            headers=auth(),
+            json={
+                "prediction_id": served["prediction_id"],
+                "diagnosis": "J10",
+                "severity": "acute",
+            },
+        )
         assert response.status_code == 404

@@ -58,8 +58,11 @@ def test_role_matrix_cell(client, role, endpoint):
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer nobody-has-this-token"},
-     {"Authorization": f"Bearer {TOKENS['admin']}-revoked"}],
+    [
+        {},
+        {"Authorization": "Bearer nobody-has-this-token"},
+        {"Authorization": f"Bearer {TOKENS['admin']}-revoked"},
+    ],
     ids=["missing", "unknown", "suffixed-admin"],
 )
 def test_missing_or_unknown_token_is_401_everywhere(client, endpoint, headers):
@@ -75,7 +78,9 @@ def test_forbidden_request_is_rejected_before_anything_is_written(client, served
     label = {"prediction_id": served["prediction_id"], "diagnosis": "J10", "severity": "acute"}
     assert client.post("/v1/labels", json=label, headers=auth("auditor")).status_code == 403
     assert not (served_home / "labels").exists()
-    assert next((served_home / "predictions").glob("*.jsonl")).read_text().count("\n") == lines_before
+    assert (
+        next((served_home / "predictions").glob("*.jsonl")).read_text().count("\n") == lines_before
+    )
 
 
 def test_web_page_and_static_files_need_no_token(client):

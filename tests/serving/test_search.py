@@ -9,7 +9,7 @@ from litestar.testing import TestClient
 
 from serving import app as app_module
 from serving.app import create_app
-from serving.search import Disease, DiseaseIndex, TextIndex, fold, load_knowledge
+from serving.search import Disease, DiseaseIndex, TextIndex, fold
 
 from .conftest import FEVER, auth, point_to, settings_for, write_deployment
 
@@ -33,9 +33,16 @@ def test_fold_ignores_case_accents_and_punctuation_runs():
 
 
 def test_ranking_is_exact_then_prefix_then_word_start_then_inside_a_word():
-    index = TextIndex([("Pain in the leg", 0, True), ("Painful", 1, True),
-                       ("Back pain", 2, True), ("Spain fever", 3, True), ("Pain", 4, True),
-                       ("Chest pain", 0, False)])
+    index = TextIndex(
+        [
+            ("Pain in the leg", 0, True),
+            ("Painful", 1, True),
+            ("Back pain", 2, True),
+            ("Spain fever", 3, True),
+            ("Pain", 4, True),
+            ("Chest pain", 0, False),
+        ]
+    )
     entries, _ = index.search("PAIN")
     assert entries.tolist() == [4, 1, 0, 2, 3]  # each entry once, at its best key
     assert index.search("ai")[0].tolist() == []  # 1–2 characters: no matches inside words
@@ -72,8 +79,10 @@ def test_hpo_ids_old_ids_and_the_subtree_limit(client):
     assert [i["id"] for i in _symptoms(client, "hp:0001275")["items"]] == ["HP:0001250"]  # alt_id
     assert [i["id"] for i in _symptoms(client, "HP:0000057")["items"]] == ["HP:0008665"]  # obsolete
     # a mode of inheritance is not a phenotypic abnormality
-    assert all(i["id"] != "HP:0000006"
-               for i in _symptoms(client, "autosomal dominant inheritance", limit=50)["items"])
+    assert all(
+        i["id"] != "HP:0000006"
+        for i in _symptoms(client, "autosomal dominant inheritance", limit=50)["items"]
+    )
     assert _symptoms(client, "HP:0000006")["total"] == 0
 
 
@@ -90,8 +99,15 @@ def test_symptom_pages_are_consecutive_slices_of_one_ranking(client):
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"q": ""}, {"q": "x" * 101}, {"q": "fever", "limit": 0}, {"q": "fever", "limit": 51},
-     {"q": "fever", "offset": -1}, {"q": "fever", "limit": "ten"}],
+    [
+        {},
+        {"q": ""},
+        {"q": "x" * 101},
+        {"q": "fever", "limit": 0},
+        {"q": "fever", "limit": 51},
+        {"q": "fever", "offset": -1},
+        {"q": "fever", "limit": "ten"},
+    ],
     ids=["no-q", "empty-q", "long-q", "limit-0", "limit-51", "negative-offset", "limit-text"],
 )
 def test_search_parameters_out_of_range_are_400_with_the_field(client, params):
@@ -99,7 +115,9 @@ def test_search_parameters_out_of_range_are_400_with_the_field(client, params):
         response = client.get(path, params=params, headers=auth())
         assert response.status_code == 400, (path, params)
         error = response.json()
-        named = {p["field"] for p in error["problems"]} or ({"q"} if "'q'" in error["detail"] else set())
+        named = {p["field"] for p in error["problems"]} or (
+            {"q"} if "'q'" in error["detail"] else set()
+        )
         assert named & {"q", "limit", "offset"}, error
 
 
@@ -111,24 +129,34 @@ def test_spanish_names_of_common_conditions_are_searchable_without_accents(clien
     assert items[0]["in_model"] is True and items[0]["category"] == "common"
     assert _diseases(client, "GRIPE")["items"][0]["code"] == "J10"
     assert _diseases(client, "sano")["items"][0] == {
-        "code": "NONE", "name": "No disease", "name_es": "Sin enfermedad (sano)",
-        "category": "healthy", "in_model": True}
+        "code": "NONE",
+        "name": "No disease",
+        "name_es": "Sin enfermedad (sano)",
+        "category": "healthy",
+        "in_model": True,
+    }
 
 
 def test_diseases_are_found_by_code_and_rare_ones_come_from_the_annotations(client):
     assert _diseases(client, "j18")["items"][0]["code"] == "J18.9"
     marfan = {i["code"]: i for i in _diseases(client, "marfan syndrome", limit=50)["items"]}
     assert marfan["ORPHA:558"]["in_model"] is True  # a class of the deployed model
-    assert marfan["OMIM:154700"] == {"code": "OMIM:154700", "name": "Marfan syndrome",
-                                     "name_es": None, "category": "orphan", "in_model": False}
+    assert marfan["OMIM:154700"] == {
+        "code": "OMIM:154700",
+        "name": "Marfan syndrome",
+        "name_es": None,
+        "category": "orphan",
+        "in_model": False,
+    }
     assert _diseases(client, "orpha:558")["items"][0]["code"] == "ORPHA:558"
     assert _diseases(client, "decipher")["total"] == 0  # only ORPHA and OMIM are catalogued
 
 
 def test_model_classes_missing_from_the_catalogue_are_searchable():
     catalogue = [Disease("J10", "Influenza", "common", "Gripe (influenza)")]
-    index = DiseaseIndex(catalogue, [Disease("J10", "Flu", "common"),
-                                     Disease("K21.9", "Reflux", "common")])
+    index = DiseaseIndex(
+        catalogue, [Disease("J10", "Flu", "common"), Disease("K21.9", "Reflux", "common")]
+    )
     assert [d.code for d in index.search("reflux")[1]] == ["K21.9"]
     flu = index.search("influenza")[1]  # the catalogue's wording still finds the renamed class
     assert [(d.code, d.name, d.name_es) for d in flu] == [("J10", "Flu", "Gripe (influenza)")]
@@ -165,7 +193,8 @@ def test_the_catalogue_names_the_healthy_class_once():
 
     healthy = [d for d in curated_diseases() if d.code == "NONE"]
     assert [(d.name, d.name_es, d.category) for d in healthy] == [
-        (HEALTHY_NAME, HEALTHY_NAME_ES, "healthy")]
+        (HEALTHY_NAME, HEALTHY_NAME_ES, "healthy")
+    ]
     assert HEALTHY_NAME == "No disease"
 
 

@@ -19,9 +19,15 @@ SERVING = Path(__file__).resolve().parents[2] / "serving"
 # ------------------------------------------------------------------ page
 @pytest.mark.parametrize(
     ("header", "lang"),
-    [("es-ES,es;q=0.9,en;q=0.8", "es"), ("en-US,en;q=0.9,es;q=0.8", "en"),
-     ("fr-FR,fr;q=0.9,es;q=0.5", "es"), ("en;q=0.4, es;q=0.6", "es"), ("de-DE", "en"), (None, "en"),
-     ("es;q=abc, en;q=0.1", "en")],
+    [
+        ("es-ES,es;q=0.9,en;q=0.8", "es"),
+        ("en-US,en;q=0.9,es;q=0.8", "en"),
+        ("fr-FR,fr;q=0.9,es;q=0.5", "es"),
+        ("en;q=0.4, es;q=0.6", "es"),
+        ("de-DE", "en"),
+        (None, "en"),
+        ("es;q=abc, en;q=0.1", "en"),
+    ],
 )
 def test_language_follows_accept_language(header, lang):
     assert language_from(header) == lang
@@ -48,8 +54,16 @@ def test_page_has_no_inline_code_and_loads_its_assets(client):
         assert f'"{asset}"' in html
         response = client.get(asset)
         assert response.status_code == 200 and kind in response.headers["content-type"]
-    for element in ("triage-form", "symptom-input", "differential", "severity-label",
-                    "label-form", "label-prediction-id", "label-severity", "token"):
+    for element in (
+        "triage-form",
+        "symptom-input",
+        "differential",
+        "severity-label",
+        "label-form",
+        "label-prediction-id",
+        "label-severity",
+        "token",
+    ):
         assert f'id="{element}"' in html
 
 
@@ -89,19 +103,36 @@ def _sample(text: str, name: str, **labels: str) -> float:
 @pytestmark_metrics
 def test_metrics_report_latency_per_route_predictions_by_category_and_the_model(client):
     before = client.get("/metrics", headers=auth("admin")).text
-    served = client.post("/v1/predict", json={"symptoms": [FEVER], "body_temperature": 39.4,
-                                               "heart_rate": 115}, headers=auth()).json()
+    served = client.post(
+        "/v1/predict",
+        json={"symptoms": [FEVER], "body_temperature": 39.4, "heart_rate": 115},
+        headers=auth(),
+    ).json()
     assert client.post("/v1/predict", json={"x": 1}, headers=auth()).status_code == 422
     top = served["differential"][0]["category"]
     after = client.get("/metrics", headers=auth("admin"))
     assert after.status_code == 200 and after.headers["content-type"].startswith("text/plain")
     text = after.text
-    assert (_sample(text, "triage_predictions_total", top_category=top)
-            - _sample(before, "triage_predictions_total", top_category=top)) == 1
-    assert _sample(text, "triage_request_duration_seconds_count", path="/v1/predict",
-                   status_code="200") >= 1
-    assert _sample(text, "triage_request_duration_seconds_bucket", path="/v1/predict",
-                   status_code="422", le="+Inf") >= 1
+    assert (
+        _sample(text, "triage_predictions_total", top_category=top)
+        - _sample(before, "triage_predictions_total", top_category=top)
+    ) == 1
+    assert (
+        _sample(
+            text, "triage_request_duration_seconds_count", path="/v1/predict", status_code="200"
+        )
+        >= 1
+    )
+    assert (
+        _sample(
+            text,
+            "triage_request_duration_seconds_bucket",
+            path="/v1/predict",
+            status_code="422",
+            le="+Inf",
+        )
+        >= 1
+    )
     assert "/v1/predict?" not in text and served["prediction_id"] not in text
     assert _sample(text, "triage_model_info", version="2026-01-12-a") == 1
     assert _sample(text, "triage_model_loaded") == 1
@@ -113,8 +144,15 @@ def test_metrics_count_reload_failures_and_labels(client, served_home, built_mod
     point_to(served_home, "broken")
     assert client.get("/ready").json()["model_version"] == "2026-01-12-a"  # old model kept
     served = client.post("/v1/predict", json={}, headers=auth()).json()
-    client.post("/v1/labels", headers=auth(), json={
-        "prediction_id": served["prediction_id"], "diagnosis": "ORPHA:558", "severity": "chronic"})
+    client.post(
+        "/v1/labels",
+        headers=auth(),
+        json={
+            "prediction_id": served["prediction_id"],
+            "diagnosis": "ORPHA:558",
+            "severity": "chronic",
+        },
+    )
     text = client.get("/metrics", headers=auth("admin")).text
     assert _sample(text, "triage_model_reload_failures_total") == 1
     assert _sample(text, "triage_labels_total", category="orphan") >= 1
