@@ -3,7 +3,8 @@
 For one patient the explanation scores the patient as entered plus one copy per input with that
 input removed:
 
-* each symptom (HPO id as sent) taken out of ``symptoms``;
+* each symptom (HPO id as sent) taken out of ``symptoms``, and each excluded finding taken out of
+  ``absent_symptoms`` (the finding is then simply not stated);
 * each vital sign the model reads (``age``, ``heart_rate``, ``body_temperature``, ``systolic_bp``,
   ``diastolic_bp``) set to missing, exactly as the API encodes an absent vital (NaN, which the
   ONNX graph imputes with the training median);
@@ -54,7 +55,7 @@ SymptomNamer = Callable[[str], "str | None"]
 class RemovedInput:
     """One input of the patient that an occlusion row leaves out."""
 
-    field: str  # the request field: "symptoms", "sex" or a vital's name
+    field: str  # the request field: "symptoms", "absent_symptoms", "sex" or a vital's name
     value: str | float  # the HPO id as sent, the sex, or the vital's value
 
 
@@ -74,6 +75,10 @@ def occlusion_rows(
     for term in dict.fromkeys(symptoms):  # a repeated id is one input
         inputs.append(RemovedInput("symptoms", term))
         rows.append({**base, "symptoms": [t for t in symptoms if t != term]})
+    absent = list(base.get("absent_symptoms") or ())
+    for term in dict.fromkeys(absent):  # an excluded finding taken back: no longer stated
+        inputs.append(RemovedInput("absent_symptoms", term))
+        rows.append({**base, "absent_symptoms": [t for t in absent if t != term]})
     for name in vitals:
         value = base.get(name)
         if value is not None:
@@ -89,11 +94,12 @@ def occlusion_rows(
 def _item(
     removed: RemovedInput, effect: float, symptom_name: SymptomNamer | None
 ) -> dict[str, Any]:
-    if removed.field == "symptoms":
+    if removed.field in ("symptoms", "absent_symptoms"):
         term = str(removed.value)
         name = (symptom_name(term) if symptom_name is not None else None) or term
-        # the HPO has no Spanish release: Spanish users read the English term name
         label, label_es, unit = name, name, None
+        if removed.field == "absent_symptoms":
+            label, label_es = f"{name} (absent)", f"{name} (descartado)"
     else:
         default = (removed.field, removed.field, None)
         label, label_es, unit = FIELD_LABELS.get(removed.field, default)

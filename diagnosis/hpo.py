@@ -476,11 +476,9 @@ def _frequency_expr(column: str) -> pl.Expr:
     )
 
 
-def parse_annotations(content: bytes | str | Path) -> pl.DataFrame:
-    """:func:`load_annotations` without the cache, from the bytes of a ``phenotype.hpoa`` (or
-    its path)."""
+def _read_hpoa(content: bytes | str | Path) -> pl.DataFrame:
     source = io.BytesIO(content) if isinstance(content, bytes) else str(content)
-    raw = pl.read_csv(
+    return pl.read_csv(
         source,
         separator="\t",
         quote_char=None,
@@ -488,6 +486,35 @@ def parse_annotations(content: bytes | str | Path) -> pl.DataFrame:
         has_header=True,
         infer_schema=False,  # every column as Utf8
     )
+
+
+def _database(column: str = "database_id") -> pl.Expr:
+    prefix = pl.col(column).str.split_exact(":", 1).struct.field("field_0")
+    return pl.when(prefix == "ORPHANET").then(pl.lit("ORPHA")).otherwise(prefix)
+
+
+def parse_course_annotations(content: bytes | str | Path) -> pl.DataFrame:
+    """The clinical-course annotations (aspect ``C``: onset, progression, mortality such as
+    *Death in infancy*) of ``phenotype.hpoa``: columns ``disease_id``, ``database``, ``hpo_id``,
+    one row per (disease, term), NOT-qualified rows left out."""
+    raw = _read_hpoa(content)
+    return (
+        raw.filter(pl.col("aspect") == "C")
+        .filter(pl.col("hpo_id").str.contains(r"^HP:\d{7}$"))
+        .filter(pl.col("qualifier").fill_null("").str.strip_chars().str.to_uppercase() != "NOT")
+        .select(
+            pl.col("database_id").alias("disease_id"),
+            _database().alias("database"),
+            pl.col("hpo_id"),
+        )
+        .unique(maintain_order=True)
+    )
+
+
+def parse_annotations(content: bytes | str | Path) -> pl.DataFrame:
+    """:func:`load_annotations` without the cache, from the bytes of a ``phenotype.hpoa`` (or
+    its path)."""
+    raw = _read_hpoa(content)
     prefix = pl.col("database_id").str.split_exact(":", 1).struct.field("field_0")
     frame = (
         raw.filter(pl.col("aspect") == "P")

@@ -88,14 +88,14 @@ class KnowledgeIndex:
             used.append(current)
         return indicator, used, unknown
 
-    def warnings(self, symptoms: Sequence[str]) -> list[str]:
+    def warnings(self, symptoms: Sequence[str], what: str = "symptom") -> list[str]:
         notes = []
         for term in symptoms:
             current = self.canonical(term)
             if current is None:
                 notes.append(
-                    f"symptom {term} is not in HPO release {self.hpo_release}; it was ignored"
+                    f"{what} {term} is not in HPO release {self.hpo_release}; it was ignored"
                 )
             elif current != term:
-                notes.append(f"symptom {term} is an old id of {current}; read as {current}")
+                notes.append(f"{what} {term} is an old id of {current}; read as {current}")
         return notes

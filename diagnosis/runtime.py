@@ -327,15 +327,26 @@ class Runtime:
     def as_scored(self, patient: Mapping[str, Any]) -> Mapping[str, Any]:
         """The patient as the model scores it: ids the HPO release lacks are dropped (the answer
         warns that they were ignored, so they must not move the prediction), old ids are read as
-        their current id, and a term given twice counts once."""
-        if self.knowledge is None or not patient.get("symptoms"):
+        their current id, and a term given twice counts once; likewise for the excluded findings
+        (``absent_symptoms``), where a term also reported present is dropped."""
+        if self.knowledge is None or not (
+            patient.get("symptoms") or patient.get("absent_symptoms")
+        ):
             return patient
-        terms: list[str] = []
-        for term in patient["symptoms"]:
+        present = self._canonical_terms(patient.get("symptoms") or ())
+        absent = [
+            t for t in self._canonical_terms(patient.get("absent_symptoms") or ())
+            if t not in present
+        ]
+        return {**patient, "symptoms": present, "absent_symptoms": absent}
+
+    def _canonical_terms(self, terms) -> list[str]:
+        out: list[str] = []
+        for term in terms:
             current = self.knowledge.canonical(term)
-            if current is not None and current not in terms:
-                terms.append(current)
-        return {**patient, "symptoms": terms}
+            if current is not None and current not in out:
+                out.append(current)
+        return out
 
     def _unseen_share(self, symptom_lists: Sequence[Sequence[str]]) -> np.ndarray:
         return np.array(
@@ -540,6 +551,9 @@ class Runtime:
         a request with neither vitals nor symptoms."""
         if self.knowledge is not None:
             warnings = self.knowledge.warnings(list(patient.get("symptoms") or ()))
+            warnings += self.knowledge.warnings(
+                list(patient.get("absent_symptoms") or ()), what="absent symptom"
+            )
         else:
             warnings = [
                 f"symptom {term} is not used by this model"

@@ -199,6 +199,7 @@ class LoggedInputs(msgspec.Struct, kw_only=True):
     systolic_bp: float | None = None
     diastolic_bp: float | None = None
     symptoms: list[str] = msgspec.field(default_factory=list)
+    absent_symptoms: list[str] = msgspec.field(default_factory=list)  # API v1.3
 
 
 class LoggedEntry(msgspec.Struct, kw_only=True):

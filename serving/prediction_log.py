@@ -151,6 +151,7 @@ class PredictionLog:
                 inputs=LoggedInputs(
                     **{name: patient.get(name) for name in _INPUT_FIELDS},
                     symptoms=list(patient.get("symptoms") or ()),
+                    absent_symptoms=list(patient.get("absent_symptoms") or ()),
                 ),
                 differential=[
                     LoggedEntry(code=d.code, probability=d.probability) for d in answer.differential

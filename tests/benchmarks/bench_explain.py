@@ -4,7 +4,7 @@
 
 Loads the model ``TRIAGE_HOME/deployments/current.json`` points to (default ./.triage, as left by
 ``make pipeline``), takes the first N valid records of the weekly exports in ``landing/`` (validated
-exactly as the pipeline does) as request bodies, and times ``LoadedModel.predict`` per patient
+exactly as the pipeline does) as request bodies, and times ``Runtime.predict`` per patient
 (``top_k=10``, as ``POST /v1/predict`` calls it) with and without explanations, then one call for
 all N patients (as ``POST /v1/predict/batch`` does). Each mode runs ``--rounds`` times, alternating;
 the fastest round is reported (the machine is shared), with p50/p99 of the single calls of that
@@ -27,7 +27,7 @@ import polars as pl  # noqa: E402
 
 from schemas.validation import read_raw_export, validate_records  # noqa: E402
 from diagnosis.explain import occlusion_rows  # noqa: E402
-from serving.model_store import load_deployment  # noqa: E402
+from diagnosis.runtime import load_deployment  # noqa: E402
 from serving.structs import validate_patient_body  # noqa: E402
 
 FIELDS = ("age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp", "symptoms")

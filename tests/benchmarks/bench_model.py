@@ -26,7 +26,7 @@ deployable ORPHA+OMIM model, parity with the numpy scores, and process RSS (this
 fresh process that only loads the ONNX model and serves queries, like the API would).
 
 Served system (skip with --no-served): the common-disease macro-F1 and the severity macro-F1 of
-the deployed model, scored exactly as the API scores (serving.model_store.LoadedModel: onnxruntime,
+the deployed model, scored exactly as the API scores (diagnosis.runtime.Runtime: onnxruntime,
 classifier + knowledge ranker + blend) on a held-out simulated cohort
 (diagnosis.simulation.simulate_cohort, no defects, validated like an export) drawn with
 --cohort-seed (default --seed; moved by 1000 if it equals the training seed). The model is, by
@@ -379,7 +379,7 @@ def heldout_cohort(patients: int, seed: int) -> pl.DataFrame:
 
 
 def served_metrics(model, cohort: pl.DataFrame) -> tuple[dict, float]:
-    """Score every patient through ``LoadedModel.predict`` (as the API does) and compare with
+    """Score every patient through ``Runtime.predict`` (as the API does) and compare with
     the cohort's true diagnosis and severity."""
     from sklearn.metrics import f1_score
 
@@ -395,8 +395,8 @@ def served_metrics(model, cohort: pl.DataFrame) -> tuple[dict, float]:
     for start in range(0, len(bodies), 200):  # batches as the API takes them (bounded memory)
         answers += model.predict(bodies[start : start + 200], top_k=1)
     seconds = time.perf_counter() - t0
-    predicted = np.array([a["differential"][0]["code"] for a in answers])
-    severity = np.array([a["severity"]["label"] for a in answers])
+    predicted = np.array([a.differential[0].code for a in answers])
+    severity = np.array([a.severity.label for a in answers])
     truth = np.array(cohort["diagnosis"].to_list())
     true_severity = np.array(cohort["severity"].to_list())
     common = np.array([category_of(code) != CATEGORY_ORPHAN for code in truth])
@@ -429,7 +429,7 @@ def served_metrics(model, cohort: pl.DataFrame) -> tuple[dict, float]:
 
 def served_report(home: Path | None, patients: int, cohort_seed: int) -> None:
     from orchestration.pipeline import DEMO_SEED
-    from serving.model_store import load_deployment
+    from diagnosis.runtime import load_deployment
 
     with tempfile.TemporaryDirectory(prefix="bench-served-") as tmp:
         if home is None:
@@ -447,9 +447,9 @@ def served_report(home: Path | None, patients: int, cohort_seed: int) -> None:
         cohort = heldout_cohort(patients, cohort_seed)
         simulate_s = time.perf_counter() - t0
         metrics, score_s = served_metrics(model, cohort)
-        gate = model.manifest.get("metrics") or {}
+        gate = dict(model.manifest.metrics)
     print(
-        f"\nServed system, model {model.version} (HPO {model.manifest.get('hpo_release')}, "
+        f"\nServed system, model {model.version} (HPO {model.manifest.hpo_release}, "
         f"trained on {trained_on})"
     )
     print(

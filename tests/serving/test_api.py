@@ -533,6 +533,7 @@ def test_prediction_log_has_one_line_per_prediction_with_inputs_only(client, ser
         "body_temperature",
         "systolic_bp",
         "diastolic_bp",
+        "absent_symptoms",  # API v1.3
         "symptoms",
     }
     assert first["inputs"]["symptoms"] == FEBRILE["symptoms"]

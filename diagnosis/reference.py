@@ -1,0 +1,194 @@
+"""Real published cases: the yardstick of the differential on real patients.
+
+``diagnosis/data/reference_cases.json`` holds 3,675 published case reports of 276 OMIM diseases
+(GA4GH phenopacket-store, BSD 3-Clause; see ``diagnosis/data/README.md``). This module reads them,
+canonicalises their HPO ids against the release in use, turns each into the request body a
+clinician would send, and measures a ranking: top-1/3/10 and mean reciprocal rank of the true
+disease among the OMIM entries, and the calibration of the top candidate's probability, for all
+cases and for cited and uncited cases apart (a cited case's publication was a source of the
+disease's annotations, so it is easy for any annotation-based ranker).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+REFERENCE_CASES_FILE = DATA_DIR / "reference_cases.json"
+REFERENCE_SOURCE = "GA4GH phenopacket-store b694d17 (BSD 3-Clause), development half"
+GROUPS = ("all", "cited", "uncited")
+CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class ReferenceCase:
+    id: str
+    symptoms: tuple[str, ...]
+    absent: tuple[str, ...]
+    truth: str
+    age: float | None
+    sex: str
+    cited: bool
+
+    def patient(self, *, with_absent: bool = True) -> dict[str, Any]:
+        """The case as an API request body (age in years, sex, present and excluded terms)."""
+        body: dict[str, Any] = {
+            "age": self.age,
+            "sex": self.sex if self.sex in ("female", "male") else "unknown",
+            "symptoms": list(self.symptoms),
+        }
+        if with_absent and self.absent:
+            body["absent_symptoms"] = [t for t in self.absent if t not in self.symptoms]
+        return body
+
+
+def load_reference_cases(path: Path | None = None) -> list[ReferenceCase]:
+    data = json.loads((path or REFERENCE_CASES_FILE).read_bytes())
+    return [
+        ReferenceCase(
+            id=str(c["id"]),
+            symptoms=tuple(c["symptoms"]),
+            absent=tuple(c.get("absent") or ()),
+            truth=str(c["truth"]),
+            age=None if c.get("age") is None else float(c["age"]),
+            sex=str(c.get("sex") or "unknown"),
+            cited=bool(c["cited"]),
+        )
+        for c in data
+    ]
+
+
+@dataclass(frozen=True)
+class Canonicalised:
+    cases: list[ReferenceCase]
+    terms_mapped: int  # old ids read as their current term
+    terms_dropped: int  # ids the release does not know
+    cases_dropped: int  # no present term left
+
+
+def canonicalise(cases: Sequence[ReferenceCase], canonical) -> Canonicalised:
+    """Read every HPO id as the release in use does (``canonical(term) -> current id or None``):
+    old ids are mapped, unknown ids dropped, repeats counted once; cases left with no present term
+    are dropped."""
+    mapped = dropped = 0
+    kept: list[ReferenceCase] = []
+
+    def read(terms: Sequence[str]) -> tuple[str, ...]:
+        nonlocal mapped, dropped
+        out: list[str] = []
+        for term in terms:
+            current = canonical(term)
+            if current is None:
+                dropped += 1
+                continue
+            if current != term:
+                mapped += 1
+            if current not in out:
+                out.append(current)
+        return tuple(out)
+
+    for case in cases:
+        symptoms = read(case.symptoms)
+        absent = tuple(t for t in read(case.absent) if t not in symptoms)
+        if symptoms:
+            kept.append(replace(case, symptoms=symptoms, absent=absent))
+    return Canonicalised(kept, mapped, dropped, len(cases) - len(kept))
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float:
+    """Standard ECE over equal-width bins: Σ_b (n_b / n) |accuracy_b - mean confidence_b|."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidence.size == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
+
+
+def reliability_bins(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS
+) -> list[dict[str, float]]:
+    """Per equal-width bin: cases, mean confidence, accuracy (the reliability diagram's points)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        out.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "cases": int(mask.sum()),
+                "confidence": float(confidence[mask].mean()) if mask.any() else 0.0,
+                "accuracy": float(correct[mask].mean()) if mask.any() else 0.0,
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Per case: the rank of the true disease among the scored entries (1 = first; ties count
+    against it), the top entry's probability and whether it is the truth."""
+
+    rank: np.ndarray
+    top_probability: np.ndarray
+    top_correct: np.ndarray
+
+
+def rank_truth(probabilities: np.ndarray, codes: Sequence[str], truths: Sequence[str]) -> Ranks:
+    """Ranks of ``truths`` in rows of ``probabilities`` [n, E] over ``codes`` [E]. A truth that is
+    not among the codes gets rank E + 1."""
+    index = {code: i for i, code in enumerate(codes)}
+    n, e = probabilities.shape
+    ranks = np.full(n, e + 1, dtype=np.int64)
+    for row, truth in enumerate(truths):
+        j = index.get(truth)
+        if j is not None:
+            ranks[row] = int((probabilities[row] >= probabilities[row, j]).sum())
+    best = probabilities.argmax(axis=1)
+    top_probability = probabilities[np.arange(n), best]
+    top_correct = np.array([codes[b] == t for b, t in zip(best, truths)])
+    return Ranks(ranks, top_probability, top_correct)
+
+
+def summarise(ranks: Ranks, cited: Sequence[bool]) -> dict[str, dict[str, float]]:
+    """top-1/3/10, MRR, ECE of the top candidate and its mean probability, per group."""
+    cited_arr = np.asarray(cited, dtype=bool)
+    out: dict[str, dict[str, float]] = {}
+    for group in GROUPS:
+        mask = (
+            np.ones_like(cited_arr) if group == "all" else cited_arr if group == "cited" else ~cited_arr
+        )
+        r = ranks.rank[mask]
+        if r.size == 0:
+            continue
+        out[group] = {
+            "cases": int(r.size),
+            "top1": float((r <= 1).mean()),
+            "top3": float((r <= 3).mean()),
+            "top10": float((r <= 10).mean()),
+            "mrr": float((1.0 / r).mean()),
+            "ece": expected_calibration_error(
+                ranks.top_probability[mask], ranks.top_correct[mask]
+            ),
+            "mean_top_probability": float(ranks.top_probability[mask].mean()),
+            "top_accuracy": float(ranks.top_correct[mask].mean()),
+        }
+    return out
