@@ -99,11 +99,11 @@ def parse_prediction_lines(lines: Iterable[bytes], file_name: str) -> tuple[list
         try:
             entry = _LOG_LINE.decode(line)
             when = dt.datetime.fromisoformat(entry.time)
+        except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
+            problems.append(f"{file_name}:{number}: not a prediction log line ({exc})")
+            continue
         except msgspec.DecodeError:
             problems.append(f"{file_name}:{number}: not JSON")
-            continue
-        except msgspec.ValidationError as exc:
-            problems.append(f"{file_name}:{number}: not a prediction log line ({exc})")
             continue
         except ValueError:
             problems.append(f"{file_name}:{number}: time is not an ISO date-time")

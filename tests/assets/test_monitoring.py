@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
+import msgspec
 import numpy as np
 import polars as pl
 import pytest
@@ -64,6 +65,7 @@ def serve_with_the_deployed_classifier(home: Path, patients: list[dict]) -> list
 
     from diagnosis.categories import CATEGORY_ORPHAN, category_of
     from schemas.clinical import SEVERITIES
+    from schemas.contracts import DifferentialEntry, Prediction, Severity
     from serving.prediction_log import PredictionLog
 
     model = pickle.loads((home / "storage" / "diagnosis_model").read_bytes())
@@ -73,17 +75,22 @@ def serve_with_the_deployed_classifier(home: Path, patients: list[dict]) -> list
     answers = []
     for p_dx, p_sev in zip(diagnosis, severity):
         order = np.argsort(-p_dx)[:3]
-        answers.append({
-            "prediction_id": uuid.uuid4().hex, "model_version": version,
-            "differential": [{"code": model.classes[i], "probability": float(p_dx[i])}
-                             for i in order],
-            "orphan_probability": float(p_dx[orphan].sum()),
-            "severity": {"label": SEVERITIES[int(np.argmax(p_sev))]},
-        })
+        answers.append(Prediction(
+            prediction_id=uuid.uuid4().hex, model_version=version,
+            differential=[
+                DifferentialEntry(code=model.classes[i], name=model.classes[i],
+                                  category=category_of(model.classes[i]),
+                                  probability=min(float(p_dx[i]), 1.0))
+                for i in order
+            ],
+            orphan_probability=min(float(p_dx[orphan].sum()), 1.0),
+            severity=Severity(label=SEVERITIES[int(np.argmax(p_sev))],
+                              probabilities={s: float(v) for s, v in zip(SEVERITIES, p_sev)}),
+        ))
     log = PredictionLog(home / "predictions")
     log.record(patients, answers)
     log.close()
-    return answers
+    return [msgspec.to_builtins(answer) for answer in answers]
 
 
 class Webhook:
