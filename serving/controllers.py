@@ -1,6 +1,7 @@
 """HTTP endpoints of API v1 (roles: see the matrix in :mod:`serving.auth`).
 
-- ``PredictionController`` (clinician, admin): ``POST /v1/predict``, ``POST /v1/predict/batch``.
+- ``PredictionController`` (clinician, admin): ``POST /v1/predict``, ``POST /v1/predict/batch``,
+  ``POST /v1/predict/phenopacket``.
 - ``LabelController`` (clinician, admin): ``POST /v1/labels``.
 - ``SearchController`` (every role): ``GET /v1/symptoms``, ``GET /v1/diseases``.
 - ``ModelController`` (auditor, admin): ``GET /v1/model``.
@@ -23,7 +24,8 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException, SerializationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody, Parameter
+from litestar.openapi.spec import Example
+from litestar.params import Body, JSONBody, Parameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
@@ -34,6 +36,11 @@ from serving.dependencies import SearchUnavailable
 from serving.explain_params import parse_explain
 from serving.labels import LabelStore, canonical_label, validate_label_body
 from serving.model_store import ModelStore, Runtime
+from serving.phenopacket import (
+    PHENOPACKET_EXAMPLE,
+    PHENOPACKET_SCHEMA,
+    validate_phenopacket_body,
+)
 from serving.prediction_log import PredictionIndex, PredictionLog
 from serving.search import (
     QUERY_MAX_LENGTH,
@@ -162,6 +169,29 @@ async def check_batch_request(request: Request) -> None:
     _raise_if(problems + explain_problems + body_problems, "request")
 
 
+async def check_phenopacket_request(request: Request) -> None:
+    """before_request hook of /v1/predict/phenopacket: every problem in query and phenopacket at
+    once, with the phenopacket's paths (``phenotypicFeatures[2].type.id``)."""
+    _, problems = validate_top_k(request.query_params.get("top_k"))
+    _, explain_problems = parse_explain(request.query_params.get("explain"), True)
+    _, body_problems = validate_phenopacket_body(await _json_body(request))
+    _raise_if(problems + explain_problems + body_problems, "request")
+
+
+PhenopacketBody = Annotated[
+    dict[str, Any],
+    Body(
+        title="Phenopacket",
+        description=PHENOPACKET_SCHEMA["description"],
+        examples=[Example(summary="A GA4GH Phenopacket v2", value=PHENOPACKET_EXAMPLE)],
+        schema_extra={
+            "properties": PHENOPACKET_SCHEMA["properties"],
+            "additionalProperties": True,
+        },
+    ),
+]
+
+
 def _score(
     store: ModelStore,
     patients: list[Patient],
@@ -236,6 +266,36 @@ class PredictionController(Controller):
                 model_store, data.patients, top_k, explain, prediction_log, symptom_names
             )
         )
+
+    @post(
+        "/predict/phenopacket",
+        operation_id="predictDifferentialFromPhenopacket",
+        status_code=HTTP_200_OK,
+        before_request=check_phenopacket_request,
+        responses=_ERROR_RESPONSES,
+        opt={"roles": CLINICAL_ROLES},
+    )
+    async def predict_phenopacket(
+        self,
+        data: PhenopacketBody,
+        model_store: ModelStore,
+        prediction_log: PredictionLog | None,
+        symptom_names: SymptomNamer | None,
+        top_k: TopK = TOP_K_DEFAULT,
+        explain: Explain = True,
+    ) -> Prediction:
+        """The `/v1/predict` answer for the patient a GA4GH Phenopacket v2 describes (v1.3).
+
+        Observed ``phenotypicFeatures`` are the symptoms, ``excluded: true`` ones the absent
+        symptoms; ``subject.sex``, the age at the last encounter (ISO 8601 duration) and vital-sign
+        measurements (LOINC, UCUM units) fill the other fields. The patient is validated like a
+        ``/v1/predict`` body (422 with every problem, at the phenopacket's paths) and answered,
+        logged and counted exactly as ``/v1/predict`` answers it. Every other phenopacket field is
+        ignored and never logged.
+        """
+        patient, _ = validate_phenopacket_body(data)  # the hook let only a valid one through
+        typed = msgspec.convert(patient, Patient)
+        return _score(model_store, [typed], top_k, explain, prediction_log, symptom_names)[0]
 
 
 def model_card(model: Runtime) -> ModelCard:

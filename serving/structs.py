@@ -42,7 +42,7 @@ VITAL_FIELDS: tuple[str, ...] = (
     "systolic_bp",
     "diastolic_bp",
 )
-PATIENT_FIELDS: tuple[str, ...] = (*VITAL_FIELDS, "sex", "symptoms")
+PATIENT_FIELDS: tuple[str, ...] = (*VITAL_FIELDS, "sex", "symptoms", "absent_symptoms")
 
 
 # The pipeline converts °F exports; the API takes °C only (a value in °F range is an error).
@@ -78,7 +78,24 @@ class Patient(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     body_temperature: BodyTemperature | None = None
     systolic_bp: SystolicBp | None = None
     diastolic_bp: DiastolicBp | None = None
-    symptoms: Annotated[list[HpoId], Meta(max_length=MAX_SYMPTOMS)] | None = None
+    symptoms: (
+        Annotated[
+            list[HpoId],
+            Meta(max_length=MAX_SYMPTOMS, description="Findings the patient has (HPO ids)."),
+        ]
+        | None
+    ) = None
+    absent_symptoms: (
+        Annotated[
+            list[HpoId],
+            Meta(
+                max_length=MAX_SYMPTOMS,
+                description="Excluded findings: HPO ids looked for and found absent (API v1.3). An "
+                "id may not be in both lists.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class PredictBatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -280,6 +297,50 @@ def _path(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _terms(obj: Mapping[str, Any], name: str, prefix: str, problems: list[Problem]) -> list[str]:
+    """The HPO ids of the list field ``name`` (``symptoms`` or ``absent_symptoms``) in order,
+    repeats dropped; each problem appended to ``problems``."""
+    terms = obj.get(name)
+    clean: list[str] = []
+    if terms is None:
+        return clean
+    if not isinstance(terms, list):
+        problems.append(
+            Problem(
+                field=_path(prefix, name),
+                value=_echo(terms),
+                message=f"must be an array of HPO ids, got {_type_name(terms)}",
+                allowed="HP:nnnnnnn",
+            )
+        )
+    elif len(terms) > MAX_SYMPTOMS:
+        what = "symptoms" if name == "symptoms" else "absent symptoms"
+        problems.append(
+            Problem(
+                field=_path(prefix, name),
+                value=_echo(terms),
+                message=f"at most {MAX_SYMPTOMS} {what} per patient",
+                allowed=f"0–{MAX_SYMPTOMS} HPO ids",
+            )
+        )
+    else:
+        seen: set[str] = set()
+        for i, term in enumerate(terms):
+            if not isinstance(term, str) or HPO_ID_RE.match(term) is None:
+                problems.append(
+                    Problem(
+                        field=_path(prefix, f"{name}[{i}]"),
+                        value=_echo(term),
+                        message="not an HPO id",
+                        allowed="HP: followed by 7 digits, e.g. HP:0001945",
+                    )
+                )
+            elif term not in seen:
+                seen.add(term)
+                clean.append(term)
+    return clean
+
+
 def validate_patient_body(
     obj: Any, prefix: str = ""
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -371,42 +432,21 @@ def validate_patient_body(
                 )
             )
 
-    symptoms = obj.get("symptoms")
-    clean["symptoms"] = []
-    if symptoms is not None:
-        if not isinstance(symptoms, list):
-            problems.append(
-                Problem(
-                    field=_path(prefix, "symptoms"),
-                    value=_echo(symptoms),
-                    message=f"must be an array of HPO ids, got {_type_name(symptoms)}",
-                    allowed="HP:nnnnnnn",
-                )
-            )
-        elif len(symptoms) > MAX_SYMPTOMS:
-            problems.append(
-                Problem(
-                    field=_path(prefix, "symptoms"),
-                    value=_echo(symptoms),
-                    message=f"at most {MAX_SYMPTOMS} symptoms per patient",
-                    allowed=f"0–{MAX_SYMPTOMS} HPO ids",
-                )
-            )
-        else:
-            seen: set[str] = set()
-            for i, term in enumerate(symptoms):
-                if not isinstance(term, str) or HPO_ID_RE.match(term) is None:
-                    problems.append(
-                        Problem(
-                            field=_path(prefix, f"symptoms[{i}]"),
-                            value=_echo(term),
-                            message="not an HPO id",
-                            allowed="HP: followed by 7 digits, e.g. HP:0001945",
-                        )
+    clean["symptoms"] = _terms(obj, "symptoms", prefix, problems)
+    clean["absent_symptoms"] = absent = _terms(obj, "absent_symptoms", prefix, problems)
+    if absent:
+        present = set(clean["symptoms"])
+        for i, term in enumerate(obj["absent_symptoms"]):
+            if isinstance(term, str) and term in present:
+                problems.append(
+                    Problem(
+                        field=_path(prefix, f"absent_symptoms[{i}]"),
+                        value=term,
+                        message=f"{term} is also in symptoms: a finding is either present or "
+                        "absent",
+                        allowed="an HPO id not listed in symptoms",
                     )
-                elif term not in seen:
-                    seen.add(term)
-                    clean["symptoms"].append(term)
+                )
 
     return (None if problems else clean), problems
 
@@ -414,13 +454,14 @@ def validate_patient_body(
 def patient_input(patient: Patient) -> dict[str, Any]:
     """A decoded :class:`Patient` as the runtime scores it and the prediction log records it:
     exactly what :func:`validate_patient_body` returns for the same body (vitals as floats or
-    ``None``, ``sex`` or ``None``, symptoms in order with repeats dropped)."""
+    ``None``, ``sex`` or ``None``, symptoms and absent symptoms in order with repeats dropped)."""
     fields: dict[str, Any] = {}
     for name in VITAL_FIELDS:
         value = getattr(patient, name)
         fields[name] = None if value is None else float(value)
     fields["sex"] = patient.sex
     fields["symptoms"] = list(dict.fromkeys(patient.symptoms or ()))
+    fields["absent_symptoms"] = list(dict.fromkeys(patient.absent_symptoms or ()))
     return fields
 
 

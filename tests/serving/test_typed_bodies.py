@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from serving.labels import canonical_label, validate_label_body
 from serving.structs import LabelRequest, Patient, patient_input, validate_patient_body
 
-from .conftest import COUGH, FEVER
+from .conftest import COUGH, FEVER, HEADACHE, TALL
 
 _vital = st.one_of(st.none(), st.integers(40, 90), st.floats(40, 90, allow_nan=False))
 
@@ -24,10 +24,13 @@ _vital = st.one_of(st.none(), st.integers(40, 90), st.floats(40, 90, allow_nan=F
     symptoms=st.one_of(
         st.none(), st.lists(st.sampled_from([FEVER, COUGH, "HP:0001250"]), max_size=6)
     ),
-    drop=st.sets(st.sampled_from(["age", "heart_rate", "sex", "symptoms"])),
+    absent_symptoms=st.one_of(  # disjoint from the symptoms: one id may not be in both
+        st.none(), st.lists(st.sampled_from([HEADACHE, TALL]), max_size=4)
+    ),
+    drop=st.sets(st.sampled_from(["age", "heart_rate", "sex", "symptoms", "absent_symptoms"])),
 )
 def test_patient_input_is_what_the_validator_returns(
-    age, heart_rate, body_temperature, sex, symptoms, drop
+    age, heart_rate, body_temperature, sex, symptoms, absent_symptoms, drop
 ):
     body = {
         "age": age,
@@ -35,6 +38,7 @@ def test_patient_input_is_what_the_validator_returns(
         "body_temperature": body_temperature,
         "sex": sex,
         "symptoms": symptoms,
+        "absent_symptoms": absent_symptoms,
         "systolic_bp": 120,
         "diastolic_bp": 80,
     }
