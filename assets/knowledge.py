@@ -17,14 +17,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from orchestration.resources import TriageStorage
-from diagnosis.categories import (
-    CATEGORY_COMMON,
-    CATEGORY_HEALTHY,
-    CATEGORY_ORPHAN,
-    HEALTHY_CODE,
-)
-from diagnosis.common_conditions import COMMON_CONDITIONS
+from diagnosis.catalogue import build_disease_term_frequencies, catalogue_frame
 from diagnosis.hpo import (
     OBO_FILE,
     PHENOTYPIC_ABNORMALITY,
@@ -32,13 +25,13 @@ from diagnosis.hpo import (
     HpoRelease,
     HpoReleaseError,
     Ontology,
-    disease_phenotypes,
     hpoa_version,
     locate_hpo_files,
     parse_annotations,
     read_hpo_release,
 )
 from diagnosis.ranker import KnowledgeRanker
+from orchestration.resources import TriageStorage
 
 HPO_RELEASE = dg.AssetKey("hpo_release")
 HPO_ONTOLOGY = dg.AssetKey("hpo_ontology")
@@ -47,7 +40,6 @@ DISEASE_CATALOGUE = dg.AssetKey("disease_catalogue")
 KNOWLEDGE_RANKER = dg.AssetKey("knowledge_ranker")
 # The assets built from the release files; the sensor compares their metadata with the files.
 BUILT_FROM_RELEASE = (DISEASE_TERM_FREQUENCIES, DISEASE_CATALOGUE, KNOWLEDGE_RANKER)
-RARE_DATABASES = ("ORPHA", "OMIM")
 # Metadata every knowledge asset carries about the files it was built from.
 RELEASE_KEYS = (
     "hpo_release",
@@ -135,40 +127,6 @@ def hpo_ontology(storage: TriageStorage) -> dg.Output[Ontology]:
 
 
 # ------------------------------------------------------------------------------ frequencies
-def build_disease_term_frequencies(
-    ontology: Ontology, annotations: pl.DataFrame
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """One row per (ORPHA/OMIM disease, current HPO term): the annotations of a pair collapsed
-    (:func:`diagnosis.hpo.disease_phenotypes`), ids of older releases mapped to their current term
-    (pairs merged again: mean frequency, excluded only when every annotation excludes), terms the
-    ontology does not know dropped. Same columns as the annotations."""
-    rare = annotations.filter(pl.col("database").is_in(list(RARE_DATABASES)))
-    pairs = disease_phenotypes(rare)
-    terms = pairs["hpo_id"].unique().to_list()
-    canon = {t: ontology.canonical(t) for t in terms}
-    frame = (
-        pairs.with_columns(
-            pl.col("hpo_id").replace_strict(canon, default=None, return_dtype=pl.Utf8)
-        )
-        .drop_nulls("hpo_id")
-        .group_by(["disease_id", "hpo_id"], maintain_order=True)
-        .agg(
-            pl.col("disease_name").first(),
-            pl.col("database").first(),
-            pl.col("frequency").mean(),
-            pl.col("excluded").all(),
-        )
-        .select(annotations.columns)
-    )
-    stats = {
-        "annotation_rows": rare.height,
-        "annotation_rows_other_databases": annotations.height - rare.height,
-        "terms_mapped_to_current_id": sum(1 for t, c in canon.items() if c is not None and c != t),
-        "terms_unknown_dropped": sum(1 for c in canon.values() if c is None),
-    }
-    return frame, stats
-
-
 @dg.asset(
     group_name="knowledge",
     kinds={"polars", "hpo"},
@@ -231,39 +189,6 @@ def release_metadata(context: dg.AssetExecutionContext) -> dict:
     return {key: metadata[key].value for key in RELEASE_KEYS if key in metadata}
 
 
-def build_disease_catalogue(annotations: pl.DataFrame) -> pl.DataFrame:
-    """Every disease the product can name: ORPHA and OMIM from the annotations (or the
-    disease_term_frequencies table), the curated common conditions and NONE (no disease)."""
-    rare = (
-        annotations.filter(pl.col("database").is_in(list(RARE_DATABASES)))
-        .group_by("disease_id")
-        .agg(
-            pl.col("disease_name").first().alias("name"),
-            pl.col("database").first().alias("source"),
-            pl.col("hpo_id").filter(~pl.col("excluded")).n_unique().alias("n_terms"),
-        )
-        .rename({"disease_id": "code"})
-        .with_columns(
-            pl.lit(None, dtype=pl.Utf8).alias("name_es"),
-            pl.lit(CATEGORY_ORPHAN).alias("category"),
-        )
-    )
-    common = pl.DataFrame(
-        {
-            "code": [c.code for c in COMMON_CONDITIONS] + [HEALTHY_CODE],
-            "name": [c.name_en for c in COMMON_CONDITIONS] + ["No disease"],
-            "name_es": [c.name_es for c in COMMON_CONDITIONS] + ["Sin enfermedad"],
-            "source": ["curated"] * len(COMMON_CONDITIONS) + ["curated"],
-            "n_terms": [len(c.symptoms) for c in COMMON_CONDITIONS] + [0],
-            "category": [CATEGORY_COMMON] * len(COMMON_CONDITIONS) + [CATEGORY_HEALTHY],
-        }
-    ).with_columns(pl.col("n_terms").cast(pl.UInt32))
-    return pl.concat(
-        [common, rare.select(common.columns).with_columns(pl.col("n_terms").cast(pl.UInt32))],
-        how="vertical",
-    ).sort("category", "code")
-
-
 @dg.asset(
     group_name="knowledge",
     kinds={"polars", "hpo"},
@@ -276,7 +201,7 @@ def build_disease_catalogue(annotations: pl.DataFrame) -> pl.DataFrame:
 def disease_catalogue(
     context: dg.AssetExecutionContext, disease_term_frequencies: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
-    catalogue = build_disease_catalogue(disease_term_frequencies)
+    catalogue = catalogue_frame(disease_term_frequencies)
     counts = catalogue.group_by("category").len().sort("category")
     release = release_metadata(context)
     return dg.Output(

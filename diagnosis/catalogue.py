@@ -32,9 +32,12 @@ from diagnosis.common_conditions import COMMON_CONDITIONS, HEALTHY_NAME_EN, HEAL
 if TYPE_CHECKING:
     import polars as pl
 
+    from diagnosis.hpo import Ontology
+
 __all__ = [
     "HEALTHY_NAME",
     "HEALTHY_NAME_ES",
+    "build_disease_term_frequencies",
     "RARE_DATABASES",
     "SOURCE_CURATED",
     "Disease",
@@ -153,3 +156,43 @@ def catalogue_frame(annotations: pl.DataFrame) -> pl.DataFrame:
             "category": pl.Utf8,
         },
     )
+
+
+def build_disease_term_frequencies(
+    ontology: Ontology, annotations: pl.DataFrame
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """One row per (ORPHA/OMIM disease, current HPO term): the annotations of a pair collapsed
+    (:func:`diagnosis.hpo.disease_phenotypes`), ids of older releases mapped to their current term
+    (pairs merged again: mean frequency, excluded only when every annotation excludes), terms the
+    ontology does not know dropped. Same columns as the annotations."""
+    import polars as pl
+
+    from diagnosis.hpo import disease_phenotypes
+
+    rare = annotations.filter(pl.col("database").is_in(list(RARE_DATABASES)))
+    pairs = disease_phenotypes(rare)
+    terms = pairs["hpo_id"].unique().to_list()
+    canon = {t: ontology.canonical(t) for t in terms}
+    frame = (
+        pairs.with_columns(
+            pl.col("hpo_id").replace_strict(canon, default=None, return_dtype=pl.Utf8)
+        )
+        .drop_nulls("hpo_id")
+        .group_by(["disease_id", "hpo_id"], maintain_order=True)
+        .agg(
+            pl.col("disease_name").first(),
+            pl.col("database").first(),
+            pl.col("frequency").mean(),
+            pl.col("excluded").all(),
+        )
+        .select(annotations.columns)
+    )
+    stats = {
+        "annotation_rows": rare.height,
+        "annotation_rows_other_databases": annotations.height - rare.height,
+        "terms_mapped_to_current_id": sum(1 for t, c in canon.items() if c is not None and c != t),
+        "terms_unknown_dropped": sum(1 for c in canon.values() if c is None),
+    }
+    return frame, stats
+
+

@@ -18,17 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from assets.deployment import ONNX_PARITY_CHECK
 from assets.evaluation import QUALITY_GATE_CHECK
+from assets.ingestion import partition_key_for, weekly_exports
 from assets.monitoring.drift import DRIFT_CHECK, DRIFT_REPORT
 from diagnosis.training.monitoring import label_files
-from assets.deployment import ONNX_PARITY_CHECK
-from assets.ingestion import partition_key_for, weekly_exports
 from orchestration.jobs import training_job, weekly_validation_job
 from orchestration.resources import AlertsResource, MonitoringPolicy, TriageStorage
 
 TRIGGER_TAG = "triage/trigger"
+# the status values of an asset-check execution record (compared by value: the enum is not public)
+CHECK_SUCCEEDED, CHECK_FAILED = "SUCCEEDED", "FAILED"
 TRIGGER_LABELS = "new_labels"
 TRIGGER_DRIFT = "drift"
 ALERT_GATE_REFUSED = "model_refused_by_gate"
@@ -159,10 +160,7 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext, monitoring: Mon
     record = context.instance.get_latest_asset_check_evaluation_record(DRIFT_CHECK_KEY)
     if record is None or record.id <= handled:
         return dg.SkipReason("no new drift check evaluation")
-    if record.status not in (
-        AssetCheckExecutionRecordStatus.FAILED,
-        AssetCheckExecutionRecordStatus.SUCCEEDED,
-    ):
+    if record.status.value not in (CHECK_FAILED, CHECK_SUCCEEDED):
         return dg.SkipReason(f"drift check evaluation {record.id} is {record.status.value}")
 
     def done(reason: str) -> dg.SensorResult:
@@ -171,7 +169,7 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext, monitoring: Mon
             cursor=json.dumps({"record_id": record.id, "requested_at": requested_at}),
         )
 
-    if record.status == AssetCheckExecutionRecordStatus.SUCCEEDED:
+    if record.status.value == CHECK_SUCCEEDED:
         return done("drift within threshold")
     run = context.instance.get_run_by_id(record.run_id) if record.run_id else None
     if run is not None and run.tags.get(TRIGGER_TAG) == TRIGGER_DRIFT:
@@ -220,7 +218,7 @@ def model_gate_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertsR
         for record in sorted(history, key=lambda r: r.id):
             if record.id <= handled:
                 continue
-            if record.status == AssetCheckExecutionRecordStatus.FAILED:
+            if record.status.value == CHECK_FAILED:
                 evaluation = record.evaluation
                 alerts.send(
                     ALERT_GATE_REFUSED,
@@ -236,10 +234,7 @@ def model_gate_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertsR
                     log=context.log,
                 )
                 sent += 1
-            if record.status in (
-                AssetCheckExecutionRecordStatus.FAILED,
-                AssetCheckExecutionRecordStatus.SUCCEEDED,
-            ):
+            if record.status.value in (CHECK_FAILED, CHECK_SUCCEEDED):
                 newest = max(newest, record.id)
     context.update_cursor(str(newest))
     return dg.SkipReason(f"{sent} refusal alert(s) sent" if sent else "no new refusal")

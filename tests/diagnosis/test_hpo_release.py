@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from assets.knowledge import build_disease_catalogue, build_disease_term_frequencies
+from diagnosis.catalogue import build_disease_term_frequencies, catalogue_frame
 from diagnosis.hpo import (
     HPO_DROP_DIR,
     HpoReleaseError,
@@ -137,5 +137,5 @@ def test_disease_term_frequencies_use_current_ids_of_orpha_and_omim_only(tmp_pat
         "terms_mapped_to_current_id": 2,
         "terms_unknown_dropped": 1,
     }
-    catalogue = build_disease_catalogue(frame).filter(pl.col("category") == "orphan")
+    catalogue = catalogue_frame(frame).filter(pl.col("category") == "orphan")
     assert dict(zip(catalogue["code"], catalogue["n_terms"])) == {"OMIM:2": 1, "ORPHA:1": 1}
