@@ -18,7 +18,9 @@
       heartRate: "Heart rate (/min)", temperature: "Temperature (°C)",
       systolic: "Systolic BP (mmHg)", diastolic: "Diastolic BP (mmHg)",
       symptoms: "Symptoms (HPO)", symptomPlaceholder: "Type a symptom, e.g. fever",
-      symptomHint: "HPO terms are in English; accents and case do not matter.",
+      symptomHint: "HPO terms are in English; accents and case do not matter. Click \u201cpresent\u201d on a symptom to mark it absent (ruled out).",
+      present: "present", absent: "absent",
+      markAbsent: "Mark {name} as absent (ruled out)", markPresent: "Mark {name} as present",
       notInModel: "not used by the model", remove: "Remove", noMatches: "No matches",
       submitTriage: "Get differential", reset: "Clear", working: "Working…",
       resultTitle: "Differential diagnosis", predictionId: "Prediction id",
@@ -45,6 +47,7 @@
       footer: "The token is kept in this browser tab only (sessionStorage) and is sent only to this server.",
       f_age: "Age", f_sex: "Sex", f_heart_rate: "Heart rate", f_body_temperature: "Temperature",
       f_systolic_bp: "Systolic BP", f_diastolic_bp: "Diastolic BP", f_symptoms: "Symptoms",
+      f_absent_symptoms: "Absent symptoms",
       f_prediction_id: "Prediction id", f_diagnosis: "Diagnosis", f_severity: "Severity",
       whySupports: "Supports", whyAgainst: "Against", pts: "pts",
       whyNone: "No single input changes this probability by 0.1 points or more.",
@@ -60,7 +63,9 @@
       heartRate: "Frecuencia cardíaca (/min)", temperature: "Temperatura (°C)",
       systolic: "Presión sistólica (mmHg)", diastolic: "Presión diastólica (mmHg)",
       symptoms: "Síntomas (HPO)", symptomPlaceholder: "Escriba un síntoma, p. ej. fever (fiebre)",
-      symptomHint: "Los términos HPO están en inglés; no importan tildes ni mayúsculas.",
+      symptomHint: "Los términos HPO están en inglés; no importan tildes ni mayúsculas. Pulse \u00abpresente\u00bb en un síntoma para marcarlo como descartado.",
+      present: "presente", absent: "descartado",
+      markAbsent: "Marcar {name} como descartado", markPresent: "Marcar {name} como presente",
       notInModel: "no lo usa el modelo", remove: "Quitar", noMatches: "Sin resultados",
       submitTriage: "Obtener diferencial", reset: "Limpiar", working: "Procesando…",
       resultTitle: "Diagnóstico diferencial", predictionId: "Id de predicción",
@@ -89,6 +94,7 @@
       f_age: "Edad", f_sex: "Sexo", f_heart_rate: "Frecuencia cardíaca",
       f_body_temperature: "Temperatura", f_systolic_bp: "Presión sistólica",
       f_diastolic_bp: "Presión diastólica", f_symptoms: "Síntomas",
+      f_absent_symptoms: "Síntomas descartados",
       f_prediction_id: "Id de predicción", f_diagnosis: "Diagnóstico", f_severity: "Gravedad",
       whySupports: "A favor", whyAgainst: "En contra", pts: "ptos",
       whyNone: "Ningún dato por sí solo cambia esta probabilidad en 0,1 puntos o más.",
@@ -97,7 +103,7 @@
   };
 
   var lang = "en";
-  var selected = [];        // [{id, name}]
+  var selected = [];        // [{id, name, absent}]: absent = an excluded finding (ruled out)
   var lastResult = null;    // last prediction answer, re-rendered on a language switch
   var lastLabel = null;
 
@@ -272,10 +278,24 @@
     var chips = $("symptom-chips");
     chips.replaceChildren();
     selected.forEach(function (symptom) {
-      var li = el("li", "chip");
+      var li = el("li", symptom.absent ? "chip chip-absent" : "chip");
       li.setAttribute("data-hpo", symptom.id);
-      li.appendChild(el("span", null, symptom.name));
+      li.setAttribute("data-state", symptom.absent ? "absent" : "present");
+      li.appendChild(el("span", "chip-name", symptom.name));
       li.appendChild(el("span", "option-code", symptom.id));
+      /* present <-> absent: the button shows the chip's state and switches it */
+      var toggle = el("button", "chip-toggle", t(symptom.absent ? "absent" : "present"));
+      toggle.type = "button";
+      toggle.setAttribute("aria-pressed", String(symptom.absent));
+      toggle.setAttribute("aria-label", t(symptom.absent ? "markPresent" : "markAbsent", { name: symptom.name }));
+      toggle.title = toggle.getAttribute("aria-label");
+      toggle.addEventListener("click", function () {
+        symptom.absent = !symptom.absent;
+        renderChips();
+        var again = document.querySelector('#symptom-chips li[data-hpo="' + symptom.id + '"] .chip-toggle');
+        if (again) { again.focus(); }
+      });
+      li.appendChild(toggle);
       var remove = el("button", "chip-remove", "×");
       remove.type = "button";
       remove.setAttribute("aria-label", t("remove") + " " + symptom.name);
@@ -300,10 +320,11 @@
     return text;
   }
 
-  /* one input of an explanation: "Fever", "Temperature 39.4 °C", "Sex: Female" */
+  /* one input of an explanation: "Fever", "Cough (absent)" / "Cough (descartado)",
+     "Temperature 39.4 °C", "Sex: Female" */
   function inputText(item) {
     var label = lang === "es" ? item.label_es : item.label;
-    if (item.field === "symptoms") { return label; }
+    if (item.field === "symptoms" || item.field === "absent_symptoms") { return label; }
     if (item.field === "sex") { return label + ": " + t(String(item.value)); }
     return label + " " + decimal(item.value, 1) + (item.unit ? " " + item.unit : "");
   }
@@ -399,7 +420,8 @@
       age: numberOrNull("age"), sex: $("sex").value || null,
       heart_rate: numberOrNull("heart_rate"), body_temperature: numberOrNull("body_temperature"),
       systolic_bp: numberOrNull("systolic_bp"), diastolic_bp: numberOrNull("diastolic_bp"),
-      symptoms: selected.map(function (s) { return s.id; })
+      symptoms: selected.filter(function (s) { return !s.absent; }).map(function (s) { return s.id; }),
+      absent_symptoms: selected.filter(function (s) { return s.absent; }).map(function (s) { return s.id; })
     };
     var button = $("triage-submit");
     button.disabled = true;
@@ -471,7 +493,7 @@
     autocomplete($("symptom-input"), $("symptom-suggestions"), "/v1/symptoms", renderSymptomOption,
       function (item) {
         if (!selected.some(function (s) { return s.id === item.id; })) {
-          selected.push({ id: item.id, name: item.name });
+          selected.push({ id: item.id, name: item.name, absent: false });
           renderChips();
         }
         $("symptom-input").value = "";
