@@ -14,9 +14,11 @@ Each response goes through schemathesis' default checks, among them:
 - ``positive_data_acceptance``: a request that satisfies the schema is not refused with 400/422;
 - ``ignored_auth``: the same request without the token gets 401.
 
-No check is switched off. One rule is given to the generator instead: JSON Schema cannot say
-that ``diastolic_bp`` must be below ``systolic_bp`` (the field's description does), so positive
-cases that break it are discarded rather than reported as "valid data rejected".
+No check is switched off. The rules JSON Schema cannot state (the fields' descriptions do) are
+given to the generator instead, and positive cases that break one are discarded rather than
+reported as "valid data rejected": ``diastolic_bp`` must be below ``systolic_bp``; an HPO id may
+not be both in ``symptoms`` and in ``absent_symptoms`` (v1.3); and for a phenopacket, the same
+rules on the patient it describes (a term both observed and excluded, an age over 120 years).
 
 A real process (``start_api``) rather than the in-process ASGI transport: the in-process
 transport once hung the whole run, and HTTP also exercises uvicorn's parsing and limits.
@@ -51,16 +53,63 @@ def _vitals_contradict(patient: Any) -> bool:
         return False
     systolic, diastolic = patient.get("systolic_bp"), patient.get("diastolic_bp")
     numbers = (int, float)
-    return (isinstance(systolic, numbers) and isinstance(diastolic, numbers)
-            and not isinstance(systolic, bool) and not isinstance(diastolic, bool)
-            and diastolic >= systolic)
+    return (
+        isinstance(systolic, numbers)
+        and isinstance(diastolic, numbers)
+        and not isinstance(systolic, bool)
+        and not isinstance(diastolic, bool)
+        and diastolic >= systolic
+    )
+
+
+def _present_and_absent(patient: Any) -> bool:
+    """An HPO id both in ``symptoms`` and in ``absent_symptoms`` (API v1.3: 422)."""
+    if not isinstance(patient, dict):
+        return False
+    present, absent = patient.get("symptoms"), patient.get("absent_symptoms")
+    if not (isinstance(present, list) and isinstance(absent, list)):
+        return False
+    return bool(
+        {t for t in present if isinstance(t, str)} & {t for t in absent if isinstance(t, str)}
+    )
+
+
+def _patient_invalid(patient: Any) -> bool:
+    return _vitals_contradict(patient) or _present_and_absent(patient)
+
+
+def _phenopacket_patient_invalid(packet: Any) -> bool:
+    """The phenopacket's patient breaks a rule of the predict body that the phenopacket's JSON
+    Schema cannot state: a term both observed and excluded, or an age over 120 years."""
+    from diagnosis.phenopacket import iso_duration_years
+
+    if not isinstance(packet, dict):
+        return False
+    features = packet.get("phenotypicFeatures")
+    if isinstance(features, list):
+        terms: dict[bool, set[str]] = {True: set(), False: set()}
+        for feature in features:
+            term = feature.get("type") if isinstance(feature, dict) else None
+            term_id = term.get("id") if isinstance(term, dict) else None
+            if isinstance(term_id, str):
+                terms[feature.get("excluded") is True].add(term_id.strip())
+        if terms[True] & terms[False]:
+            return True
+    subject = packet.get("subject")
+    time = subject.get("timeAtLastEncounter") if isinstance(subject, dict) else None
+    age = time.get("age") if isinstance(time, dict) else None
+    duration = age.get("iso8601duration") if isinstance(age, dict) else None
+    years = iso_duration_years(duration) if isinstance(duration, str) else None
+    return years is not None and years > 120
 
 
 def _cross_field_invalid(operation_id: str | None, body: Any) -> bool:
     if operation_id == "predictDifferential":
-        return _vitals_contradict(body)
+        return _patient_invalid(body)
     if operation_id == "predictDifferentialBatch" and isinstance(body, dict):
-        return any(_vitals_contradict(p) for p in body.get("patients") or [])
+        return any(_patient_invalid(p) for p in body.get("patients") or [])
+    if operation_id == "predictDifferentialFromPhenopacket":
+        return _phenopacket_patient_invalid(body)
     return False
 
 
@@ -78,8 +127,10 @@ def fuzz(base_url: str, token: str, examples: int = EXAMPLES) -> tuple[int, list
         # the Authorization header (from the security scheme) is fixed to the admin token, so an
         # operation with no other parameter and no body has no schema-violating request to make
         has_inputs = bool(operation.body) or any(
-            not (str(getattr(p.location, "value", p.location)) == "header"
-                 and p.name.lower() == "authorization")
+            not (
+                str(getattr(p.location, "value", p.location)) == "header"
+                and p.name.lower() == "authorization"
+            )
             for p in operation.iter_parameters()
         )
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if has_inputs else [])
@@ -115,5 +166,7 @@ def fuzz_server(deployed_home, start_api):
 
 def test_every_operation_survives_fuzzing_and_answers_as_documented(fuzz_server):
     operations, failures = fuzz(fuzz_server, ADMIN_TOKEN)
-    assert operations >= 8, f"only {operations} operations in the served schema"
-    assert not failures, f"{len(failures)} failing operation/mode pair(s):\n\n" + "\n\n".join(failures)
+    assert operations >= 9, f"only {operations} operations in the served schema"
+    assert not failures, f"{len(failures)} failing operation/mode pair(s):\n\n" + "\n\n".join(
+        failures
+    )
