@@ -20,7 +20,6 @@ from typing import Any
 from diagnosis.phenopacket import SEXES, VITAL_LOINC, read_phenopacket
 from schemas.clinical import HPO_ID_PATTERN
 from serving.structs import (
-    VITAL_FIELDS,
     Problem,
     echo,
     type_name,
@@ -193,11 +192,13 @@ def _shape_problems(packet: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-def _field_paths(packet: Mapping[str, Any], dropped: set[int]) -> dict[str, str]:
-    """Predict-body path -> phenopacket path, for the packet the reader read (``packet`` without
-    the features ``dropped``): the i-th present (absent) symptom is the i-th feature not excluded
-    (excluded); a vital comes from the last measurement with its LOINC code (the reader keeps the
-    last)."""
+def _field_paths(
+    packet: Mapping[str, Any], read: Mapping[str, Any], dropped: set[int]
+) -> dict[str, str]:
+    """Predict-body path -> phenopacket path. ``read`` is the packet the reader read: ``packet``
+    without the features ``dropped`` and with its faulty measurements blanked. The i-th present
+    (absent) symptom is the i-th feature read that is not (is) excluded; a vital comes from the
+    last measurement read with its LOINC code (the reader keeps the last)."""
     paths = {"sex": "subject.sex", "age": _AGE_PATH}
     counts = {"symptoms": 0, "absent_symptoms": 0}
     paths["symptoms"] = paths["absent_symptoms"] = "phenotypicFeatures"
@@ -207,7 +208,7 @@ def _field_paths(packet: Mapping[str, Any], dropped: set[int]) -> dict[str, str]
         name = "absent_symptoms" if feature.get("excluded", False) else "symptoms"
         paths[f"{name}[{counts[name]}]"] = f"phenotypicFeatures[{j}].type.id"
         counts[name] += 1
-    for i, measurement in enumerate(packet.get("measurements") or ()):
+    for i, measurement in enumerate(read.get("measurements") or ()):  # same indices
         code = _loinc(measurement) if isinstance(measurement, Mapping) else None
         if code is not None:
             paths[VITAL_LOINC[code][0]] = f"measurements[{i}].value.quantity.value"
@@ -226,8 +227,8 @@ def _without(packet: Mapping[str, Any], problems: list[Problem]) -> tuple[dict[s
     read and validated (every problem of a request is reported at once). Features are dropped,
     measurements blanked (``None``: the reader skips them), other fields removed. Also returns
     the indices of the dropped features."""
-    bad_features = {_index(p.field, "phenotypicFeatures") for p in problems} - {None}
-    bad_measurements = {_index(p.field, "measurements") for p in problems} - {None}
+    bad_features = {i for p in problems if (i := _index(p.field, "phenotypicFeatures")) is not None}
+    bad_measurements = {i for p in problems if (i := _index(p.field, "measurements")) is not None}
     fields = {p.field for p in problems}
     clean = dict(packet)
     subject = clean.get("subject")
@@ -246,7 +247,7 @@ def _without(packet: Mapping[str, Any], problems: list[Problem]) -> tuple[dict[s
         clean["measurements"] = [
             None if i in bad_measurements else m for i, m in enumerate(clean["measurements"])
         ]
-    return clean, bad_features  # type: ignore[return-value]
+    return clean, bad_features
 
 
 def validate_phenopacket_body(obj: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -261,20 +262,20 @@ def validate_phenopacket_body(obj: Any) -> tuple[dict[str, Any] | None, list[Pro
             )
         ]
     problems = _shape_problems(obj)
-    if problems:
+    if problems:  # the reader cannot read a packet of the wrong shape: these problems only
         return None, problems
     patient, packet_problems = read_phenopacket(obj)
     problems = [
         Problem(field=p.field, value=echo(p.value), message=p.message, allowed=p.allowed)
         for p in packet_problems
     ]
-    dropped: set[int] = set()
+    rest, dropped = obj, set()
     if patient is None:  # read what is left, to report its problems too
         rest, dropped = _without(obj, problems)
         patient, _ = read_phenopacket(rest)
     if patient is None:
         return None, problems
-    paths = _field_paths(obj, dropped)
+    paths = _field_paths(obj, rest, dropped)
     clean, body_problems = validate_patient_body(patient)
     for problem in body_problems:
         problem.field = paths.get(problem.field, problem.field)
@@ -285,6 +286,5 @@ def validate_phenopacket_body(obj: Any) -> tuple[dict[str, Any] | None, list[Pro
 __all__ = [
     "PHENOPACKET_EXAMPLE",
     "PHENOPACKET_SCHEMA",
-    "VITAL_FIELDS",
     "validate_phenopacket_body",
 ]

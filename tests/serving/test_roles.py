@@ -14,6 +14,7 @@ PATIENT = {"age": 40, "sex": "female", "body_temperature": 39.1, "symptoms": [FE
 ENDPOINTS = {
     "predict": ("post", "/v1/predict", 200),
     "predict_batch": ("post", "/v1/predict/batch", 200),
+    "predict_phenopacket": ("post", "/v1/predict/phenopacket", 200),
     "labels": ("post", "/v1/labels", 202),
     "symptoms": ("get", "/v1/symptoms?q=fever", 200),
     "diseases": ("get", "/v1/diseases?q=influenza", 200),
@@ -21,7 +22,14 @@ ENDPOINTS = {
     "metrics": ("get", "/metrics", 200),
 }
 ALLOWED = {
-    "clinician": {"predict", "predict_batch", "labels", "symptoms", "diseases"},
+    "clinician": {
+        "predict",
+        "predict_batch",
+        "predict_phenopacket",
+        "labels",
+        "symptoms",
+        "diseases",
+    },
     "auditor": {"symptoms", "diseases", "model"},
     "admin": set(ENDPOINTS),
 }
@@ -37,6 +45,8 @@ def _call(client, endpoint: str, headers: dict[str, str]):
         body = PATIENT
     elif endpoint == "predict_batch":
         body = {"patients": [PATIENT]}
+    elif endpoint == "predict_phenopacket":
+        body = {"subject": {"sex": "FEMALE"}, "phenotypicFeatures": [{"type": {"id": FEVER}}]}
     elif endpoint == "labels":
         served = client.post("/v1/predict", json=PATIENT, headers=auth("clinician")).json()
         body = {"prediction_id": served["prediction_id"], "diagnosis": "J10", "severity": "acute"}
