@@ -12,9 +12,9 @@ from dagster_mlflow.resources import MlFlow
 
 from diagnosis.artifacts import read_current, write_deployment
 from diagnosis.ranker import KnowledgeRanker
-from diagnosis.training.dataset import SPLIT_EVALUATION, encode_table
+from diagnosis.training.dataset import SPLIT_EVALUATION, SPLIT_TRAIN, encode_table
 from diagnosis.training.evaluation import Evaluation
-from diagnosis.training.export import Artifact, build_artifact, system_parity
+from diagnosis.training.export import Artifact, build_artifact, severity_spec, system_parity
 from diagnosis.training.fitting import TrainedModel
 from orchestration.resources import ModelPolicy, TriageStorage, code_version
 from orchestration.settings import current_environment
@@ -42,7 +42,11 @@ def onnx_model(
 ) -> dg.Output[Artifact]:
     names = dict(training_table.select("diagnosis", "diagnosis_name").unique().iter_rows())
     categories = dict(training_table.select("diagnosis", "diagnosis_category").unique().iter_rows())
-    artifact = build_artifact(diagnosis_model, knowledge_ranker, names, categories)
+    train = training_table.filter(pl.col("split") == SPLIT_TRAIN)
+    severity = severity_spec(
+        diagnosis_model.classes, train["diagnosis"].to_list(), train["severity"].to_list()
+    )
+    artifact = build_artifact(diagnosis_model, knowledge_ranker, names, categories, severity)
     rows = training_table.filter(pl.col("split") == SPLIT_EVALUATION)
     X = encode_table(rows, diagnosis_model.spec)
     artifact.max_abs_diff = system_parity(

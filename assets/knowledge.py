@@ -15,6 +15,7 @@ import time
 from collections import Counter
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from diagnosis.catalogue import build_disease_term_frequencies, catalogue_frame
@@ -28,9 +29,11 @@ from diagnosis.hpo import (
     hpoa_version,
     locate_hpo_files,
     parse_annotations,
+    parse_course_annotations,
     read_hpo_release,
 )
 from diagnosis.ranker import KnowledgeRanker
+from diagnosis.severity import PROFILE_ORDER, knowledge_profiles
 from orchestration.resources import TriageStorage
 
 HPO_RELEASE = dg.AssetKey("hpo_release")
@@ -224,12 +227,14 @@ def disease_catalogue(
     description=(
         "The knowledge ranker: a frequency-aware likelihood model over hpo_ontology that ranks "
         "every ORPHA and OMIM disease of disease_term_frequencies from a patient's symptoms, with "
-        "or without training records (schemas/ranker.py). Shipped with the model: its term "
+        "or without training records (diagnosis/ranker.py), and each disease's severity profile "
+        "from the release's clinical-course annotations (diagnosis/severity.py). Shipped with the model: its term "
         "vocabulary and alt_id map go into the deployment's knowledge.json."
     ),
 )
 def knowledge_ranker(
     context: dg.AssetExecutionContext,
+    storage: TriageStorage,
     hpo_ontology: Ontology,
     disease_term_frequencies: pl.DataFrame,
 ) -> dg.Output[KnowledgeRanker]:
@@ -243,7 +248,18 @@ def knowledge_ranker(
         )
     started = time.perf_counter()
     ranker = KnowledgeRanker.build(hpo_ontology, disease_term_frequencies)
+    # severity of each disease from the same release's clinical-course annotations
+    content = _release(storage).hpoa_path.read_bytes()
+    hpoa_sha = release.get("phenotype_hpoa_sha256")
+    if hpoa_sha and hashlib.sha256(content).hexdigest() != hpoa_sha:
+        raise dg.Failure(
+            "phenotype.hpoa changed since disease_term_frequencies was built: materialise the "
+            "knowledge group together"
+        )
+    course = parse_course_annotations(content)
+    ranker.disease_profiles = np.asarray(knowledge_profiles(course, ranker.diseases))
     seconds = time.perf_counter() - started
+    profile_counts = Counter(PROFILE_ORDER[i] for i in ranker.disease_profiles.tolist())
     universes = Counter(code.split(":")[0] for code in ranker.diseases)
     return dg.Output(
         ranker,
@@ -256,5 +272,6 @@ def knowledge_ranker(
             "weights": ranker.nnz,
             "parameters": dg.MetadataValue.json(ranker.params),
             "build_seconds": round(seconds, 2),
+            "severity_profiles": dg.MetadataValue.json(dict(profile_counts)),
         },
     )

@@ -1,8 +1,10 @@
 """Feature encoding shared by training (assets/) and serving (serving/).
 
 A patient becomes one float32 row: the vitals in ``VITAL_FEATURES`` order (NaN when missing; the
-ONNX graph imputes them), a one-hot of sex, then one indicator per symptom of the model's
-vocabulary. The vocabulary and orders travel in the deployed manifest, so the API encodes a request
+ONNX graph imputes them), a one-hot of sex, one indicator per symptom of the model's vocabulary,
+then one "was not measured" indicator per vital in ``missing_indicators``: a missing vital is
+imputed for the arithmetic, but the model also sees that it was missing, so an unmeasured
+temperature never reads as a normal one. The vocabulary and orders travel in the deployed manifest, so the API encodes a request
 exactly as the training code encoded the records the model learned from.
 """
 
@@ -22,6 +24,8 @@ VITAL_FEATURES: tuple[str, ...] = (
     "diastolic_bp",
 )
 SEX_CATEGORIES: tuple[str, ...] = ("female", "male", "other", "unknown")
+# Vital signs often not measured at triage.
+MEASURED_VITALS: tuple[str, ...] = ("heart_rate", "body_temperature", "systolic_bp", "diastolic_bp")
 
 ONNX_INPUT = "features"
 ONNX_DIAGNOSIS_OUTPUT = "diagnosis_probabilities"
@@ -37,6 +41,7 @@ class FeatureSpec:
     symptoms: tuple[str, ...]
     vitals: tuple[str, ...] = VITAL_FEATURES
     sexes: tuple[str, ...] = SEX_CATEGORIES
+    missing_indicators: tuple[str, ...] = ()
     _symptom_index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -46,6 +51,10 @@ class FeatureSpec:
 
     @property
     def n_features(self) -> int:
+        return len(self.vitals) + len(self.sexes) + len(self.symptoms) + len(self.missing_indicators)
+
+    @property
+    def missing_offset(self) -> int:
         return len(self.vitals) + len(self.sexes) + len(self.symptoms)
 
     @property
@@ -54,6 +63,7 @@ class FeatureSpec:
             list(self.vitals)
             + [f"sex={s}" for s in self.sexes]
             + [f"symptom={t}" for t in self.symptoms]
+            + [f"missing={v}" for v in self.missing_indicators]
         )
 
     def knows_symptom(self, term: str) -> bool:
@@ -64,6 +74,7 @@ class FeatureSpec:
             "vitals": list(self.vitals),
             "sexes": list(self.sexes),
             "symptoms": list(self.symptoms),
+            "missing_indicators": list(self.missing_indicators),
         }
 
     @classmethod
@@ -72,6 +83,7 @@ class FeatureSpec:
             symptoms=tuple(features["symptoms"]),
             vitals=tuple(features.get("vitals", VITAL_FEATURES)),
             sexes=tuple(features.get("sexes", SEX_CATEGORIES)),
+            missing_indicators=tuple(features.get("missing_indicators", ())),
         )
 
     def encode(self, patients: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -93,7 +105,14 @@ class FeatureSpec:
                 col = self._symptom_index.get(term)
                 if col is not None:
                     out[row, symptom_offset + col] = 1.0
+        self._mark_missing(out)
         return out
+
+    def _mark_missing(self, out: np.ndarray) -> None:
+        """Fill the "not measured" indicators from the vitals' NaNs."""
+        offset = self.missing_offset
+        for i, name in enumerate(self.missing_indicators):
+            out[:, offset + i] = np.isnan(out[:, self.vitals.index(name)])
 
     def encode_columns(
         self,
@@ -119,4 +138,5 @@ class FeatureSpec:
                 col = self._symptom_index.get(term)
                 if col is not None:
                     out[row, symptom_offset + col] = 1.0
+        self._mark_missing(out)
         return out

@@ -31,6 +31,8 @@ class KnowledgeIndex:
     names: tuple[str, ...]
     aliases: Mapping[str, str] = field(repr=False)
     empty_best: float = 0.0
+    # [D, 5] severity mix of each disease (from its clinical course), or None
+    severity: np.ndarray | None = field(default=None, repr=False, compare=False)
     _term_index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +59,13 @@ class KnowledgeIndex:
             names=tuple(d.name for d in data.diseases),
             aliases=dict(data.term_aliases),
             empty_best=float(data.empty_best),
+            severity=(
+                np.asarray(data.severity_profiles, dtype=np.float64)[
+                    np.asarray(data.disease_profiles, dtype=np.int64)
+                ]
+                if data.severity_profiles and len(data.disease_profiles) == len(data.diseases)
+                else None
+            ),
         )
 
     @classmethod

@@ -143,6 +143,8 @@ class KnowledgeRanker:
     log_prior: np.ndarray  # float32 [D]
     params: dict[str, Any]
     hpo_release: str = ""
+    # per disease, an index into diagnosis.severity.PROFILE_ORDER (set by the knowledge asset)
+    disease_profiles: np.ndarray | None = field(default=None, repr=False)
     term_ptr: np.ndarray = field(init=False, repr=False)  # CSR row pointers into the NNZ arrays
     _term_index: dict[str, int] = field(init=False, repr=False)
     _disease_index: dict[str, int] = field(init=False, repr=False)

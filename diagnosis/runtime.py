@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import onnxruntime as ort
 
@@ -50,8 +51,9 @@ from diagnosis.explain import (
     explanations,
     occlusion_rows,
 )
-from diagnosis.features import FeatureSpec
+from diagnosis.features import MEASURED_VITALS, FeatureSpec
 from diagnosis.knowledge import KnowledgeIndex, KnowledgeLoadError
+from diagnosis.severity import coherent_severity
 from schemas.contracts import (
     CATEGORIES,
     MANIFEST_FORMAT,
@@ -63,6 +65,7 @@ from schemas.contracts import (
     Manifest,
     Prediction,
     Severity,
+    SeveritySpec,
     decode,
 )
 
@@ -74,6 +77,9 @@ __all__ = [
     "load_deployment",
     "read_manifest",
 ]
+
+
+THIN_SYMPTOMS = 2  # fewer present findings than this and no vitals: the answer says it is thin
 
 
 class ModelLoadError(RuntimeError):
@@ -185,6 +191,7 @@ class Runtime:
     # entries never returned: an orphan class the ranker also lists (the blend moves its mass to
     # the ranker's entry of the same code, so the class's own column is 0 and only a duplicate)
     _hidden: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
+    _severity_profiles: np.ndarray | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -225,6 +232,7 @@ class Runtime:
             symptoms=tuple(manifest.features.symptoms),
             vitals=tuple(manifest.features.vitals),
             sexes=tuple(manifest.features.sexes),
+            missing_indicators=tuple(manifest.features.missing_indicators),
         )
         classes = tuple(manifest.classes)
         knowledge = None
@@ -261,6 +269,7 @@ class Runtime:
             _hidden=(np.flatnonzero(class_to_disease >= 0) if class_to_disease is not None
                      else np.empty(0, dtype=np.int64)),
         )
+        object.__setattr__(runtime, "_severity_profiles", runtime._profiles())
         runtime._smoke_test()
         return runtime
 
@@ -424,11 +433,44 @@ class Runtime:
             )
             probabilities = np.concatenate([class_probs, disease_probs], axis=1)
         # float32 sums can drift a hair outside [0, 1]
+        probabilities = np.clip(probabilities, 0.0, 1.0)
         return Scores(
-            np.clip(probabilities, 0.0, 1.0),
-            np.clip(parts.severity, 0.0, 1.0),
+            probabilities,
+            np.clip(self.severity_of(probabilities, parts.severity), 0.0, 1.0),
             np.clip(orphan, 0.0, 1.0),
         )
+
+    def severity_of(self, probabilities: np.ndarray, head: np.ndarray) -> np.ndarray:
+        """Severity coherent with the differential (:mod:`diagnosis.severity`) when the manifest
+        says how, else the severity head alone (models trained before it)."""
+        spec = self.manifest.severity
+        profiles = self._severity_profiles
+        if spec is None or profiles is None:
+            return head
+        return coherent_severity(
+            probabilities, profiles, head, np.asarray(spec.head_prior), spec.beta
+        )
+
+    def with_severity(self, spec: SeveritySpec) -> "Runtime":
+        """The same artifact with another severity spec (evaluation fits ``beta``)."""
+        runtime = dataclasses.replace(
+            self, manifest=msgspec.structs.replace(self.manifest, severity=spec)
+        )
+        object.__setattr__(runtime, "_severity_profiles", runtime._profiles())
+        return runtime
+
+    def _profiles(self) -> np.ndarray | None:
+        """[E, 5] severity mix of every entry: learned classes from their training records, the
+        ranker's diseases from the release's clinical course."""
+        spec = self.manifest.severity
+        if spec is None:
+            return None
+        classes = np.asarray(spec.class_profiles, dtype=np.float64)
+        if self.knowledge is None:
+            return classes
+        if self.knowledge.severity is None:
+            return None
+        return np.concatenate([classes, self.knowledge.severity])
 
     def score(self, patients: Sequence[Mapping[str, Any]]) -> Scores:
         """The served distribution for patients (API body fields), without explanations."""
@@ -560,10 +602,16 @@ class Runtime:
                 for term in patient.get("symptoms") or ()
                 if not self.spec.knows_symptom(term)
             ]
+        no_vitals = all(patient.get(name) is None for name in MEASURED_VITALS)
         if not patient.get("symptoms") and all(
             patient.get(name) is None for name in self.spec.vitals
         ):
             warnings.append("no vital signs or symptoms given: the answer reflects base rates only")
+        elif no_vitals and len(patient.get("symptoms") or ()) < THIN_SYMPTOMS:
+            warnings.append(
+                "few findings and no vital signs measured: the differential is broad and its "
+                "probabilities uncertain; add vital signs or further findings"
+            )
         return warnings
 
 

@@ -84,12 +84,23 @@ class BlendSpec(msgspec.Struct, kw_only=True):
     features: list[str] = msgspec.field(default_factory=list)
 
 
+class SeveritySpec(msgspec.Struct, kw_only=True):
+    """How severity follows the differential (:mod:`diagnosis.severity`): the severity mix of each
+    learned class in its training records, the severity head's training prior, and the weight
+    ``beta`` of the head's likelihood ratio."""
+
+    class_profiles: list[list[float]]  # [classes][severity labels]
+    head_prior: list[float]
+    beta: float
+
+
 class FeaturesSpec(msgspec.Struct, kw_only=True):
     """The classifier's input columns (:class:`diagnosis.features.FeatureSpec`)."""
 
     vitals: list[str]
     sexes: list[str]
     symptoms: list[str]
+    missing_indicators: list[str] = msgspec.field(default_factory=list)
 
 
 class Manifest(msgspec.Struct, kw_only=True):
@@ -106,6 +117,7 @@ class Manifest(msgspec.Struct, kw_only=True):
     knowledge_file: str | None = None
     knowledge_sha256: str | None = None
     blend: BlendSpec | None = None
+    severity: SeveritySpec | None = None  # None: the severity head alone (older models)
     features: FeaturesSpec
     classes: list[ClassEntry]
     severity_labels: list[str]
@@ -135,6 +147,9 @@ class KnowledgeFile(msgspec.Struct, kw_only=True):
     diseases: list[KnowledgeDisease]
     term_aliases: dict[str, str] = msgspec.field(default_factory=dict)
     empty_best: float
+    # severity profiles from the release's clinical-course annotations (diagnosis.severity)
+    severity_profiles: list[list[float]] = msgspec.field(default_factory=list)
+    disease_profiles: list[int] = msgspec.field(default_factory=list)  # per disease
 
 
 # ------------------------------------------------------------------------------ a prediction

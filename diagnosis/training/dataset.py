@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from diagnosis.categories import category_of
 from schemas.clinical import SEVERITIES
-from diagnosis.features import FeatureSpec
+from diagnosis.features import VITAL_FEATURES, FeatureSpec
 
 SOURCE_WEEKLY_EXPORT = "weekly_export"
 SOURCE_CLINICIAN_LABEL = "clinician_label"
@@ -122,7 +122,10 @@ def class_counts(y: np.ndarray, classes: list[str]) -> dict[str, int]:
 def encode_training_split(train: pl.DataFrame) -> TrainingSet:
     """The training rows as features (symptom vocabulary: terms seen at least twice), diagnosis
     class indices in sorted code order, and severity indices."""
-    spec = FeatureSpec(symptoms=symptom_vocabulary(train["symptoms"].to_list()))
+    spec = FeatureSpec(
+        symptoms=symptom_vocabulary(train["symptoms"].to_list()),
+        missing_indicators=VITAL_FEATURES,  # age too: a form may leave it out
+    )
     X = encode_table(train, spec)
     classes = sorted(train["diagnosis"].unique().to_list())
     index = {code: i for i, code in enumerate(classes)}

@@ -15,14 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import polars as pl
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, f1_score
 
 from diagnosis.blend import BlendParams, gate_features
-from diagnosis.categories import CATEGORY_ORPHAN, category_of
+from diagnosis.categories import CATEGORY_ORPHAN, HEALTHY_CODE, category_of
 from diagnosis.runtime import Components, Runtime, Scores
+from diagnosis.severity import incoherent
 from diagnosis.training.dataset import SPLIT_EVALUATION
 
 PATIENT_COLUMNS = (
@@ -61,6 +63,35 @@ def fit_blend(runtime: Runtime, parts: Components, truth: list[str]) -> BlendPar
         if best is None or hits > best[0]:
             best = (hits, params)
     return best[1]
+
+
+BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def fit_severity_beta(runtime: Runtime, parts: Components, severities: list[str]) -> Runtime:
+    """Choose the weight of the severity head's likelihood ratio (:mod:`diagnosis.severity`) by
+    the log-likelihood of the recorded severities of the calibration rows."""
+    labels = {label: i for i, label in enumerate(runtime.severity_labels)}
+    truth = np.array([labels[s] for s in severities])
+    best: tuple[float, Runtime] | None = None
+    for beta in BETAS:
+        candidate = runtime.with_severity(msgspec.structs.replace(runtime.manifest.severity, beta=beta))
+        severity = candidate.blend(parts).severity
+        loglik = float(np.log(np.clip(severity[np.arange(len(truth)), truth], 1e-9, 1.0)).mean())
+        if best is None or loglik > best[0]:
+            best = (loglik, candidate)
+    return best[1]
+
+
+def incoherent_share(runtime: Runtime, ranked: "Ranked") -> float:
+    """Share of answers whose severity contradicts their differential
+    (:func:`diagnosis.severity.incoherent`), NONE's probability read from the ranked entries."""
+    labels = runtime.severity_labels
+    flags = []
+    for codes, probs, severity in zip(ranked.codes, ranked.probabilities, ranked.severity):
+        healthy = sum(p for c, p in zip(codes, probs) if c == HEALTHY_CODE)
+        flags.append(incoherent(labels[int(np.argmax(severity))], healthy))
+    return _share(np.array(flags, dtype=bool))
 
 
 @dataclass
@@ -163,6 +194,13 @@ def evaluate(
         + [t for t, h in zip(rare_truth, rare_half) if h],
     )
     served = candidate.with_blend(params)
+    if served.manifest.severity is not None:
+        calibration_rows = np.flatnonzero(record_half)
+        served = fit_severity_beta(
+            served,
+            records.subset(calibration_rows),
+            [rows["severity"][int(i)] for i in calibration_rows],
+        )
 
     test = np.flatnonzero(~record_half)
     test_patients = [record_patients[i] for i in test]
@@ -172,6 +210,10 @@ def evaluate(
     metrics: dict[str, float | int] = {
         **record_metrics(ranked, truth, severity_truth, served.severity_labels),
         "calibration_rows": int(record_half.sum() + rare_half.sum()),
+        "severity_incoherent_share": incoherent_share(served, ranked),
+        "severity_beta": float(served.manifest.severity.beta)
+        if served.manifest.severity is not None
+        else -1.0,
     }
     test_parts = records.subset(test)
     class_codes = np.array([c.code for c in served.classes], dtype=object)

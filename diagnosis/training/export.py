@@ -34,6 +34,7 @@ from diagnosis.ranker import ONNX_SCORES_OUTPUT as RANKER_SCORES
 from diagnosis.ranker import KnowledgeRanker
 from diagnosis.ranker import to_onnx as ranker_to_onnx
 from diagnosis.runtime import Runtime
+from diagnosis.severity import PROFILE_MATRIX, class_profiles
 from diagnosis.training.fitting import TrainedModel
 from schemas.clinical import SEVERITIES
 from schemas.contracts import (
@@ -43,6 +44,7 @@ from schemas.contracts import (
     KnowledgeFile,
     Manifest,
     OnnxOutputs,
+    SeveritySpec,
     encode,
 )
 
@@ -185,6 +187,7 @@ def knowledge_index(ranker: KnowledgeRanker) -> bytes:
     input order, the diseases in output order, the alt_id/obsolete map of the release, and the best
     log-score of an empty query (the blend's reference)."""
     ontology = ranker.ontology
+    profiles = getattr(ranker, "disease_profiles", None)
     return encode(
         KnowledgeFile(
             hpo_release=ranker.hpo_release,
@@ -195,6 +198,8 @@ def knowledge_index(ranker: KnowledgeRanker) -> bytes:
             ],
             term_aliases={**ontology.alt_ids, **ontology.replaced_by},
             empty_best=float(ranker.log_prior.max()),
+            severity_profiles=PROFILE_MATRIX.tolist() if profiles is not None else [],
+            disease_profiles=[int(i) for i in profiles] if profiles is not None else [],
         )
     )
 
@@ -226,11 +231,27 @@ class Artifact:
                                      blend_params=blend_params)
 
 
+def severity_spec(
+    classes: list[str], diagnoses: list[str], severities: list[str], beta: float = 1.0
+) -> SeveritySpec:
+    """How severity follows the differential (:mod:`diagnosis.severity`), from the training rows:
+    each class's severity mix and the severity head's prior."""
+    profiles = class_profiles(classes, diagnoses, severities)
+    index = {label: i for i, label in enumerate(SEVERITIES)}
+    counts = np.bincount([index[s] for s in severities], minlength=len(SEVERITIES)) + 1.0
+    return SeveritySpec(
+        class_profiles=profiles.tolist(),
+        head_prior=(counts / counts.sum()).tolist(),
+        beta=beta,
+    )
+
+
 def build_artifact(
     model: TrainedModel,
     ranker: KnowledgeRanker,
     class_names: dict[str, str],
     class_categories: dict[str, str],
+    severity: SeveritySpec | None = None,
 ) -> Artifact:
     """Export ``model`` and ``ranker`` into one graph, with its knowledge index and a manifest
     describing how to run it (the deployment adds version, blend, metrics and provenance)."""
@@ -248,8 +269,12 @@ def build_artifact(
         onnx_query_input=ONNX_QUERY_INPUT,
         knowledge_file=KNOWLEDGE_FILE,
         knowledge_sha256=hashlib.sha256(knowledge).hexdigest(),
+        severity=severity,
         features=FeaturesSpec(
-            vitals=list(spec.vitals), sexes=list(spec.sexes), symptoms=list(spec.symptoms)
+            vitals=list(spec.vitals),
+            sexes=list(spec.sexes),
+            symptoms=list(spec.symptoms),
+            missing_indicators=list(spec.missing_indicators),
         ),
         classes=[
             ClassEntry(code=code, name=class_names.get(code, code),

@@ -11,7 +11,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
-from diagnosis.features import FeatureSpec
+from diagnosis.features import MEASURED_VITALS, FeatureSpec
 from diagnosis.simulation import simulate_cohort
 from diagnosis.training.balancing import BalancedTrainingSet
 from diagnosis.training.candidates import (
@@ -54,17 +54,80 @@ def _pipeline(seed: int, params: dict | None = None) -> Pipeline:
     )
 
 
+# Triage copies: the share of training rows added again as a triage desk sees them.
+MISSING_COPY_SHARE = 0.5
+SYMPTOM_KEEP = 0.5  # each recorded finding stays in a copy with this probability
+UNSTATED_SHARE = 0.25  # copies whose age (and, separately, sex) is not given
+
+
+def with_unmeasured_vitals(
+    X: np.ndarray, spec: FeatureSpec, seed: int, share: float = MISSING_COPY_SHARE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of a random ``share`` of the rows as a triage desk often sees them: half of the
+    copies with no vital sign measured, the others with each vital missing at random (at least
+    one), and in every copy each finding kept with probability :data:`SYMPTOM_KEEP` (at least one
+    when the row had any), since a clinician at triage enters a few findings, not all the record
+    holds; a quarter of the copies also lack the age, a quarter the sex. Returns (the copies, the
+    indices of the rows they copy). The "not measured" indicators of the copies are set, so the model learns what
+    the findings say when vitals are absent instead of reading a missing vital as a normal one,
+    and that one reported finding is not a healthy patient's record."""
+    rng = np.random.default_rng(seed)
+    if not spec.missing_indicators or share <= 0:
+        return X[:0].copy(), np.empty(0, dtype=np.int64)
+    rows = np.flatnonzero(rng.random(len(X)) < share)
+    copies = X[rows].copy()
+    measured = [v for v in spec.missing_indicators if v in MEASURED_VITALS]
+    columns = [spec.vitals.index(v) for v in measured]
+    drop = rng.random((len(rows), len(columns))) < 0.5
+    drop[rng.random(len(rows)) < 0.5] = True  # half the copies: nothing measured
+    none = ~drop.any(axis=1)
+    drop[none, rng.integers(0, len(columns), none.sum())] = True
+    for j, col in enumerate(columns):
+        copies[drop[:, j], col] = np.nan
+    # a form may also leave out the age (and the sex): a quarter of the copies each
+    if "age" in spec.missing_indicators:
+        copies[rng.random(len(rows)) < UNSTATED_SHARE, spec.vitals.index("age")] = np.nan
+    if "unknown" in spec.sexes:
+        unstated = rng.random(len(rows)) < UNSTATED_SHARE
+        first = len(spec.vitals)
+        copies[unstated, first : first + len(spec.sexes)] = 0.0
+        copies[unstated, first + spec.sexes.index("unknown")] = 1.0
+    offset = spec.missing_offset
+    for j, name in enumerate(spec.missing_indicators):
+        copies[:, offset + j] = np.isnan(copies[:, spec.vitals.index(name)])
+    start = len(spec.vitals) + len(spec.sexes)
+    findings = copies[:, start : start + len(spec.symptoms)]  # a view: edits land in copies
+    for i in range(len(copies)):
+        present = np.flatnonzero(findings[i] > 0)
+        if len(present) > 1:
+            keep = rng.random(len(present)) < SYMPTOM_KEEP
+            if not keep.any():
+                keep[rng.integers(0, len(present))] = True
+            findings[i, present[~keep]] = 0.0
+    return copies, rows
+
+
 def fit_diagnosis_head(family: str, data: BalancedTrainingSet, seed: int,
                        params: dict | None = None) -> Pipeline:
     """impute -> [scale] -> model of ``family`` fitted on the balanced rows (with their weights
     for class_weight). After resampling, the imputer is the one fitted on the recorded rows before
     the sampler ran, so the pipeline imputes with their medians; no sampler is in it."""
     pipeline = make_pipeline(family, NO_BALANCING, data.y, seed, params)
-    kwargs = {} if data.sample_weight is None else {"model__sample_weight": data.sample_weight}
+    recorded = data.recorded
+    copies, source = with_unmeasured_vitals(recorded.X, data.spec, seed)
+    y_copies = recorded.y_diagnosis[source]
+    weights = data.sample_weight
+    if weights is not None:  # a copy weighs what a row of its class weighs
+        per_class = {int(c): float(weights[np.argmax(data.y == c)]) for c in np.unique(data.y)}
+        weights = np.concatenate([weights, [per_class[int(c)] for c in y_copies]])
+    kwargs = {} if weights is None else {"model__sample_weight": weights}
+    y = np.concatenate([data.y, y_copies])
     if not data.resampled:
-        return inference_pipeline(fit_quietly(pipeline, data.X, data.y, **kwargs))
+        X = np.concatenate([data.X, copies])
+        return inference_pipeline(fit_quietly(pipeline, X, y, **kwargs))
     rest = Pipeline(pipeline.steps[1:])  # the rows are already imputed
-    fit_quietly(rest, data.X, data.y, **kwargs)
+    X = np.concatenate([data.X, data.imputer.transform(copies)]) if len(copies) else data.X
+    fit_quietly(rest, X, y, **kwargs)
     return Pipeline([("impute", data.imputer), *rest.steps])
 
 
@@ -75,13 +138,18 @@ def train_models(
     family: str = XGBOOST,
 ) -> TrainedModel:
     """The diagnosis head of ``family`` on the balanced training set, and the XGBoost severity
-    head on the recorded (unbalanced) training rows. ``params`` are XGBoost's."""
+    head on the recorded (unbalanced) training rows, each with triage copies of some rows whose
+    vitals were not measured (:func:`with_unmeasured_vitals`). ``params`` are XGBoost's."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
     params = params or XGB_PARAMS
     diagnosis = fit_diagnosis_head(family, data, seed, params if family == XGBOOST else None)
     recorded = data.recorded
-    severity = _pipeline(seed, params).fit(recorded.X, recorded.y_severity)
+    copies, source = with_unmeasured_vitals(recorded.X, data.spec, seed + 1)
+    severity = _pipeline(seed, params).fit(
+        np.concatenate([recorded.X, copies]),
+        np.concatenate([recorded.y_severity, recorded.y_severity[source]]),
+    )
     medians = diagnosis.named_steps["impute"].statistics_[: len(data.spec.vitals)]
     return TrainedModel(
         spec=data.spec,
