@@ -2,7 +2,7 @@
 immutable, versioned deployment and the atomic pointer switch (logic: :mod:`diagnosis.training.export`,
 :mod:`diagnosis.artifacts`)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import msgspec
@@ -86,9 +86,7 @@ def onnx_parity(policy: ModelPolicy, onnx_model: Artifact) -> dg.AssetCheckResul
 
 def _data_versions(context: dg.AssetExecutionContext, weeks: list[str]) -> dict:
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey("raw_patient_records"), asset_partitions=weeks
-        ),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_patient_records"), asset_partitions=weeks),
         limit=max(len(weeks) * 4, 10),
     ).records
     files: dict[str, dict] = {}
@@ -131,7 +129,7 @@ def deployed_model(
     onnx_model: Artifact,
     training_table: pl.DataFrame,
 ) -> dg.MaterializeResult:
-    trained_at = datetime.now(timezone.utc)
+    trained_at = datetime.now(UTC)
     version = f"{trained_at:%Y%m%dT%H%M%SZ}-{onnx_model.sha256[:8]}"
     weeks = sorted(training_table["week"].unique().to_list())
     hpo_release = onnx_model.manifest.hpo_release

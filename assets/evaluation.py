@@ -40,9 +40,7 @@ def model_evaluation(
             champion = load_deployment(storage.paths.deployments)
         except ModelLoadError as exc:
             context.log.warning(f"the current champion cannot be loaded for comparison: {exc}")
-    result = evaluate(
-        onnx_model.runtime(), training_table, cases, policy.random_seed, champion
-    )
+    result = evaluate(onnx_model.runtime(), training_table, cases, policy.random_seed, champion)
     mlflow.log_params({f"blend_{k}": v for k, v in result.blend.to_dict().items()})
     mlflow.log_metrics(result.metrics)
     mlflow.log_dict(
@@ -51,8 +49,10 @@ def model_evaluation(
     )
     return dg.Output(
         result,
-        metadata={k: dg.MetadataValue.float(v) if isinstance(v, float) else v
-                  for k, v in result.metrics.items()},
+        metadata={
+            k: dg.MetadataValue.float(v) if isinstance(v, float) else v
+            for k, v in result.metrics.items()
+        },
     )
 
 

@@ -27,7 +27,6 @@ def partition_key_for(file_name: str) -> str | None:
     return None
 
 
-
 def find_export(storage: TriageStorage, partition_key: str):
     storage.pull("landing", under=f"{EXPORT_PREFIX}{partition_key}")
     for suffix in EXPORT_SUFFIXES:

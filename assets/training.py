@@ -29,6 +29,7 @@ from diagnosis.training.dataset import (
 from diagnosis.training.fitting import TrainedModel, train_models
 from orchestration.resources import ModelPolicy
 
+
 @dg.asset(
     group_name="training",
     kinds={"polars"},
@@ -72,7 +73,9 @@ def training_table(
             ),
             "classes_below_minimum": dg.MetadataValue.json(too_few),
             "evaluation_rows": int((table["split"] == SPLIT_EVALUATION).sum()),
-            "rows_by_source": dg.MetadataValue.json(dict(zip(by_source["source"], by_source["len"]))),
+            "rows_by_source": dg.MetadataValue.json(
+                dict(zip(by_source["source"], by_source["len"]))
+            ),
         },
     )
 
@@ -164,25 +167,37 @@ def model_selection(
     else:
         context.log.warning("training rows do not line up with the training set: ranker skipped")
     comparison = run_comparison(
-        data.X, data.y_diagnosis, data.classes, policy.random_seed,
-        folds=config.folds, resample_top=config.resample_top,
-        ranker=knowledge_ranker, symptom_lists=symptom_lists,
+        data.X,
+        data.y_diagnosis,
+        data.classes,
+        policy.random_seed,
+        folds=config.folds,
+        resample_top=config.resample_top,
+        ranker=knowledge_ranker,
+        symptom_lists=symptom_lists,
     )
     selected = select_candidate(comparison.table, policy.min_orphan_recall)
     for result in comparison.results:
         with mlflow.start_run(nested=True, run_name=f"{result.model}+{result.balancing}"):
             mlflow.log_params(result.params)
-            mlflow.log_metrics({
-                k: v for k, v in result.row().items()
-                if isinstance(v, (int, float)) and k not in ("model", "balancing")
-            } | {f"macro_f1_fold{i}": v for i, v in enumerate(result.macro_f1)})
-            mlflow.set_tag("selected", str(
-                (result.model, result.balancing) == (selected["model"], selected["balancing"])))
+            mlflow.log_metrics(
+                {
+                    k: v
+                    for k, v in result.row().items()
+                    if isinstance(v, (int, float)) and k not in ("model", "balancing")
+                }
+                | {f"macro_f1_fold{i}": v for i, v in enumerate(result.macro_f1)}
+            )
+            mlflow.set_tag(
+                "selected",
+                str((result.model, result.balancing) == (selected["model"], selected["balancing"])),
+            )
             if result.confusion is not None:
                 mlflow.log_dict(result.confusion, "cv/confusion_matrix.json")
     mlflow.log_table(comparison.table.to_pandas(), "selection/comparison.json")
-    mlflow.log_params({"selected_model": selected["model"],
-                       "selected_balancing": selected["balancing"]})
+    mlflow.log_params(
+        {"selected_model": selected["model"], "selected_balancing": selected["balancing"]}
+    )
     context.log.info(f"candidate comparison took {comparison.seconds:.1f}s; cut: {comparison.cut}")
     return dg.Output(
         selected,
@@ -190,8 +205,9 @@ def model_selection(
             "comparison": dg.MetadataValue.md(markdown_table(comparison.table, selected)),
             "selected": f"{selected['model']} + {selected['balancing']}",
             "selected_macro_f1": selected["macro_f1_mean"],
-            "selected_orphan_recall": selected["orphan_recall"] if selected["orphan_recall"]
-            is not None else -1.0,
+            "selected_orphan_recall": selected["orphan_recall"]
+            if selected["orphan_recall"] is not None
+            else -1.0,
             "orphan_floor_met": selected["orphan_floor_met"],
             "comparison_seconds": round(comparison.seconds, 1),
             "not_run": dg.MetadataValue.json(comparison.cut),

@@ -1,13 +1,11 @@
 """Validation assets: every raw row lands in exactly one of the validated or quarantined tables."""
 
-
 import dagster as dg
 import polars as pl
+from pandera.errors import SchemaError, SchemaErrors
 
 from assets.ingestion import weekly_exports
 from orchestration.resources import QualityPolicy, TriageStorage
-from pandera.errors import SchemaError, SchemaErrors
-
 from schemas.validation import VALID_RECORDS_SCHEMA, validate_records
 
 ROW_ACCOUNTING_CHECK = "row_accounting"

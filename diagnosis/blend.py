@@ -40,11 +40,15 @@ class BlendParams:
 
     def to_spec(self) -> BlendSpec:
         """As the manifest stores it (:class:`schemas.contracts.BlendSpec`)."""
-        return BlendSpec(coef=list(self.coef), intercept=self.intercept, alpha=self.alpha,
-                         features=list(GATE_FEATURES))
+        return BlendSpec(
+            coef=list(self.coef),
+            intercept=self.intercept,
+            alpha=self.alpha,
+            features=list(GATE_FEATURES),
+        )
 
     @classmethod
-    def from_spec(cls, spec: BlendSpec) -> "BlendParams":
+    def from_spec(cls, spec: BlendSpec) -> BlendParams:
         return cls(tuple(float(c) for c in spec.coef), float(spec.intercept), float(spec.alpha))
 
 

@@ -194,5 +194,3 @@ def build_disease_term_frequencies(
         "terms_unknown_dropped": sum(1 for c in canon.values() if c is None),
     }
     return frame, stats
-
-

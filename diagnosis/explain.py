@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-
 EXPLAINED_DIAGNOSES = 3  # the first entries of the differential that get an explanation
 MAX_ITEMS = 3  # inputs listed per side (supports, against) and diagnosis
 MIN_EFFECT = 0.001  # |effect| below 0.1 percentage points is not reported
@@ -48,7 +47,6 @@ FIELD_LABELS: dict[str, tuple[str, str, str | None]] = {
 }
 
 SymptomNamer = Callable[[str], "str | None"]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +130,16 @@ def explanations(
     for column in range(base.size):
         effect = effects[:, column].tolist()
         # stable sorts: ties keep the input order (symptoms, vitals, sex)
-        supports = [i for i in sorted(range(len(inputs)), key=lambda i: -effect[i])
-                    if effect[i] >= MIN_EFFECT][:MAX_ITEMS]
-        against = [i for i in sorted(range(len(inputs)), key=lambda i: effect[i])
-                   if effect[i] <= -MIN_EFFECT][:MAX_ITEMS]
+        supports = [
+            i
+            for i in sorted(range(len(inputs)), key=lambda i: -effect[i])
+            if effect[i] >= MIN_EFFECT
+        ][:MAX_ITEMS]
+        against = [
+            i
+            for i in sorted(range(len(inputs)), key=lambda i: effect[i])
+            if effect[i] <= -MIN_EFFECT
+        ][:MAX_ITEMS]
         answer.append(
             {
                 "supports": [_item(inputs[i], effect[i], symptom_name) for i in supports],

@@ -51,7 +51,9 @@ class FeatureSpec:
 
     @property
     def n_features(self) -> int:
-        return len(self.vitals) + len(self.sexes) + len(self.symptoms) + len(self.missing_indicators)
+        return (
+            len(self.vitals) + len(self.sexes) + len(self.symptoms) + len(self.missing_indicators)
+        )
 
     @property
     def missing_offset(self) -> int:
@@ -78,7 +80,7 @@ class FeatureSpec:
         }
 
     @classmethod
-    def from_manifest(cls, features: Mapping[str, Sequence[str]]) -> "FeatureSpec":
+    def from_manifest(cls, features: Mapping[str, Sequence[str]]) -> FeatureSpec:
         return cls(
             symptoms=tuple(features["symptoms"]),
             vitals=tuple(features.get("vitals", VITAL_FEATURES)),

@@ -39,7 +39,7 @@ class KnowledgeIndex:
         object.__setattr__(self, "_term_index", {t: i for i, t in enumerate(self.terms)})
 
     @classmethod
-    def from_bytes(cls, content: bytes, expected_sha256: str | None = None) -> "KnowledgeIndex":
+    def from_bytes(cls, content: bytes, expected_sha256: str | None = None) -> KnowledgeIndex:
         """The index from ``knowledge.json``'s bytes (:class:`schemas.contracts.KnowledgeFile`),
         refused when its SHA-256 differs from ``expected_sha256`` (the manifest's)."""
         if expected_sha256 is not None:
@@ -69,7 +69,7 @@ class KnowledgeIndex:
         )
 
     @classmethod
-    def load(cls, path: Path, expected_sha256: str | None) -> "KnowledgeIndex":
+    def load(cls, path: Path, expected_sha256: str | None) -> KnowledgeIndex:
         try:
             content = path.read_bytes()
         except OSError as exc:

@@ -66,8 +66,10 @@ def _age(subject: Mapping[str, Any]) -> tuple[float | None, PacketProblem | None
         years = iso_duration_years(age["iso8601duration"])
         if years is None:
             return None, PacketProblem(
-                "subject.timeAtLastEncounter.age.iso8601duration", age["iso8601duration"],
-                "not an ISO 8601 duration", "e.g. P3Y6M",
+                "subject.timeAtLastEncounter.age.iso8601duration",
+                age["iso8601duration"],
+                "not an ISO 8601 duration",
+                "e.g. P3Y6M",
             )
         return years, None
     return None, None  # age ranges, gestational ages, onset classes: unknown as an exact age
@@ -89,9 +91,7 @@ def read_phenopacket(packet: Any) -> tuple[dict[str, Any] | None, list[PacketPro
         if sex in SEXES:
             patient["sex"] = SEXES[sex]
         else:
-            problems.append(
-                PacketProblem("subject.sex", sex, "unknown sex", " | ".join(SEXES))
-            )
+            problems.append(PacketProblem("subject.sex", sex, "unknown sex", " | ".join(SEXES)))
     age, problem = _age(subject)
     if problem is not None:
         problems.append(problem)
@@ -111,8 +111,11 @@ def read_phenopacket(packet: Any) -> tuple[dict[str, Any] | None, list[PacketPro
         term = feature.get("type") if isinstance(feature, Mapping) else None
         term_id = term.get("id") if isinstance(term, Mapping) else None
         if not isinstance(term_id, str):
-            problems.append(PacketProblem(f"{path}.type.id", None, "an HPO id is required",
-                                          "HP: followed by 7 digits"))
+            problems.append(
+                PacketProblem(
+                    f"{path}.type.id", None, "an HPO id is required", "HP: followed by 7 digits"
+                )
+            )
             continue
         excluded = feature.get("excluded", False)
         if not isinstance(excluded, bool):
@@ -130,20 +133,29 @@ def read_phenopacket(packet: Any) -> tuple[dict[str, Any] | None, list[PacketPro
             if not isinstance(measurement, Mapping):
                 continue
             assay = measurement.get("assay") or {}
-            code = str(assay.get("id", "")).removeprefix("LOINC:") if isinstance(assay, Mapping) else ""
+            code = (
+                str(assay.get("id", "")).removeprefix("LOINC:")
+                if isinstance(assay, Mapping)
+                else ""
+            )
             if code not in VITAL_LOINC:
                 continue  # a measurement the model does not read
             field, units = VITAL_LOINC[code]
             quantity = (measurement.get("value") or {}).get("quantity") or {}
             unit = quantity.get("unit") or {}
-            unit_id = str(unit.get("id", "")).removeprefix("UCUM:") if isinstance(unit, Mapping) else ""
+            unit_id = (
+                str(unit.get("id", "")).removeprefix("UCUM:") if isinstance(unit, Mapping) else ""
+            )
             value = quantity.get("value")
             path = f"measurements[{i}].value.quantity"
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 problems.append(PacketProblem(f"{path}.value", value, "must be a number"))
             elif unit_id not in units:
-                problems.append(PacketProblem(f"{path}.unit.id", unit_id, "unit not accepted",
-                                              " | ".join(sorted(units))))
+                problems.append(
+                    PacketProblem(
+                        f"{path}.unit.id", unit_id, "unit not accepted", " | ".join(sorted(units))
+                    )
+                )
             else:
                 patient[field] = float(value)
     return (None if problems else patient), problems

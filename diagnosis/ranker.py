@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 from diagnosis.features import ONNX_QUERY_INPUT  # noqa: E402  (one name for pipeline and API)
+
 ONNX_SCORES_OUTPUT = "scores"
 ONNX_PROBABILITIES_OUTPUT = "probabilities"
 
@@ -450,13 +451,26 @@ def to_onnx(ranker: KnowledgeRanker, opset: int = 18) -> bytes:
         node("Range", ["zero_i", "total", "one_i"], ["position"]),
         # Segment id of every position: mark segment starts, then a running count.
         node("Shape", ["position"], ["position_shape"]),
-        node("ConstantOfShape", ["position_shape"], ["marks0"],
-             value=numpy_helper.from_array(np.array([0], dtype=np.int64))),
+        node(
+            "ConstantOfShape",
+            ["position_shape"],
+            ["marks0"],
+            value=numpy_helper.from_array(np.array([0], dtype=np.int64)),
+        ),
         node("Shape", ["seg_offset"], ["seg_shape"]),
-        node("ConstantOfShape", ["seg_shape"], ["seg_ones"],
-             value=numpy_helper.from_array(np.array([1], dtype=np.int64))),
-        node("ScatterElements", ["marks0", "seg_offset", "seg_ones"], ["marks"], axis=0,
-             reduction="add"),
+        node(
+            "ConstantOfShape",
+            ["seg_shape"],
+            ["seg_ones"],
+            value=numpy_helper.from_array(np.array([1], dtype=np.int64)),
+        ),
+        node(
+            "ScatterElements",
+            ["marks0", "seg_offset", "seg_ones"],
+            ["marks"],
+            axis=0,
+            reduction="add",
+        ),
         node("CumSum", ["marks", "zero_i"], ["seg_count"]),
         node("Sub", ["seg_count", "one_i"], ["segment"]),
         # Position -> NNZ index: start of its segment + offset inside the segment.
@@ -465,8 +479,13 @@ def to_onnx(ranker: KnowledgeRanker, opset: int = 18) -> bytes:
         node("Add", ["position", "pos_shift"], ["nnz_index"]),
         node("Gather", ["nnz_disease", "nnz_index"], ["hit_disease"], axis=0),
         node("Gather", ["nnz_weight", "nnz_index"], ["hit_weight"], axis=0),
-        node("ScatterElements", ["log_prior", "hit_disease", "hit_weight"],
-             [ONNX_SCORES_OUTPUT], axis=0, reduction="add"),
+        node(
+            "ScatterElements",
+            ["log_prior", "hit_disease", "hit_weight"],
+            [ONNX_SCORES_OUTPUT],
+            axis=0,
+            reduction="add",
+        ),
         node("Softmax", [ONNX_SCORES_OUTPUT], [ONNX_PROBABILITIES_OUTPUT], axis=0),
     ]
     n_terms, n_diseases = ranker.n_terms, ranker.n_diseases

@@ -174,7 +174,11 @@ def summarise(ranks: Ranks, cited: Sequence[bool]) -> dict[str, dict[str, float]
     out: dict[str, dict[str, float]] = {}
     for group in GROUPS:
         mask = (
-            np.ones_like(cited_arr) if group == "all" else cited_arr if group == "cited" else ~cited_arr
+            np.ones_like(cited_arr)
+            if group == "all"
+            else cited_arr
+            if group == "cited"
+            else ~cited_arr
         )
         r = ranks.rank[mask]
         if r.size == 0:
@@ -185,9 +189,7 @@ def summarise(ranks: Ranks, cited: Sequence[bool]) -> dict[str, dict[str, float]
             "top3": float((r <= 3).mean()),
             "top10": float((r <= 10).mean()),
             "mrr": float((1.0 / r).mean()),
-            "ece": expected_calibration_error(
-                ranks.top_probability[mask], ranks.top_correct[mask]
-            ),
+            "ece": expected_calibration_error(ranks.top_probability[mask], ranks.top_correct[mask]),
             "mean_top_probability": float(ranks.top_probability[mask].mean()),
             "top_accuracy": float(ranks.top_correct[mask].mean()),
         }

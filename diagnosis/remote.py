@@ -50,7 +50,9 @@ log = logging.getLogger("triage.remote")
 
 AREAS = ("landing", "labels", "deployments", "predictions", "reports", "knowledge")
 POINTER = "current.json"
-_SEGMENT_RE = re.compile(r"^(?P<day>\d{4}-\d{2}-\d{2})/(?P<host>[A-Za-z0-9_.-]+)-(?P<offset>\d{12})\.jsonl$")
+_SEGMENT_RE = re.compile(
+    r"^(?P<day>\d{4}-\d{2}-\d{2})/(?P<host>[A-Za-z0-9_.-]+)-(?P<offset>\d{12})\.jsonl$"
+)
 
 
 class RemoteError(RuntimeError):
@@ -77,7 +79,7 @@ class S3Location:
     endpoint_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "S3Location | None":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> S3Location | None:
         """``TRIAGE_S3_BUCKET`` (unset: no remote store), ``TRIAGE_S3_PREFIX`` (default
         ``triage``) and ``AWS_ENDPOINT_URL`` for an S3-compatible server."""
         env = os.environ if env is None else env
@@ -111,14 +113,18 @@ class RemoteStore:
     def key(self, area: str, name: str = "") -> str:
         if area not in AREAS:
             raise ValueError(f"unknown area {area!r} (known: {', '.join(AREAS)})")
-        return f"{self.location.prefix}/{area}/{name}" if name else f"{self.location.prefix}/{area}/"
+        return (
+            f"{self.location.prefix}/{area}/{name}" if name else f"{self.location.prefix}/{area}/"
+        )
 
     def put_bytes(self, area: str, name: str, data: bytes) -> None:
         key = self.key(area, name)
         try:
             self.client.put_object(Bucket=self.location.bucket, Key=key, Body=data)
         except Exception as exc:  # botocore raises many types; the caller needs one
-            raise RemoteError(f"cannot write s3://{self.location.bucket}/{key}: {_reason(exc)}") from exc
+            raise RemoteError(
+                f"cannot write s3://{self.location.bucket}/{key}: {_reason(exc)}"
+            ) from exc
 
     def get_bytes(self, area: str, name: str) -> bytes | None:
         """The object's content, or ``None`` when it does not exist."""
@@ -129,7 +135,9 @@ class RemoteStore:
         except Exception as exc:
             if _is_missing(exc):
                 return None
-            raise RemoteError(f"cannot read s3://{self.location.bucket}/{key}: {_reason(exc)}") from exc
+            raise RemoteError(
+                f"cannot read s3://{self.location.bucket}/{key}: {_reason(exc)}"
+            ) from exc
 
     def list(self, area: str, under: str = "") -> dict[str, str]:
         """``{name relative to the area: etag}`` of every object in the area (below ``under``)."""
@@ -141,7 +149,7 @@ class RemoteStore:
             )
             for page in pages:
                 for item in page.get("Contents", ()):
-                    found[item["Key"][len(base):]] = item["ETag"].strip('"')
+                    found[item["Key"][len(base) :]] = item["ETag"].strip('"')
         except Exception as exc:
             raise RemoteError(f"cannot list {self.location.uri(area)}: {_reason(exc)}") from exc
         return found
@@ -171,11 +179,16 @@ class RemoteStore:
         """Upload local files (all regular, non-hidden files below ``local_dir`` or ``names``)
         that the store lacks or holds differently; the names uploaded."""
         if names is None:
-            names = sorted(
-                p.relative_to(local_dir).as_posix()
-                for p in local_dir.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(local_dir).parts)
-            ) if local_dir.is_dir() else []
+            names = (
+                sorted(
+                    p.relative_to(local_dir).as_posix()
+                    for p in local_dir.rglob("*")
+                    if p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(local_dir).parts)
+                )
+                if local_dir.is_dir()
+                else []
+            )
         names = list(names)
         remote = self.list(area) if names else {}
         sent = []
@@ -192,8 +205,15 @@ class RemoteStore:
         """Upload a version folder, then the pointer: a reader never sees a pointer to a version
         that is not completely there."""
         folder = deployments_dir / version
-        self.push("deployments", deployments_dir,
-                  [f"{version}/{p.relative_to(folder).as_posix()}" for p in sorted(folder.rglob("*")) if p.is_file()])
+        self.push(
+            "deployments",
+            deployments_dir,
+            [
+                f"{version}/{p.relative_to(folder).as_posix()}"
+                for p in sorted(folder.rglob("*"))
+                if p.is_file()
+            ],
+        )
         self.put_bytes("deployments", POINTER, (deployments_dir / POINTER).read_bytes())
 
     def pull_deployment(self, deployments_dir: Path) -> bool:
@@ -208,7 +228,9 @@ class RemoteStore:
         try:
             version = str(json.loads(pointer)["version"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise RemoteError(f"{self.location.uri('deployments')}/{POINTER} is not a pointer: {exc}") from exc
+            raise RemoteError(
+                f"{self.location.uri('deployments')}/{POINTER} is not a pointer: {exc}"
+            ) from exc
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", version):
             raise RemoteError(f"the deployment pointer names an unsafe version {version!r}")
         self.pull("deployments", deployments_dir, under=f"{version}/")
@@ -234,10 +256,14 @@ class RemoteStore:
         for name in self.list("predictions"):
             match = _SEGMENT_RE.match(name)
             if match:
-                by_day.setdefault(match["day"], []).append((match["host"], int(match["offset"]), name))
+                by_day.setdefault(match["day"], []).append(
+                    (match["host"], int(match["offset"]), name)
+                )
         assembled = []
         for day, segments in sorted(by_day.items()):
-            data = b"".join(self.get_bytes("predictions", name) or b"" for _, _, name in sorted(segments))
+            data = b"".join(
+                self.get_bytes("predictions", name) or b"" for _, _, name in sorted(segments)
+            )
             target = local_dir / f"predictions-{day}.jsonl"
             if target.is_file() and target.read_bytes() == data:
                 continue
@@ -264,7 +290,7 @@ class LogShipper:
         sent = 0
         with self._lock:
             for path in sorted(self.directory.glob("predictions-*.jsonl")):
-                day = path.name[len("predictions-"):-len(".jsonl")]
+                day = path.name[len("predictions-") : -len(".jsonl")]
                 before = self.offsets.get(day, 0)
                 try:
                     after = self.remote.ship_segment(path, day, before)
@@ -285,8 +311,10 @@ class LogShipper:
         # Lines already in the local files were shipped by an earlier process (or belong to it):
         # start from the current ends so a restart never uploads them twice.
         for path in self.directory.glob("predictions-*.jsonl"):
-            self.offsets[path.name[len("predictions-"):-len(".jsonl")]] = path.stat().st_size
-        self._thread = threading.Thread(target=self._loop, name="prediction-log-shipper", daemon=True)
+            self.offsets[path.name[len("predictions-") : -len(".jsonl")]] = path.stat().st_size
+        self._thread = threading.Thread(
+            target=self._loop, name="prediction-log-shipper", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -87,7 +87,7 @@ class ModelLoadError(RuntimeError):
 
 
 def _utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def session_options() -> ort.SessionOptions:
@@ -146,15 +146,16 @@ class Components:
     ranker_scores: np.ndarray | None  # [n, D] log-scores over the ranker's diseases
     unseen_share: np.ndarray  # [n] share of the patient's terms the classifier never saw
 
-    def subset(self, rows: np.ndarray) -> "Components":
+    def subset(self, rows: np.ndarray) -> Components:
         return Components(
-            self.classifier[rows], self.severity[rows],
+            self.classifier[rows],
+            self.severity[rows],
             None if self.ranker_scores is None else self.ranker_scores[rows],
             self.unseen_share[rows],
         )
 
     @staticmethod
-    def concat(parts: Sequence["Components"]) -> "Components":
+    def concat(parts: Sequence[Components]) -> Components:
         scores = [p.ranker_scores for p in parts]
         return Components(
             np.concatenate([p.classifier for p in parts]),
@@ -202,7 +203,7 @@ class Runtime:
         knowledge_bytes: bytes | None = None,
         *,
         blend_params: BlendParams | None = None,
-    ) -> "Runtime":
+    ) -> Runtime:
         """A runtime from an artifact's parts in memory (the pipeline's challenger before it is
         deployed; :meth:`from_manifest` for a deployment on disk). ``blend_params`` overrides the
         manifest's blend (evaluation fits it on the runtime's own components)."""
@@ -215,7 +216,9 @@ class Runtime:
             raise ModelLoadError(f"manifest of version {version} lists no classes")
         bad = sorted({c.category for c in manifest.classes} - set(CATEGORIES))
         if bad:
-            raise ModelLoadError(f"manifest of version {version} has unknown class categories {bad}")
+            raise ModelLoadError(
+                f"manifest of version {version} has unknown class categories {bad}"
+            )
         actual_sha = hashlib.sha256(onnx_bytes).hexdigest()
         if actual_sha != manifest.onnx_sha256.lower():
             raise ModelLoadError(
@@ -242,7 +245,9 @@ class Runtime:
             if knowledge_bytes is None:
                 raise ModelLoadError(f"version {version} names a knowledge file but none was given")
             try:
-                knowledge = KnowledgeIndex.from_bytes(knowledge_bytes, manifest.knowledge_sha256 or "")
+                knowledge = KnowledgeIndex.from_bytes(
+                    knowledge_bytes, manifest.knowledge_sha256 or ""
+                )
             except KnowledgeLoadError as exc:
                 raise ModelLoadError(f"refusing version {version}: {exc}") from None
             if blend_params is None and manifest.blend is not None:
@@ -266,15 +271,18 @@ class Runtime:
             entries=entries,
             _orphan_mask=np.array([c.category == "orphan" for c in classes], dtype=bool),
             _class_to_disease=class_to_disease,
-            _hidden=(np.flatnonzero(class_to_disease >= 0) if class_to_disease is not None
-                     else np.empty(0, dtype=np.int64)),
+            _hidden=(
+                np.flatnonzero(class_to_disease >= 0)
+                if class_to_disease is not None
+                else np.empty(0, dtype=np.int64)
+            ),
         )
         object.__setattr__(runtime, "_severity_profiles", runtime._profiles())
         runtime._smoke_test()
         return runtime
 
     @classmethod
-    def from_manifest(cls, manifest_path: Path) -> "Runtime":
+    def from_manifest(cls, manifest_path: Path) -> Runtime:
         """The deployment whose ``manifest.json`` is at ``manifest_path``."""
         manifest = read_manifest(manifest_path)
         if manifest.knowledge_file and manifest.blend is None:
@@ -288,7 +296,7 @@ class Runtime:
             )
         return cls.from_artifact(manifest, onnx_bytes, knowledge_bytes)
 
-    def with_blend(self, params: BlendParams) -> "Runtime":
+    def with_blend(self, params: BlendParams) -> Runtime:
         """The same artifact with another blend (evaluation fits the blend on this runtime)."""
         return dataclasses.replace(self, blend_params=params)
 
@@ -308,7 +316,10 @@ class Runtime:
                 f"version {self.version}: severity output has shape {parts.severity.shape}, "
                 f"manifest lists {len(self.severity_labels)} labels"
             )
-        if self.knowledge is not None and parts.ranker_scores.shape != (2, len(self.knowledge.codes)):
+        if self.knowledge is not None and parts.ranker_scores.shape != (
+            2,
+            len(self.knowledge.codes),
+        ):
             raise ModelLoadError(
                 f"version {self.version}: ranker output has shape {parts.ranker_scores.shape}, "
                 f"knowledge index lists {len(self.knowledge.codes)} diseases"
@@ -344,7 +355,8 @@ class Runtime:
             return patient
         present = self._canonical_terms(patient.get("symptoms") or ())
         absent = [
-            t for t in self._canonical_terms(patient.get("absent_symptoms") or ())
+            t
+            for t in self._canonical_terms(patient.get("absent_symptoms") or ())
             if t not in present
         ]
         return {**patient, "symptoms": present, "absent_symptoms": absent}
@@ -428,8 +440,13 @@ class Runtime:
             if self.blend_params is None:
                 raise ValueError(f"version {self.version} has no blend to score with")
             class_probs, disease_probs, orphan = blend(
-                parts.classifier, self._orphan_mask, self._class_to_disease, parts.ranker_scores,
-                self.knowledge.empty_best, parts.unseen_share, self.blend_params,
+                parts.classifier,
+                self._orphan_mask,
+                self._class_to_disease,
+                parts.ranker_scores,
+                self.knowledge.empty_best,
+                parts.unseen_share,
+                self.blend_params,
             )
             probabilities = np.concatenate([class_probs, disease_probs], axis=1)
         # float32 sums can drift a hair outside [0, 1]
@@ -451,7 +468,7 @@ class Runtime:
             probabilities, profiles, head, np.asarray(spec.head_prior), spec.beta
         )
 
-    def with_severity(self, spec: SeveritySpec) -> "Runtime":
+    def with_severity(self, spec: SeveritySpec) -> Runtime:
         """The same artifact with another severity spec (evaluation fits ``beta``)."""
         runtime = dataclasses.replace(
             self, manifest=msgspec.structs.replace(self.manifest, severity=spec)

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from schemas.clinical import RAW_COLUMNS, SEVERITIES, SEXES
 from diagnosis.common_conditions import (
     COMMON_CONDITIONS,
     HEALTHY_CODE,
@@ -34,6 +33,7 @@ from diagnosis.common_conditions import (
     VITAL_SHIFT_FIELDS,
 )
 from diagnosis.hpo import UNSPECIFIED_FREQUENCY, disease_phenotypes, load_annotations
+from schemas.clinical import RAW_COLUMNS, SEVERITIES, SEXES
 
 __all__ = [
     "DEFECT_TYPES",

@@ -47,9 +47,7 @@ def score_batch(
 
 def encode_queries(term_lists: list[list[int]]) -> dict[str, np.ndarray]:
     """The graph's inputs for a batch: one list of ``W`` row indices per patient."""
-    rows = np.fromiter(
-        (i for i, terms in enumerate(term_lists) for _ in terms), dtype=np.int64
-    )
+    rows = np.fromiter((i for i, terms in enumerate(term_lists) for _ in terms), dtype=np.int64)
     terms = np.fromiter((t for terms in term_lists for t in terms), dtype=np.int64)
     return {
         QUERY_ROWS: rows,
@@ -106,13 +104,26 @@ def to_onnx(
         node("Range", ["zero_i", "total", "one_i"], ["position"]),
         # Segment id of every position: mark segment starts, then a running count.
         node("Shape", ["position"], ["position_shape"]),
-        node("ConstantOfShape", ["position_shape"], ["marks0"],
-             value=numpy_helper.from_array(np.array([0], dtype=np.int64))),
+        node(
+            "ConstantOfShape",
+            ["position_shape"],
+            ["marks0"],
+            value=numpy_helper.from_array(np.array([0], dtype=np.int64)),
+        ),
         node("Shape", ["seg_offset"], ["seg_shape"]),
-        node("ConstantOfShape", ["seg_shape"], ["seg_ones"],
-             value=numpy_helper.from_array(np.array([1], dtype=np.int64))),
-        node("ScatterElements", ["marks0", "seg_offset", "seg_ones"], ["marks"], axis=0,
-             reduction="add"),
+        node(
+            "ConstantOfShape",
+            ["seg_shape"],
+            ["seg_ones"],
+            value=numpy_helper.from_array(np.array([1], dtype=np.int64)),
+        ),
+        node(
+            "ScatterElements",
+            ["marks0", "seg_offset", "seg_ones"],
+            ["marks"],
+            axis=0,
+            reduction="add",
+        ),
         node("CumSum", ["marks", "zero_i"], ["seg_count"]),
         node("Sub", ["seg_count", "one_i"], ["segment"]),
         # Position -> NNZ index and output cell (row * D + disease).
@@ -128,8 +139,13 @@ def to_onnx(
         node("Concat", [QUERY_COUNT, "n_diseases"], ["out_shape"], axis=0),
         node("Expand", ["bias", "out_shape"], ["bias_rows"]),
         node("Reshape", ["bias_rows", "flat"], ["bias_flat"]),
-        node("ScatterElements", ["bias_flat", "hit_cell", "hit_weight"], ["scores_flat"],
-             axis=0, reduction="add"),
+        node(
+            "ScatterElements",
+            ["bias_flat", "hit_cell", "hit_weight"],
+            ["scores_flat"],
+            axis=0,
+            reduction="add",
+        ),
         node("Reshape", ["scores_flat", "out_shape"], [SCORES]),
     ]
     graph = helper.make_graph(
@@ -144,7 +160,9 @@ def to_onnx(
         initializer=inits,
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=f"triage.{name}",
+        graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name=f"triage.{name}",
         doc_string=doc or f"{n_rows} query rows x {n_diseases} diseases, {len(nnz_weight)} weights",
     )
     model.ir_version = min(model.ir_version, 10)

@@ -29,8 +29,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from schemas.validation import RawFileError, validate_file_to_dir
     from orchestration.settings import pseudonym_key
+    from schemas.validation import RawFileError, validate_file_to_dir
 
     try:
         summary = validate_file_to_dir(Path(args.file), Path(args.out), pseudonym_key())
@@ -81,9 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--defect-rate", type=float, default=0.03, help="share of rows given a defect (0–1)"
     )
-    sim.add_argument(
-        "--start", default="2026-01-05", help="Monday of the first week (YYYY-MM-DD)"
-    )
+    sim.add_argument("--start", default="2026-01-05", help="Monday of the first week (YYYY-MM-DD)")
     sim.set_defaults(func=_cmd_simulate)
 
     val = sub.add_parser(
@@ -97,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     val.add_argument("file", help="the export to check (.txt, .csv or .tsv)")
-    val.add_argument("--out", required=True, help="directory for valid.parquet and quarantine.parquet")
+    val.add_argument(
+        "--out", required=True, help="directory for valid.parquet and quarantine.parquet"
+    )
     val.set_defaults(func=_cmd_validate)
 
     srv = sub.add_parser(

@@ -11,8 +11,8 @@ from orchestration.jobs import (
     training_job,
     weekly_validation_job,
 )
-from orchestration.resources import build_executor, build_resources
 from orchestration.knowledge_sensor import hpo_release_sensor
+from orchestration.resources import build_executor, build_resources
 from orchestration.sensors import (
     drift_retraining_sensor,
     model_gate_alert_sensor,

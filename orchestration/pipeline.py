@@ -38,8 +38,8 @@ def seed_demo_if_empty(paths: TriagePaths) -> list[Path]:
     """Write the demo weeks into the landing zone when it holds no export (with S3 configured,
     the bucket's landing area is pulled first and the demo weeks are uploaded to it)."""
     from assets.ingestion import partition_key_for
-    from orchestration.resources import TriageStorage
     from diagnosis.simulation import write_weekly_exports
+    from orchestration.resources import TriageStorage
 
     storage = TriageStorage(home=str(paths.home))
     remote = storage.remote
@@ -68,7 +68,6 @@ def already_validated(instance, paths: TriagePaths, key: str) -> bool:
     import dagster as dg
 
     from assets.ingestion import find_export
-
     from orchestration.resources import TriageStorage
 
     raw, valid = (
@@ -138,5 +137,7 @@ def run_pipeline(seed_demo: bool = True) -> int:
             if event.is_failure:
                 print(f"  {event.step_key}: {event.message}", file=sys.stderr)
         return 1
-    print(f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {storage.describe('deployments')}")
+    print(
+        f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {storage.describe('deployments')}"
+    )
     return 0

@@ -17,14 +17,13 @@ from typing import Optional
 
 import dagster as dg
 import mlflow
+from dagster_aws.s3 import S3Resource
+from dagster_aws.s3.io_manager import PickledObjectS3IOManager
 from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
 from dagster_mlflow.resources import MlFlow
 
-from dagster_aws.s3 import S3Resource
-from dagster_aws.s3.io_manager import PickledObjectS3IOManager
-
-from orchestration.settings import BASE_NAME, TriagePaths, current_environment, pseudonym_key
 from diagnosis.remote import RemoteStore
+from orchestration.settings import BASE_NAME, TriagePaths, current_environment, pseudonym_key
 
 EXPERIMENT_NAME = BASE_NAME  # per environment: current_environment().model_name
 ALERT_WEBHOOK_ENV = "TRIAGE_ALERT_WEBHOOK"
@@ -165,7 +164,7 @@ class AlertsResource(dg.ConfigurableResource):
             "kind": kind,
             "summary": summary,
             "details": details or {},
-            "sent_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "sent_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         request = urllib.request.Request(
             url,
@@ -274,7 +273,8 @@ def build_executor(env=None) -> Optional[dg.ExecutorDefinition]:
         broker = {"env": "DAGSTER_CELERY_BROKER_URL"}
         backend = (
             {"env": "DAGSTER_CELERY_BACKEND_URL"}
-            if env.get("DAGSTER_CELERY_BACKEND_URL") else broker
+            if env.get("DAGSTER_CELERY_BACKEND_URL")
+            else broker
         )
         return celery_executor.configured({"broker": broker, "backend": backend})
     raise ValueError(f"{EXECUTOR_ENV} must be multiprocess, in_process or celery, got {choice!r}")

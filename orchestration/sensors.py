@@ -11,7 +11,6 @@ Every retraining goes through the ``training`` job, so through the blocking chec
 ``deployed_model``: a refused challenger leaves the champion serving.
 """
 
-
 import json
 import time
 from dataclasses import dataclass
@@ -228,7 +227,8 @@ def model_gate_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertsR
                         "check": key.name,
                         "run_id": record.run_id,
                         "metadata": {
-                            k: v.value for k, v in (evaluation.metadata if evaluation else {}).items()
+                            k: v.value
+                            for k, v in (evaluation.metadata if evaluation else {}).items()
                         },
                     },
                     log=context.log,

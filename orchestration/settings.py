@@ -64,8 +64,9 @@ class Environment:
                 )
             return None
         if self.name == "branch":
-            location = S3Location(location.bucket, f"{location.prefix}/branches/{self.branch}",
-                                  location.endpoint_url)
+            location = S3Location(
+                location.bucket, f"{location.prefix}/branches/{self.branch}", location.endpoint_url
+            )
         return location
 
 
@@ -74,12 +75,24 @@ def current_environment(env: Mapping[str, str] | None = None) -> Environment:
     name = (env.get("TRIAGE_ENV") or "").strip().lower()
     is_branch = env.get("DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT", "").strip() in {"1", "true"}
     if not name:
-        name = "branch" if is_branch else "prod" if env.get("DAGSTER_CLOUD_DEPLOYMENT_NAME") else "local"
+        name = (
+            "branch"
+            if is_branch
+            else "prod"
+            if env.get("DAGSTER_CLOUD_DEPLOYMENT_NAME")
+            else "local"
+        )
     if name not in ENVIRONMENTS:
-        raise ConfigurationError(f"TRIAGE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {name!r}")
+        raise ConfigurationError(
+            f"TRIAGE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {name!r}"
+        )
     branch = None
     if name == "branch":
-        raw = env.get("DAGSTER_CLOUD_GIT_BRANCH") or env.get("DAGSTER_CLOUD_DEPLOYMENT_NAME") or "branch"
+        raw = (
+            env.get("DAGSTER_CLOUD_GIT_BRANCH")
+            or env.get("DAGSTER_CLOUD_DEPLOYMENT_NAME")
+            or "branch"
+        )
         branch = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")[:40] or "branch"
     return Environment(name, branch)
 
@@ -135,7 +148,7 @@ class TriagePaths:
         return self.home / "secrets"
 
     @classmethod
-    def from_env(cls) -> "TriagePaths":
+    def from_env(cls) -> TriagePaths:
         return cls(triage_home())
 
 

@@ -57,7 +57,7 @@ class DeploymentPointer(msgspec.Struct, kw_only=True):
     manifest: str  # relative to deployments/, e.g. "<version>/manifest.json"
 
     @classmethod
-    def to(cls, version: str) -> "DeploymentPointer":
+    def to(cls, version: str) -> DeploymentPointer:
         return cls(version=version, manifest=f"{version}/manifest.json")
 
 
@@ -156,21 +156,44 @@ class KnowledgeFile(msgspec.Struct, kw_only=True):
 class ExplanationItem(msgspec.Struct, kw_only=True):
     """One input of the patient and how much it moves a diagnosis's probability (API v1.2)."""
 
-    field: Annotated[str, Meta(description="The request field of the input: `symptoms`, `sex` or "
-                                           "a vital sign's name.", examples=["symptoms"])]
-    value: Annotated[str | float, Meta(description="The HPO id as sent, the sex, or the vital "
-                                                   "sign's value.", examples=["HP:0001945"])]
-    label: Annotated[str, Meta(description="English label: the HPO term's name, or the field's.",
-                               examples=["Fever"])]
-    label_es: Annotated[str, Meta(description="Spanish label (HPO terms have no Spanish release: "
-                                              "their English name).", examples=["Fever"])]
-    unit: Annotated[str | None, Meta(description="Unit of a vital sign's value.",
-                                     examples=["°C"])] = None
-    effect: Annotated[float, Meta(
-        ge=-1.0, le=1.0,
-        description="Probability of the diagnosis with every input minus its probability with "
-                    "this input removed (the same model re-run): > 0 supports, < 0 speaks against.",
-        examples=[0.38])]
+    field: Annotated[
+        str,
+        Meta(
+            description="The request field of the input: `symptoms`, `sex` or a vital sign's name.",
+            examples=["symptoms"],
+        ),
+    ]
+    value: Annotated[
+        str | float,
+        Meta(
+            description="The HPO id as sent, the sex, or the vital sign's value.",
+            examples=["HP:0001945"],
+        ),
+    ]
+    label: Annotated[
+        str,
+        Meta(description="English label: the HPO term's name, or the field's.", examples=["Fever"]),
+    ]
+    label_es: Annotated[
+        str,
+        Meta(
+            description="Spanish label (HPO terms have no Spanish release: their English name).",
+            examples=["Fever"],
+        ),
+    ]
+    unit: Annotated[
+        str | None, Meta(description="Unit of a vital sign's value.", examples=["°C"])
+    ] = None
+    effect: Annotated[
+        float,
+        Meta(
+            ge=-1.0,
+            le=1.0,
+            description="Probability of the diagnosis with every input minus its probability with "
+            "this input removed (the same model re-run): > 0 supports, < 0 speaks against.",
+            examples=[0.38],
+        ),
+    ]
 
 
 class Explanation(msgspec.Struct, kw_only=True):

@@ -129,9 +129,7 @@ def _build_schema() -> pa.DataFrameSchema:
         }
     )
     ordered = {name: columns[name] for name in VALID_COLUMNS}
-    return pa.DataFrameSchema(
-        ordered, strict=True, ordered=True, name="validated_patient_records"
-    )
+    return pa.DataFrameSchema(ordered, strict=True, ordered=True, name="validated_patient_records")
 
 
 #: Contract of the ``valid`` output; also usable by the pipeline in asset checks.
@@ -148,12 +146,16 @@ def _decode(data: bytes, name: str) -> str:
         try:
             text = data[3:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise RawFileError(f"{name}: undecodable: UTF-8 byte-order mark but invalid UTF-8 ({exc.reason})") from None
+            raise RawFileError(
+                f"{name}: undecodable: UTF-8 byte-order mark but invalid UTF-8 ({exc.reason})"
+            ) from None
     elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             text = data.decode("utf-16")
         except UnicodeDecodeError:
-            raise RawFileError(f"{name}: undecodable: UTF-16 byte-order mark but invalid UTF-16") from None
+            raise RawFileError(
+                f"{name}: undecodable: UTF-16 byte-order mark but invalid UTF-16"
+            ) from None
     else:
         try:
             text = data.decode("utf-8")
@@ -287,7 +289,10 @@ def read_raw_export(path: str | Path) -> pl.DataFrame:
         ]
         parts.append(
             pl.DataFrame(
-                {col: [r[pos] if pos < len(r) else None for r in rows] for col, pos in positions.items()},
+                {
+                    col: [r[pos] if pos < len(r) else None for r in rows]
+                    for col, pos in positions.items()
+                },
                 schema=raw_schema,
             ).with_columns(bad.select("source_row", ROW_ERROR))
         )
@@ -369,9 +374,7 @@ def _typed(raw: pl.DataFrame) -> pl.DataFrame:
         _number("diastolic_bp").alias("diastolic_bp"),
         symptoms.alias("symptoms"),
         pl.col("diagnosis").str.to_uppercase().alias("diagnosis"),
-        pl.col("severity")
-        .replace_strict(sev_old, sev_new, return_dtype=pl.Utf8)
-        .alias("severity"),
+        pl.col("severity").replace_strict(sev_old, sev_new, return_dtype=pl.Utf8).alias("severity"),
         pl.col("source_file"),
         pl.col("source_row"),
     )
@@ -392,16 +395,17 @@ def _failure_frame(frame: pl.DataFrame, column: str, check: str, message: pl.Exp
 
 def _parse_failures(raw: pl.DataFrame, typed: pl.DataFrame) -> list[pl.DataFrame]:
     both = raw.select(_IDX, *[pl.col(c) for c in ("recorded_at", *VITALS)]).with_columns(
-        typed.select(
-            *[pl.col(c).alias(f"_t_{c}") for c in ("recorded_at", *VITALS)]
-        )
+        typed.select(*[pl.col(c).alias(f"_t_{c}") for c in ("recorded_at", *VITALS)])
     )
     out = []
     for col in VITALS:
         bad = both.filter(pl.col(col).is_not_null() & pl.col(f"_t_{col}").is_null())
         out.append(
             _failure_frame(
-                bad, col, "not_a_number", pl.format("{}: not a number '{}'", pl.lit(col), _quote(col))
+                bad,
+                col,
+                "not_a_number",
+                pl.format("{}: not a number '{}'", pl.lit(col), _quote(col)),
             )
         )
     bad = both.filter(pl.col("recorded_at").is_not_null() & pl.col("_t_recorded_at").is_null())
@@ -457,7 +461,9 @@ def _schema_failures(raw: pl.DataFrame, typed: pl.DataFrame) -> list[pl.DataFram
             msg = pl.lit(f"{column}: missing")
         elif check == "out_of_range":
             msg = pl.format(
-                "{}: {} outside {}", pl.lit(column), _quote(column),
+                "{}: {} outside {}",
+                pl.lit(column),
+                _quote(column),
                 pl.lit(CLINICAL_RANGES[column].bounds_text),
             )
         elif check == "unknown_value":
@@ -485,7 +491,9 @@ def _schema_failures(raw: pl.DataFrame, typed: pl.DataFrame) -> list[pl.DataFram
                     bad,
                     column,
                     check,
-                    pl.format("symptoms: malformed HPO id '{}'", pl.col("_bad").str.slice(0, _MAX_QUOTED)),
+                    pl.format(
+                        "symptoms: malformed HPO id '{}'", pl.col("_bad").str.slice(0, _MAX_QUOTED)
+                    ),
                 )
             )
             continue
@@ -520,12 +528,8 @@ class ValidationOutcome:
 
     def summary(self) -> dict[str, Any]:
         rows = self.valid.height + self.quarantined.height
-        by_check = dict(
-            sorted(self.failures.get_column("check").value_counts().iter_rows())
-        )
-        by_column = dict(
-            sorted(self.failures.get_column("column").value_counts().iter_rows())
-        )
+        by_check = dict(sorted(self.failures.get_column("check").value_counts().iter_rows()))
+        by_column = dict(sorted(self.failures.get_column("column").value_counts().iter_rows()))
         return {
             "rows": rows,
             "valid": self.valid.height,
@@ -603,16 +607,16 @@ def validate_records(raw: pl.DataFrame, pseudonym_key: bytes) -> ValidationOutco
         .join(failures.select(_IDX).unique(), on=_IDX, how="anti")
     )
     candidates = clean.filter(pl.struct(_DUPLICATE_KEY).is_duplicated())
-    dupes = candidates.with_columns(
-        pl.col("symptoms").list.sort().alias("_symptom_set")
-    ).filter(~pl.struct([*_DUPLICATE_KEY, "_symptom_set"]).is_first_distinct())
-    failures = pl.concat(
-        [failures, _failure_frame(dupes, "row", "duplicate", pl.lit("duplicate"))]
+    dupes = candidates.with_columns(pl.col("symptoms").list.sort().alias("_symptom_set")).filter(
+        ~pl.struct([*_DUPLICATE_KEY, "_symptom_set"]).is_first_distinct()
     )
+    failures = pl.concat([failures, _failure_frame(dupes, "row", "duplicate", pl.lit("duplicate"))])
 
     failures = failures.with_columns(
         pl.col("column")
-        .replace_strict(_REASON_COLUMN_ORDER, default=len(_REASON_COLUMN_ORDER), return_dtype=pl.Int64)
+        .replace_strict(
+            _REASON_COLUMN_ORDER, default=len(_REASON_COLUMN_ORDER), return_dtype=pl.Int64
+        )
         .alias("_order")
     ).sort([_IDX, "_order"], maintain_order=True)
 
@@ -623,14 +627,8 @@ def validate_records(raw: pl.DataFrame, pseudonym_key: bytes) -> ValidationOutco
         .join(bad_idx, on=_IDX, how="anti")
         .select(VALID_COLUMNS)
     )
-    reasons = failures.group_by(_IDX, maintain_order=True).agg(
-        pl.col("message").alias("reasons")
-    )
-    quarantined = (
-        raw.join(reasons, on=_IDX, how="inner")
-        .sort(_IDX)
-        .select(QUARANTINE_COLUMNS)
-    )
+    reasons = failures.group_by(_IDX, maintain_order=True).agg(pl.col("message").alias("reasons"))
+    quarantined = raw.join(reasons, on=_IDX, how="inner").sort(_IDX).select(QUARANTINE_COLUMNS)
     failures_out = failures.join(
         raw.select(_IDX, "source_file", "source_row"), on=_IDX, how="left"
     ).select("source_file", "source_row", "column", "check", "message")

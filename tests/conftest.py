@@ -2,8 +2,8 @@
 
 import pytest
 
-from orchestration.pipeline import run_pipeline
 from diagnosis.simulation import write_weekly_exports
+from orchestration.pipeline import run_pipeline
 
 WEEKS = ["2026-03-02", "2026-03-09", "2026-03-16"]
 

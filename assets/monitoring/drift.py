@@ -112,7 +112,9 @@ def drift_report(
         )
     reference = pl.read_parquet(reference_path)
     storage.pull("predictions")
-    current, window, problems = current_window(storage.paths.predictions, monitoring.drift_window_days)
+    current, window, problems = current_window(
+        storage.paths.predictions, monitoring.drift_window_days
+    )
     with_predicted = current.height > 0
     if with_predicted:
         source = f"prediction log {window[0]}..{window[-1]}"
@@ -147,8 +149,9 @@ def drift_report(
         summary["week"] = label
     json_path = html_path.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=2))
-    storage.push("reports", [p.relative_to(storage.paths.reports).as_posix()
-                             for p in (html_path, json_path)])
+    storage.push(
+        "reports", [p.relative_to(storage.paths.reports).as_posix() for p in (html_path, json_path)]
+    )
     return dg.Output(
         summary,
         metadata={

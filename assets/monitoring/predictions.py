@@ -12,6 +12,7 @@ PREDICTION_LOG = dg.AssetKey("prediction_log")
 # partition too.
 prediction_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
 
+
 @dg.asset(
     group_name="monitoring",
     partitions_def=prediction_days,

@@ -61,8 +61,10 @@ class BalancedTrainingSet:
         """The weight of each class's rows (class_weight only)."""
         if self.sample_weight is None:
             return None
-        return {self.classes[c]: float(self.sample_weight[np.argmax(self.y == c)])
-                for c in np.unique(self.y)}
+        return {
+            self.classes[c]: float(self.sample_weight[np.argmax(self.y == c)])
+            for c in np.unique(self.y)
+        }
 
 
 def balance(data: TrainingSet, balancing: str, seed: int) -> BalancedTrainingSet:
@@ -79,6 +81,13 @@ def balance(data: TrainingSet, balancing: str, seed: int) -> BalancedTrainingSet
         X, y = sampling.fit_resample(imputer.fit_transform(X), y)
         sampler = type(sampling).__name__
     return BalancedTrainingSet(
-        balancing=balancing, spec=data.spec, classes=data.classes, X=X, y=y,
-        sample_weight=weights, imputer=imputer, sampler=sampler, recorded=data,
+        balancing=balancing,
+        spec=data.spec,
+        classes=data.classes,
+        X=X,
+        y=y,
+        sample_weight=weights,
+        imputer=imputer,
+        sampler=sampler,
+        recorded=data,
     )

@@ -120,8 +120,7 @@ TABLE_SCHEMA = {
 
 
 # ------------------------------------------------------------------------------ estimators
-def make_estimator(family: str, seed: int, params: dict | None = None,
-                   class_weight: bool = False):
+def make_estimator(family: str, seed: int, params: dict | None = None, class_weight: bool = False):
     params = {**DEFAULT_PARAMS[family], **(params or {})}
     if family == LOGISTIC_REGRESSION:
         return LogisticRegression(
@@ -148,8 +147,9 @@ def make_sampler(balancing: str, y_train: np.ndarray, seed: int):
     return RandomOverSampler(random_state=seed)
 
 
-def make_pipeline(family: str, balancing: str, y_train: np.ndarray, seed: int,
-                  params: dict | None = None) -> ImbPipeline:
+def make_pipeline(
+    family: str, balancing: str, y_train: np.ndarray, seed: int, params: dict | None = None
+) -> ImbPipeline:
     """impute -> [sampler] -> [scale] -> model; the sampler acts in ``fit`` only."""
     if balancing not in BALANCINGS:
         raise ValueError(f"unknown balancing {balancing!r}; expected one of {BALANCINGS}")
@@ -185,8 +185,9 @@ def fit_quietly(pipeline: ImbPipeline, X: np.ndarray, y: np.ndarray, **kwargs) -
         return pipeline.fit(X, y, **kwargs)
 
 
-def fit_candidate(family: str, balancing: str, X: np.ndarray, y: np.ndarray, seed: int,
-                  params: dict | None = None) -> Pipeline:
+def fit_candidate(
+    family: str, balancing: str, X: np.ndarray, y: np.ndarray, seed: int, params: dict | None = None
+) -> Pipeline:
     """Train one candidate on all rows and return its sampler-free inference pipeline."""
     pipeline = make_pipeline(family, balancing, y, seed, params)
     fit_quietly(pipeline, X, y, **fit_kwargs(family, balancing, y))
@@ -251,8 +252,9 @@ class CandidateResult:
         }
 
 
-def cross_validate_candidate(family, balancing, X, y, classes, seed, folds=3,
-                             params=None) -> CandidateResult:
+def cross_validate_candidate(
+    family, balancing, X, y, classes, seed, folds=3, params=None
+) -> CandidateResult:
     """Out-of-fold predictions of one candidate; balancing is fitted on training folds only."""
     k, train_only, splits = fold_plan(y, folds, seed)
     orphan = np.array([category_of(c) == CATEGORY_ORPHAN for c in classes])
@@ -276,7 +278,8 @@ def cross_validate_candidate(family, balancing, X, y, classes, seed, folds=3,
         model=family,
         balancing=balancing,
         macro_f1=f1s,
-        orphan_recall=float(np.mean(pred[is_orphan] == truth[is_orphan])) if is_orphan.any()
+        orphan_recall=float(np.mean(pred[is_orphan] == truth[is_orphan]))
+        if is_orphan.any()
         else None,
         orphan_rows=int(is_orphan.sum()),
         fit_seconds=seconds,
@@ -291,8 +294,14 @@ def cross_validate_candidate(family, balancing, X, y, classes, seed, folds=3,
     )
 
 
-def evaluate_ranker(ranker: KnowledgeRanker, symptom_lists: list[list[str]], y: np.ndarray,
-                    classes: list[str], seed: int, folds: int = 3) -> CandidateResult:
+def evaluate_ranker(
+    ranker: KnowledgeRanker,
+    symptom_lists: list[list[str]],
+    y: np.ndarray,
+    classes: list[str],
+    seed: int,
+    folds: int = 3,
+) -> CandidateResult:
     """Top-1 of the knowledge ranker on each fold's validation rows whose true class is an
     orphan disease of its universe (no training, so the folds only mirror the classifiers')."""
     k, train_only, splits = fold_plan(y, folds, seed)
@@ -322,7 +331,8 @@ def evaluate_ranker(ranker: KnowledgeRanker, symptom_lists: list[list[str]], y: 
         note=(
             f"no training; top-1 over {ranker.n_diseases} annotated diseases on orphan rows only "
             f"(top-10 {np.mean(top10):.3f}, scoring {sum(seconds):.1f}s); macro-F1 undefined"
-            if hits else "no orphan validation row in the ranker's universe"
+            if hits
+            else "no orphan validation row in the ranker's universe"
         ),
     )
 
@@ -335,9 +345,19 @@ class Comparison:
     cut: list[str]
 
 
-def run_comparison(X, y, classes, seed, folds=3, candidates=FAMILIES, balancings=BALANCINGS,
-                   resample_top: int | None = 2, ranker: KnowledgeRanker | None = None,
-                   symptom_lists: list[list[str]] | None = None, params=None) -> Comparison:
+def run_comparison(
+    X,
+    y,
+    classes,
+    seed,
+    folds=3,
+    candidates=FAMILIES,
+    balancings=BALANCINGS,
+    resample_top: int | None = 2,
+    ranker: KnowledgeRanker | None = None,
+    symptom_lists: list[list[str]] | None = None,
+    params=None,
+) -> Comparison:
     """Stage 1: every family with the balancings that do not resample. Stage 2: the resampling
     balancings only for the ``resample_top`` best families by macro-F1 (all when None)."""
     start = time.perf_counter()
@@ -347,8 +367,11 @@ def run_comparison(X, y, classes, seed, folds=3, candidates=FAMILIES, balancings
     second = [b for b in balancings if b in RESAMPLING]
     for family in candidates:
         for balancing in first:
-            results.append(cross_validate_candidate(
-                family, balancing, X, y, classes, seed, folds, params.get(family)))
+            results.append(
+                cross_validate_candidate(
+                    family, balancing, X, y, classes, seed, folds, params.get(family)
+                )
+            )
     best_of = {}
     for r in results:
         best_of[r.model] = max(best_of.get(r.model, -1.0), float(np.mean(r.macro_f1)))
@@ -357,16 +380,20 @@ def run_comparison(X, y, classes, seed, folds=3, candidates=FAMILIES, balancings
     cut = [f"{family}+{b}" for family in candidates if family not in resampled for b in second]
     for family in resampled:
         for balancing in second:
-            results.append(cross_validate_candidate(
-                family, balancing, X, y, classes, seed, folds, params.get(family)))
+            results.append(
+                cross_validate_candidate(
+                    family, balancing, X, y, classes, seed, folds, params.get(family)
+                )
+            )
     if ranker is not None and symptom_lists is not None:
         results.append(evaluate_ranker(ranker, symptom_lists, y, classes, seed, folds))
     table = pl.DataFrame([r.row() for r in results], schema=TABLE_SCHEMA, orient="row")
     return Comparison(table, results, time.perf_counter() - start, cut)
 
 
-def compare_candidates(X, y, classes, seed, folds=3, candidates=FAMILIES, balancings=BALANCINGS,
-                       **kwargs) -> pl.DataFrame:
+def compare_candidates(
+    X, y, classes, seed, folds=3, candidates=FAMILIES, balancings=BALANCINGS, **kwargs
+) -> pl.DataFrame:
     """One row per candidate x balancing (see :func:`run_comparison`)."""
     return run_comparison(X, y, classes, seed, folds, candidates, balancings, **kwargs).table
 
@@ -388,8 +415,16 @@ def select_candidate(table: pl.DataFrame, min_orphan_recall: float) -> dict:
 
 
 def markdown_table(table: pl.DataFrame, selected: dict | None = None) -> str:
-    columns = ["model", "balancing", "macro_f1_mean", "macro_f1_std", "orphan_recall",
-               "orphan_rows", "fit_seconds", "n_folds"]
+    columns = [
+        "model",
+        "balancing",
+        "macro_f1_mean",
+        "macro_f1_std",
+        "orphan_recall",
+        "orphan_rows",
+        "fit_seconds",
+        "n_folds",
+    ]
 
     def cell(v):
         if v is None:
@@ -399,7 +434,9 @@ def markdown_table(table: pl.DataFrame, selected: dict | None = None) -> str:
     lines = ["| " + " | ".join(columns) + " | selected |", "|" + "---|" * (len(columns) + 1)]
     for row in table.iter_rows(named=True):
         chosen = selected is not None and (row["model"], row["balancing"]) == (
-            selected["model"], selected["balancing"])
+            selected["model"],
+            selected["balancing"],
+        )
         lines.append(
             "| " + " | ".join(cell(row[c]) for c in columns) + f" | {'**yes**' if chosen else ''} |"
         )

@@ -1,7 +1,6 @@
 """The training table from all valid weeks (with labelled feedback), its split, and the training
 split encoded as model features (unbalanced; :mod:`diagnosis.training.balancing` balances it)."""
 
-
 from collections import Counter
 from dataclasses import dataclass
 
@@ -10,8 +9,8 @@ import polars as pl
 from sklearn.model_selection import train_test_split
 
 from diagnosis.categories import category_of
-from schemas.clinical import SEVERITIES
 from diagnosis.features import VITAL_FEATURES, FeatureSpec
+from schemas.clinical import SEVERITIES
 
 SOURCE_WEEKLY_EXPORT = "weekly_export"
 SOURCE_CLINICIAN_LABEL = "clinician_label"

@@ -28,7 +28,13 @@ from diagnosis.severity import incoherent
 from diagnosis.training.dataset import SPLIT_EVALUATION
 
 PATIENT_COLUMNS = (
-    "age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp", "symptoms"
+    "age",
+    "sex",
+    "heart_rate",
+    "body_temperature",
+    "systolic_bp",
+    "diastolic_bp",
+    "symptoms",
 )
 ALPHAS = (0.0, 0.25, 0.5)
 TOP = 10
@@ -47,7 +53,10 @@ def fit_blend(runtime: Runtime, parts: Components, truth: list[str]) -> BlendPar
     """Fit the rare-or-not gate by logistic regression, then choose alpha by orphan top-1."""
     orphan_mask = np.array([c.category == CATEGORY_ORPHAN for c in runtime.classes])
     features = gate_features(
-        parts.classifier, orphan_mask, parts.ranker_scores, runtime.knowledge.empty_best,
+        parts.classifier,
+        orphan_mask,
+        parts.ranker_scores,
+        runtime.knowledge.empty_best,
         parts.unseen_share,
     )
     is_orphan = np.array([category_of(c) == CATEGORY_ORPHAN for c in truth])
@@ -75,7 +84,9 @@ def fit_severity_beta(runtime: Runtime, parts: Components, severities: list[str]
     truth = np.array([labels[s] for s in severities])
     best: tuple[float, Runtime] | None = None
     for beta in BETAS:
-        candidate = runtime.with_severity(msgspec.structs.replace(runtime.manifest.severity, beta=beta))
+        candidate = runtime.with_severity(
+            msgspec.structs.replace(runtime.manifest.severity, beta=beta)
+        )
         severity = candidate.blend(parts).severity
         loglik = float(np.log(np.clip(severity[np.arange(len(truth)), truth], 1e-9, 1.0)).mean())
         if best is None or loglik > best[0]:
@@ -83,7 +94,7 @@ def fit_severity_beta(runtime: Runtime, parts: Components, severities: list[str]
     return best[1]
 
 
-def incoherent_share(runtime: Runtime, ranked: "Ranked") -> float:
+def incoherent_share(runtime: Runtime, ranked: Ranked) -> float:
     """Share of answers whose severity contradicts their differential
     (:func:`diagnosis.severity.incoherent`), NONE's probability read from the ranked entries."""
     labels = runtime.severity_labels
@@ -104,7 +115,7 @@ class Ranked:
     severity: list[list[float]]
 
     @classmethod
-    def of(cls, runtime: Runtime, scores: Scores, k: int = TOP) -> "Ranked":
+    def of(cls, runtime: Runtime, scores: Scores, k: int = TOP) -> Ranked:
         order = runtime.top(scores.probabilities, k)
         return cls(
             codes=runtime.codes[order].tolist(),
@@ -236,9 +247,7 @@ def evaluate(
             "rare_unseen_top1": _share(rare_top[unseen, 0] == rare_truth_test[unseen])
             if len(rare_test)
             else 0.0,
-            "rare_top10": _share(
-                np.array([t in row for t, row in zip(rare_truth_test, rare_top)])
-            ),
+            "rare_top10": _share(np.array([t in row for t, row in zip(rare_truth_test, rare_top)])),
             "rare_mean_orphan_probability": float(rare_scores.orphan.mean())
             if len(rare_test)
             else 0.0,

@@ -227,8 +227,9 @@ class Artifact:
 
     def runtime(self, blend_params=None) -> Runtime:
         """The artifact as the API would load it (``blend_params`` until the manifest has one)."""
-        return Runtime.from_artifact(self.manifest, self.onnx, self.knowledge,
-                                     blend_params=blend_params)
+        return Runtime.from_artifact(
+            self.manifest, self.onnx, self.knowledge, blend_params=blend_params
+        )
 
 
 def severity_spec(
@@ -264,7 +265,9 @@ def build_artifact(
         onnx_sha256=hashlib.sha256(content).hexdigest(),
         onnx_input=ONNX_INPUT,
         onnx_outputs=OnnxOutputs(
-            diagnosis=ONNX_DIAGNOSIS_OUTPUT, severity=ONNX_SEVERITY_OUTPUT, ranker=ONNX_RANKER_OUTPUT
+            diagnosis=ONNX_DIAGNOSIS_OUTPUT,
+            severity=ONNX_SEVERITY_OUTPUT,
+            ranker=ONNX_RANKER_OUTPUT,
         ),
         onnx_query_input=ONNX_QUERY_INPUT,
         knowledge_file=KNOWLEDGE_FILE,
@@ -277,8 +280,7 @@ def build_artifact(
             missing_indicators=list(spec.missing_indicators),
         ),
         classes=[
-            ClassEntry(code=code, name=class_names.get(code, code),
-                       category=class_categories[code])
+            ClassEntry(code=code, name=class_names.get(code, code), category=class_categories[code])
             for code in model.classes
         ],
         severity_labels=list(SEVERITIES),

@@ -107,8 +107,9 @@ def with_unmeasured_vitals(
     return copies, rows
 
 
-def fit_diagnosis_head(family: str, data: BalancedTrainingSet, seed: int,
-                       params: dict | None = None) -> Pipeline:
+def fit_diagnosis_head(
+    family: str, data: BalancedTrainingSet, seed: int, params: dict | None = None
+) -> Pipeline:
     """impute -> [scale] -> model of ``family`` fitted on the balanced rows (with their weights
     for class_weight). After resampling, the imputer is the one fitted on the recorded rows before
     the sampler ran, so the pipeline imputes with their medians; no sampler is in it."""
@@ -168,8 +169,13 @@ def knowledge_cases(n: int, seed: int) -> pl.DataFrame:
     """Rare-disease patients simulated from the annotations (symptoms by annotated frequency,
     ordinary vitals), validated like any export: the cases no hospital has recorded yet."""
     weeks = simulate_cohort(
-        n, 1, seed, defect_rate=0.0, n_orphan_diseases=max(n // 3, 1),
-        healthy_share=0.0, orphan_share=1.0,
+        n,
+        1,
+        seed,
+        defect_rate=0.0,
+        n_orphan_diseases=max(n // 3, 1),
+        healthy_share=0.0,
+        orphan_share=1.0,
     )
     raw = pl.concat([frame for _, frame in weeks]).with_columns(
         pl.lit("knowledge_cases").alias("source_file"),

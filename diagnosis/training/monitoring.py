@@ -109,8 +109,8 @@ def parse_prediction_lines(lines: Iterable[bytes], file_name: str) -> tuple[list
             problems.append(f"{file_name}:{number}: time is not an ISO date-time")
             continue
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
-        when = when.astimezone(dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
+        when = when.astimezone(dt.UTC)
         inputs = entry.inputs
         top = entry.differential[0] if entry.differential else None
         rows.append(
@@ -166,7 +166,7 @@ def label_files(directory: Path) -> list[Path]:
 
 def _parse_time(value) -> dt.datetime | None:
     when = dt.datetime.fromisoformat(str(value))
-    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
 
 
 def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> pl.DataFrame:
@@ -184,7 +184,7 @@ def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> 
     for path in paths:
         reasons: list[str] = []
         prediction_id = diagnosis = severity = None
-        received_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
+        received_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
         body = _read_label(path)
         if body is _NOT_JSON:
             body = None
@@ -218,7 +218,7 @@ def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> 
             )
             if stamp_field is not None:
                 try:
-                    received_at = _parse_time(body[stamp_field]).astimezone(dt.timezone.utc)
+                    received_at = _parse_time(body[stamp_field]).astimezone(dt.UTC)
                 except (ValueError, TypeError):
                     reasons.append(f"{stamp_field}: not an ISO date-time")
         rows.append(
@@ -297,9 +297,11 @@ def drift_features(frame: pl.DataFrame, symptoms: Sequence[str], with_predicted:
     columns = [pl.col(name).cast(pl.Float64) for name in VITAL_FEATURES]
     columns.append(pl.col("sex").fill_null("unknown"))
     columns += [
-        pl.col("symptoms").list.contains(term).fill_null(False).cast(pl.Int8).alias(
-            symptom_column(term)
-        )
+        pl.col("symptoms")
+        .list.contains(term)
+        .fill_null(False)
+        .cast(pl.Int8)
+        .alias(symptom_column(term))
         for term in symptoms
     ]
     if with_predicted:
@@ -423,7 +425,10 @@ def live_metrics(feedback: pl.DataFrame) -> dict[str, dict]:
             "macro_f1": round(
                 float(
                     f1_score(
-                        truth, predicted, labels=sorted(set(truth)), average="macro",
+                        truth,
+                        predicted,
+                        labels=sorted(set(truth)),
+                        average="macro",
                         zero_division=0,
                     )
                 ),

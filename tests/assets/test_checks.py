@@ -1,7 +1,7 @@
 """The blocking asset checks on their own: ONNX parity and the quality gate's floors."""
 
-from assets.evaluation import quality_gate
 from assets.deployment import onnx_parity
+from assets.evaluation import quality_gate
 from diagnosis.blend import BlendParams
 from diagnosis.training.evaluation import Evaluation
 from diagnosis.training.export import Artifact
@@ -21,8 +21,13 @@ def test_parity_check_blocks_a_divergent_artifact():
 
 
 def _evaluation(metrics: dict) -> Evaluation:
-    return Evaluation(metrics=metrics, blend=BlendParams((0.0, 0.0, 0.0), 0.0, 0.0),
-                      champion_version=None, confusion_matrix=[], classes=[])
+    return Evaluation(
+        metrics=metrics,
+        blend=BlendParams((0.0, 0.0, 0.0), 0.0, 0.0),
+        champion_version=None,
+        confusion_matrix=[],
+        classes=[],
+    )
 
 
 def test_quality_gate_names_each_floor_that_fails():

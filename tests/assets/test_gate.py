@@ -17,17 +17,25 @@ def home_copy(deployed_home, tmp_path, monkeypatch):
 
 
 def test_a_worse_challenger_is_refused_and_the_served_model_stays(home_copy):
-    from orchestration.definitions import defs
     from diagnosis.runtime import load_deployment
+    from orchestration.definitions import defs
 
     before = json.loads((home_copy / "deployments" / "current.json").read_text())
     served_before = load_deployment(home_copy / "deployments").version
     # one depth-1 XGBoost tree per class (family forced over model_selection's choice): far
     # weaker than the champion trained with the selected candidate
-    weak = {"ops": {"diagnosis_model": {"config": {
-        "n_estimators": 1, "max_depth": 1, "family": "xgboost",
-        "balancing": "random_over_sampling",
-    }}}}
+    weak = {
+        "ops": {
+            "diagnosis_model": {
+                "config": {
+                    "n_estimators": 1,
+                    "max_depth": 1,
+                    "family": "xgboost",
+                    "balancing": "random_over_sampling",
+                }
+            }
+        }
+    }
     with dg.DagsterInstance.from_config(str(home_copy / "dagster")) as instance:
         result = defs.resolve_job_def("training").execute_in_process(
             instance=instance, run_config=weak, raise_on_error=False
@@ -38,7 +46,8 @@ def test_a_worse_challenger_is_refused_and_the_served_model_stays(home_copy):
     assert "champion" in gate.description
     assert gate.metadata["champion_version"].value == before["version"]
     materialised = {
-        event.asset_key for event in result.all_events
+        event.asset_key
+        for event in result.all_events
         if event.event_type_value == "ASSET_MATERIALIZATION"
     }
     assert dg.AssetKey("model_evaluation") in materialised

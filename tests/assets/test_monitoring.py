@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 
 from assets.monitoring.predictions import prediction_log
+from diagnosis.simulation import write_weekly_exports
 from diagnosis.training import monitoring
 from diagnosis.training.dataset import SOURCE_CLINICIAN_LABEL, assemble_training_table
 from orchestration.resources import TriageStorage
-from diagnosis.simulation import write_weekly_exports
 from schemas.validation import read_raw_export, validate_records
 
 FEVER, COUGH = "HP:0001945", "HP:0012735"
@@ -27,8 +27,9 @@ FEVER, COUGH = "HP:0001945", "HP:0012735"
 # ------------------------------------------------------------------------------ helpers
 def simulated_patients(tmp: Path, n: int, seed: int) -> pl.DataFrame:
     """Validated records of a simulated week without defects (the demo cohort's generator)."""
-    (path,) = write_weekly_exports(tmp, patients=n, weeks=1, seed=seed, defect_rate=0.0,
-                                   start="2026-03-30")
+    (path,) = write_weekly_exports(
+        tmp, patients=n, weeks=1, seed=seed, defect_rate=0.0, start="2026-03-30"
+    )
     return validate_records(read_raw_export(path), b"k" * 32).valid
 
 
@@ -75,18 +76,26 @@ def serve_with_the_deployed_classifier(home: Path, patients: list[dict]) -> list
     answers = []
     for p_dx, p_sev in zip(diagnosis, severity):
         order = np.argsort(-p_dx)[:3]
-        answers.append(Prediction(
-            prediction_id=uuid.uuid4().hex, model_version=version,
-            differential=[
-                DifferentialEntry(code=model.classes[i], name=model.classes[i],
-                                  category=category_of(model.classes[i]),
-                                  probability=min(float(p_dx[i]), 1.0))
-                for i in order
-            ],
-            orphan_probability=min(float(p_dx[orphan].sum()), 1.0),
-            severity=Severity(label=SEVERITIES[int(np.argmax(p_sev))],
-                              probabilities={s: float(v) for s, v in zip(SEVERITIES, p_sev)}),
-        ))
+        answers.append(
+            Prediction(
+                prediction_id=uuid.uuid4().hex,
+                model_version=version,
+                differential=[
+                    DifferentialEntry(
+                        code=model.classes[i],
+                        name=model.classes[i],
+                        category=category_of(model.classes[i]),
+                        probability=min(float(p_dx[i]), 1.0),
+                    )
+                    for i in order
+                ],
+                orphan_probability=min(float(p_dx[orphan].sum()), 1.0),
+                severity=Severity(
+                    label=SEVERITIES[int(np.argmax(p_sev))],
+                    probabilities={s: float(v) for s, v in zip(SEVERITIES, p_sev)},
+                ),
+            )
+        )
     log = PredictionLog(home / "predictions")
     log.record(patients, answers)
     log.close()
@@ -118,13 +127,28 @@ class Webhook:
 # ------------------------------------------------------------------------------ pure functions
 def test_prediction_lines_are_parsed_and_malformed_lines_counted_without_their_content():
     good = {
-        "prediction_id": "a1", "time": "2026-04-01T10:00:00.000+00:00", "model_version": "v1",
-        "inputs": {"age": 30, "sex": None, "heart_rate": None, "body_temperature": 38.5,
-                   "systolic_bp": 120, "diastolic_bp": 80, "symptoms": [FEVER]},
+        "prediction_id": "a1",
+        "time": "2026-04-01T10:00:00.000+00:00",
+        "model_version": "v1",
+        "inputs": {
+            "age": 30,
+            "sex": None,
+            "heart_rate": None,
+            "body_temperature": 38.5,
+            "systolic_bp": 120,
+            "diastolic_bp": 80,
+            "symptoms": [FEVER],
+        },
         "differential": [{"code": "J10", "probability": 0.9}, {"code": "NONE", "probability": 0.1}],
-        "orphan_probability": 0.0, "severity": "acute",
+        "orphan_probability": 0.0,
+        "severity": "acute",
     }
-    lines = [json.dumps(good).encode(), b"{not json secret-text", b"", json.dumps({"x": 1}).encode()]
+    lines = [
+        json.dumps(good).encode(),
+        b"{not json secret-text",
+        b"",
+        json.dumps({"x": 1}).encode(),
+    ]
     rows, problems = monitoring.parse_prediction_lines(lines, "predictions-2026-04-01.jsonl")
     assert len(rows) == 1
     assert rows[0]["predicted"] == "J10" and rows[0]["sex"] == "unknown"
@@ -137,15 +161,32 @@ def test_prediction_lines_are_parsed_and_malformed_lines_counted_without_their_c
 
 def test_labels_are_validated_one_by_one_and_none_is_lost(tmp_path):
     labels = tmp_path / "labels"
-    write_label(labels, "a.json", {"prediction_id": "p1", "diagnosis": "j10", "severity": "Aguda",
-                                   "received_at": "2026-04-01T10:00:00Z"})
-    write_label(labels, "b.json", {"prediction_id": "p1", "diagnosis": "J18.9",
-                                   "severity": "acute", "received_at": "2026-04-01T11:00:00Z"})
+    write_label(
+        labels,
+        "a.json",
+        {
+            "prediction_id": "p1",
+            "diagnosis": "j10",
+            "severity": "Aguda",
+            "received_at": "2026-04-01T10:00:00Z",
+        },
+    )
+    write_label(
+        labels,
+        "b.json",
+        {
+            "prediction_id": "p1",
+            "diagnosis": "J18.9",
+            "severity": "acute",
+            "received_at": "2026-04-01T11:00:00Z",
+        },
+    )
     write_label(labels, "c.json", "{broken")
     write_label(labels, "d.json", {"prediction_id": "nope", "diagnosis": "flu", "severity": "bad"})
     write_label(labels, "e.json", ["not", "an", "object"])
-    write_label(labels, "f.json", {"prediction_id": "p2", "diagnosis": "ORPHA:558",
-                                   "severity": "crónica"})
+    write_label(
+        labels, "f.json", {"prediction_id": "p2", "diagnosis": "ORPHA:558", "severity": "crónica"}
+    )
     (labels / ".g.json.tmp").write_text("{}")  # a writer's temporary file is not a label
     frame = monitoring.validate_label_files(monitoring.label_files(labels), {"p1", "p2"})
     by_file = {r["label_file"]: r for r in frame.to_dicts()}
@@ -168,39 +209,60 @@ def test_labelled_feedback_becomes_training_rows_marked_as_clinician_labels(tmp_
     catalogue = pl.DataFrame({"code": ["NONE"], "name": ["No disease"]})
     feedback = pl.DataFrame(
         {
-            "prediction_id": ["p1", "p2"], "diagnosis": ["NONE", "NONE"],
+            "prediction_id": ["p1", "p2"],
+            "diagnosis": ["NONE", "NONE"],
             "severity": ["not_ill", "not_ill"],
-            "received_at": [dt.datetime(2026, 4, 2, tzinfo=dt.timezone.utc)] * 2,
+            "received_at": [dt.datetime(2026, 4, 2, tzinfo=dt.UTC)] * 2,
             "label_file": ["l1.json", "l2.json"],
-            "time": [dt.datetime(2026, 4, 1, 9, tzinfo=dt.timezone.utc)] * 2,
-            "model_version": ["v1", "v1"], "age": [30.0, 50.0], "heart_rate": [70.0, None],
-            "body_temperature": [36.7, 36.9], "systolic_bp": [118.0, 121.0],
-            "diastolic_bp": [75.0, 79.0], "sex": ["female", None], "symptoms": [[FEVER], []],
-            "predicted": ["J10", "NONE"], "predicted_probability": [0.6, 0.9],
-            "orphan_probability": [0.0, 0.0], "predicted_severity": ["acute", "not_ill"],
+            "time": [dt.datetime(2026, 4, 1, 9, tzinfo=dt.UTC)] * 2,
+            "model_version": ["v1", "v1"],
+            "age": [30.0, 50.0],
+            "heart_rate": [70.0, None],
+            "body_temperature": [36.7, 36.9],
+            "systolic_bp": [118.0, 121.0],
+            "diastolic_bp": [75.0, 79.0],
+            "sex": ["female", None],
+            "symptoms": [[FEVER], []],
+            "predicted": ["J10", "NONE"],
+            "predicted_probability": [0.6, 0.9],
+            "orphan_probability": [0.0, 0.0],
+            "predicted_severity": ["acute", "not_ill"],
         },
-        schema_overrides={"time": pl.Datetime("us", "UTC"),
-                          "received_at": pl.Datetime("us", "UTC")},
+        schema_overrides={
+            "time": pl.Datetime("us", "UTC"),
+            "received_at": pl.Datetime("us", "UTC"),
+        },
     )
-    table, _ = assemble_training_table({"2026-03-30": week}, catalogue, min_class_rows=2,
-                                       evaluation_share=0.2, seed=7, feedback=feedback)
+    table, _ = assemble_training_table(
+        {"2026-03-30": week},
+        catalogue,
+        min_class_rows=2,
+        evaluation_share=0.2,
+        seed=7,
+        feedback=feedback,
+    )
     labelled = table.filter(pl.col("source") == SOURCE_CLINICIAN_LABEL)
     assert labelled.height == 2
     assert labelled["source_file"].sort().to_list() == ["l1.json", "l2.json"]
     assert labelled["week"].unique().to_list() == ["2026-03-30"]  # the Monday of the prediction
     assert labelled["patient_key"].null_count() == 2  # requests carry no identifier
     assert sorted(labelled["sex"].to_list()) == ["female", "unknown"]
-    assert table.filter(pl.col("source") == "weekly_export").height == week.filter(
-        pl.col("diagnosis").is_in(table["diagnosis"].unique().to_list())).height
+    assert (
+        table.filter(pl.col("source") == "weekly_export").height
+        == week.filter(pl.col("diagnosis").is_in(table["diagnosis"].unique().to_list())).height
+    )
 
 
 def test_live_metrics_per_model_version():
-    feedback = pl.DataFrame({
-        "model_version": ["v1"] * 4 + ["v2"] * 2,
-        "diagnosis": ["J10", "J10", "ORPHA:558", "NONE", "J10", "ORPHA:558"],
-        "predicted": ["J10", "NONE", "ORPHA:558", "NONE", "J10", "J10"],
-        "severity": ["acute"] * 6, "predicted_severity": ["acute"] * 3 + ["mild"] * 3,
-    })
+    feedback = pl.DataFrame(
+        {
+            "model_version": ["v1"] * 4 + ["v2"] * 2,
+            "diagnosis": ["J10", "J10", "ORPHA:558", "NONE", "J10", "ORPHA:558"],
+            "predicted": ["J10", "NONE", "ORPHA:558", "NONE", "J10", "J10"],
+            "severity": ["acute"] * 6,
+            "predicted_severity": ["acute"] * 3 + ["mild"] * 3,
+        }
+    )
     metrics = monitoring.live_metrics(feedback)
     assert metrics["v1"]["labelled"] == 4 and metrics["v1"]["accuracy"] == 0.75
     assert metrics["v1"]["orphan_labelled"] == 1 and metrics["v1"]["orphan_recall"] == 1.0
@@ -211,9 +273,13 @@ def test_live_metrics_per_model_version():
 def test_a_day_without_a_prediction_file_is_an_empty_partition(tmp_path):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [prediction_log], partition_key="2026-04-05", instance=instance,
-            resources={"storage": TriageStorage(home=str(tmp_path)),
-                       "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "s"))},
+            [prediction_log],
+            partition_key="2026-04-05",
+            instance=instance,
+            resources={
+                "storage": TriageStorage(home=str(tmp_path)),
+                "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "s")),
+            },
         )
         frame = result.output_for_node("prediction_log")
         assert frame.height == 0 and frame.schema == pl.Schema(monitoring.PREDICTION_SCHEMA)
@@ -235,15 +301,26 @@ def monitored(deployed_home, tmp_path_factory):
         shutil.rmtree(home / earlier, ignore_errors=True)
     cohort = simulated_patients(tmp_path_factory.mktemp("cohort"), 2000, seed=21)
     drifted = influenza_season_of_older_patients(cohort, 300)
-    predictions = serve_with_the_deployed_classifier(home, [api_body(r) for r in drifted.to_dicts()])
+    predictions = serve_with_the_deployed_classifier(
+        home, [api_body(r) for r in drifted.to_dicts()]
+    )
     truth = drifted.to_dicts()
     for i in range(30):
-        write_label(home / "labels", f"label-{i:03d}.json",
-                    {"prediction_id": predictions[i]["prediction_id"],
-                     "diagnosis": truth[i]["diagnosis"], "severity": truth[i]["severity"]})
+        write_label(
+            home / "labels",
+            f"label-{i:03d}.json",
+            {
+                "prediction_id": predictions[i]["prediction_id"],
+                "diagnosis": truth[i]["diagnosis"],
+                "severity": truth[i]["severity"],
+            },
+        )
     write_label(home / "labels", "bad-json.json", "{")
-    write_label(home / "labels", "unknown.json",
-                {"prediction_id": "0" * 32, "diagnosis": "J10", "severity": "acute"})
+    write_label(
+        home / "labels",
+        "unknown.json",
+        {"prediction_id": "0" * 32, "diagnosis": "J10", "severity": "acute"},
+    )
 
     hook = Webhook()
     mp = pytest.MonkeyPatch()
@@ -253,13 +330,27 @@ def monitored(deployed_home, tmp_path_factory):
     try:
         with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
             result = defs.resolve_job_def("monitoring").execute_in_process(
-                instance=instance, raise_on_error=False,
-                run_config={"resources": {"monitoring": {"config": {
-                    "drift_share_threshold": 0.2, "min_labels_for_performance": 20,
-                    "min_live_accuracy": 0.99}}}},
+                instance=instance,
+                raise_on_error=False,
+                run_config={
+                    "resources": {
+                        "monitoring": {
+                            "config": {
+                                "drift_share_threshold": 0.2,
+                                "min_labels_for_performance": 20,
+                                "min_live_accuracy": 0.99,
+                            }
+                        }
+                    }
+                },
             )
-        yield {"home": home, "result": result, "alerts": hook.received,
-               "predictions": predictions, "truth": truth}
+        yield {
+            "home": home,
+            "result": result,
+            "alerts": hook.received,
+            "predictions": predictions,
+            "truth": truth,
+        }
     finally:
         mp.undo()
         hook.close()
@@ -270,10 +361,13 @@ def test_labels_are_joined_to_their_predictions_as_labelled_feedback(monitored):
     assert result.success
     labels = result.output_for_node("clinician_labels")
     assert labels.filter(pl.col("status") == "accepted").height == 30
-    rejected = dict(labels.filter(pl.col("status") == "rejected")
-                    .select("label_file", "reasons").iter_rows())
-    assert rejected == {"bad-json.json": ["file: not a JSON document"],
-                        "unknown.json": ["prediction_id: not in the prediction log"]}
+    rejected = dict(
+        labels.filter(pl.col("status") == "rejected").select("label_file", "reasons").iter_rows()
+    )
+    assert rejected == {
+        "bad-json.json": ["file: not a JSON document"],
+        "unknown.json": ["prediction_id: not in the prediction log"],
+    }
     feedback = result.output_for_node("labelled_feedback")
     assert feedback.height == 30
     first = feedback.filter(pl.col("prediction_id") == monitored["predictions"][0]["prediction_id"])
@@ -312,11 +406,15 @@ def test_a_drifted_week_is_flagged_feature_by_feature_with_the_report_on_disk(mo
     assert summary["drift_share"] > 0.2
 
     event = result.get_asset_materialization_events()
-    meta = next(e for e in event if e.asset_key == dg.AssetKey("drift_report")).materialization.metadata
+    meta = next(
+        e for e in event if e.asset_key == dg.AssetKey("drift_report")
+    ).materialization.metadata
     html = Path(meta["report_html"].value)
     assert html.parent == monitored["home"] / "reports" / "drift" and html.stat().st_size > 10_000
-    assert json.loads(Path(meta["summary_json"].value).read_text())["drifted_columns"] == (
-        summary["drifted_columns"])
+    assert (
+        json.loads(Path(meta["summary_json"].value).read_text())["drifted_columns"]
+        == (summary["drifted_columns"])
+    )
 
     check = {e.check_name: e for e in result.get_asset_check_evaluations()}["drift_share"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
@@ -330,8 +428,9 @@ def test_the_training_week_itself_shows_no_drift_against_its_reference(monitored
     summary = monitored["result"].output_for_node("drift_report")
     reference = pl.read_parquet(summary["reference_path"])
     same_population = reference.sample(1500, seed=1)
-    control = monitoring.drift_summary(reference, same_population, home / "control.html",
-                                       tracked_symptoms=10, with_predicted=True)
+    control = monitoring.drift_summary(
+        reference, same_population, home / "control.html", tracked_symptoms=10, with_predicted=True
+    )
     assert control["drifted_columns"] == [] and control["drift_share"] == 0.0
 
 

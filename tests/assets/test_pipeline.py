@@ -6,19 +6,28 @@ import sqlite3
 import dagster as dg
 
 
-
 def test_every_asset_materialised_and_every_raw_row_accounted_for(deployed_home, deployed_weeks):
     with dg.DagsterInstance.from_config(str(deployed_home / "dagster")) as instance:
         for name in [
-            "disease_catalogue", "training_table", "training_features", "model_selection",
-            "balanced_training_set", "diagnosis_model",
-            "model_evaluation", "onnx_model", "deployed_model", "drift_report",
+            "disease_catalogue",
+            "training_table",
+            "training_features",
+            "model_selection",
+            "balanced_training_set",
+            "diagnosis_model",
+            "model_evaluation",
+            "onnx_model",
+            "deployed_model",
+            "drift_report",
         ]:
             assert instance.get_latest_materialization_event(dg.AssetKey(name)), name
         for week in deployed_weeks:
             counts = {}
-            for name in ["raw_patient_records", "validated_patient_records",
-                         "quarantined_patient_records"]:
+            for name in [
+                "raw_patient_records",
+                "validated_patient_records",
+                "quarantined_patient_records",
+            ]:
                 records = instance.fetch_materializations(
                     dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[week]),
                     limit=1,
@@ -32,7 +41,9 @@ def test_every_asset_materialised_and_every_raw_row_accounted_for(deployed_home,
             )
 
 
-def test_deployment_manifest_traces_the_model_to_its_runs_code_and_data(deployed_home, deployed_weeks):
+def test_deployment_manifest_traces_the_model_to_its_runs_code_and_data(
+    deployed_home, deployed_weeks
+):
     pointer = json.loads((deployed_home / "deployments" / "current.json").read_text())
     manifest = json.loads((deployed_home / "deployments" / pointer["manifest"]).read_text())
     assert manifest["version"] == pointer["version"]
@@ -54,15 +65,23 @@ def test_deployment_manifest_traces_the_model_to_its_runs_code_and_data(deployed
 
 
 def test_drift_report_written_with_methods_named(deployed_home, deployed_weeks):
-    summary = json.loads((deployed_home / "reports" / "drift" / f"drift_{deployed_weeks[-1]}.json").read_text())
-    assert (deployed_home / "reports" / "drift" / f"drift_{deployed_weeks[-1]}.html").stat().st_size > 10_000
+    summary = json.loads(
+        (deployed_home / "reports" / "drift" / f"drift_{deployed_weeks[-1]}.json").read_text()
+    )
+    assert (
+        deployed_home / "reports" / "drift" / f"drift_{deployed_weeks[-1]}.html"
+    ).stat().st_size > 10_000
     # before any prediction is logged, the newest weekly export stands in for the live window
     assert summary["current_source"].startswith(f"weekly export {deployed_weeks[-1]}")
     vitals = {"age", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp"}
     kinds = {name: c["kind"] for name, c in summary["columns"].items()}
     assert {n for n, k in kinds.items() if k == "vital"} == vitals
     assert list(kinds).count("sex") == 1
-    assert sum(k == "symptom_prevalence" for k in kinds.values()) == len(summary["tracked_symptoms"]) > 0
+    assert (
+        sum(k == "symptom_prevalence" for k in kinds.values())
+        == len(summary["tracked_symptoms"])
+        > 0
+    )
     assert all(c["method"] and c["threshold"] is not None for c in summary["columns"].values())
 
 
@@ -77,8 +96,12 @@ def test_the_api_serves_the_deployed_model(deployed_home, deployed_weeks):
     )
     with TestClient(app=create_app(settings)) as client:
         febrile = {
-            "age": 30, "sex": "male", "heart_rate": 108, "body_temperature": 39.4,
-            "systolic_bp": 115, "diastolic_bp": 72,
+            "age": 30,
+            "sex": "male",
+            "heart_rate": 108,
+            "body_temperature": 39.4,
+            "systolic_bp": 115,
+            "diastolic_bp": 72,
             "symptoms": ["HP:0001945", "HP:0012735", "HP:0003326"],
         }
         answer = client.post(
@@ -100,14 +123,19 @@ def test_the_api_serves_the_deployed_model(deployed_home, deployed_weeks):
         trained = {c["code"] for c in card["classes"]}
         rare = client.post(
             "/v1/predict?top_k=10",
-            json={"age": 19, "sex": "male",
-                  "symptoms": ["HP:0001166", "HP:0001083", "HP:0000098", "HP:0002616"]},
+            json={
+                "age": 19,
+                "sex": "male",
+                "symptoms": ["HP:0001166", "HP:0001083", "HP:0000098", "HP:0002616"],
+            },
             headers={"Authorization": "Bearer tok-c"},
         ).json()
         codes = [d["code"] for d in rare["differential"]]
         assert {"ORPHA:558", "OMIM:154700"} & set(codes[:5])  # Marfan syndrome
         untrained_orphans = [
-            d for d in rare["differential"] if d["category"] == "orphan" and d["code"] not in trained
+            d
+            for d in rare["differential"]
+            if d["category"] == "orphan" and d["code"] not in trained
         ]
         assert len(untrained_orphans) >= 5
         assert rare["orphan_probability"] > 0.5
@@ -116,13 +144,17 @@ def test_the_api_serves_the_deployed_model(deployed_home, deployed_weeks):
 def test_a_second_run_validates_only_new_weeks_and_deploys_a_new_version(
     deployed_home, deployed_weeks, capsys
 ):
-    from orchestration.pipeline import run_pipeline
     from diagnosis.simulation import write_weekly_exports
+    from orchestration.pipeline import run_pipeline
 
     before = json.loads((deployed_home / "deployments" / "current.json").read_text())
     new_week = "2026-03-23"
     write_weekly_exports(
-        deployed_home / "landing", patients=600, weeks=1, seed=12, defect_rate=0.04,
+        deployed_home / "landing",
+        patients=600,
+        weeks=1,
+        seed=12,
+        defect_rate=0.04,
         start=new_week,
     )
     assert run_pipeline(seed_demo=False) == 0

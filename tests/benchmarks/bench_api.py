@@ -40,8 +40,13 @@ from pathlib import Path
 
 TOKEN = "bench-clinician-token"
 PATIENT = {
-    "age": 41, "sex": "female", "heart_rate": 112, "body_temperature": 39.4,
-    "systolic_bp": 112, "diastolic_bp": 70, "symptoms": ["HP:0001945", "HP:0012735"],
+    "age": 41,
+    "sex": "female",
+    "heart_rate": 112,
+    "body_temperature": 39.4,
+    "systolic_bp": 112,
+    "diastolic_bp": 70,
+    "symptoms": ["HP:0001945", "HP:0012735"],
 }
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 TARGET_RATIO = 0.5  # predict (no explanation) throughput / health throughput, same server
@@ -80,9 +85,11 @@ def configs(workers: int, compare: bool) -> list[Config]:
     triage = str(Path(sys.executable).parent / "triage")
 
     def uvicorn(n: int) -> Config:
-        return Config(f"triage serve (uvicorn), {n} worker(s)",
-                      [triage, "serve", "--host", "127.0.0.1", "--port", "{port}",
-                       "--workers", str(n)], n)
+        return Config(
+            f"triage serve (uvicorn), {n} worker(s)",
+            [triage, "serve", "--host", "127.0.0.1", "--port", "{port}", "--workers", str(n)],
+            n,
+        )
 
     chosen = [uvicorn(workers)]
     if not compare:
@@ -90,10 +97,25 @@ def configs(workers: int, compare: bool) -> list[Config]:
     alternatives = [uvicorn(n) for n in (1, 2) if n != workers]
     if importlib.util.find_spec("granian") is not None:
         alternatives += [
-            Config(f"granian, {n} worker(s)",
-                   [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
-                    "--port", "{port}", "--workers", str(n), "--factory",
-                    "serving.app:create_app"], n)
+            Config(
+                f"granian, {n} worker(s)",
+                [
+                    sys.executable,
+                    "-m",
+                    "granian",
+                    "--interface",
+                    "asgi",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "{port}",
+                    "--workers",
+                    str(n),
+                    "--factory",
+                    "serving.app:create_app",
+                ],
+                n,
+            )
             for n in (1, 2)
         ]
     else:
@@ -111,7 +133,10 @@ def start_server(config: Config, home: Path) -> tuple[subprocess.Popen, str]:
     }
     command = [part.replace("{port}", str(port)) for part in config.command]
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -183,11 +208,18 @@ def wrk(url: str, duration: int, connections: int, script: Path | None) -> tuple
         latency[pct] = float(value) * UNITS[unit]
     total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"], "requests": total,
-            "non_2xx": int(errors.group(1)) if errors else 0}, out
+    return {
+        "rps": rps,
+        "p50_ms": latency["50"],
+        "p99_ms": latency["99"],
+        "requests": total,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }, out
 
 
-def measure(config: Config, home: Path, args: argparse.Namespace, script: Path) -> tuple[dict, float]:
+def measure(
+    config: Config, home: Path, args: argparse.Namespace, script: Path
+) -> tuple[dict, float]:
     process, base = start_server(config, home)
     results = {name: Result() for name, _ in ENDPOINTS}
     try:
@@ -196,8 +228,12 @@ def measure(config: Config, home: Path, args: argparse.Namespace, script: Path) 
         for _ in range(args.rounds):
             for name, path in ENDPOINTS:
                 before = cpu_seconds(process.pid)
-                run, _ = wrk(base + path, args.duration, args.connections,
-                             None if name == "health" else script)
+                run, _ = wrk(
+                    base + path,
+                    args.duration,
+                    args.connections,
+                    None if name == "health" else script,
+                )
                 spent = cpu_seconds(process.pid) - before
                 result = results[name]
                 result.rps.append(run["rps"])
@@ -218,23 +254,29 @@ def mean(values: list[float]) -> float:
 def report(config: Config, results: dict[str, Result], memory: float) -> bool:
     health = results["health"]
     print(f"\n{config.name}  (RSS {memory:.0f} MB)")
-    print(f"  {'endpoint':<24} | {'req/s':>7} | {'ratio to health':>15} | {'p50 ms':>6} | "
-          f"{'p99 ms':>6} | {'server CPU µs/req':>17} | {'non-2xx':>7}")
+    print(
+        f"  {'endpoint':<24} | {'req/s':>7} | {'ratio to health':>15} | {'p50 ms':>6} | "
+        f"{'p99 ms':>6} | {'server CPU µs/req':>17} | {'non-2xx':>7}"
+    )
     ratios = {}
     for name, _ in ENDPOINTS:
         r = results[name]
         # per round: predict and health measured on the same server within seconds
         ratio = mean([p / h for p, h in zip(r.rps, health.rps)])
         ratios[name] = ratio
-        print(f"  {name:<24} | {mean(r.rps):>7.0f} | {ratio:>15.3f} | {max(r.p50_ms):>6.2f} | "
-              f"{max(r.p99_ms):>6.2f} | {mean(r.cpu_us):>17.0f} | {r.non_2xx:>7}")
+        print(
+            f"  {name:<24} | {mean(r.rps):>7.0f} | {ratio:>15.3f} | {max(r.p50_ms):>6.2f} | "
+            f"{max(r.p99_ms):>6.2f} | {mean(r.cpu_us):>17.0f} | {r.non_2xx:>7}"
+        )
     met = True
     for name in ("predict", "predict, no explanation"):
         p99 = max(results[name].p99_ms)
         ok = ratios[name] >= TARGET_RATIO and p99 <= TARGET_P99_MS
         met = met and ok
-        print(f"  target for {name!r}: ratio >= {TARGET_RATIO} ({ratios[name]:.3f}), "
-              f"p99 <= {TARGET_P99_MS:.0f} ms ({p99:.2f}): {'met' if ok else 'NOT met'}")
+        print(
+            f"  target for {name!r}: ratio >= {TARGET_RATIO} ({ratios[name]:.3f}), "
+            f"p99 <= {TARGET_P99_MS:.0f} ms ({p99:.2f}): {'met' if ok else 'NOT met'}"
+        )
     return met
 
 
@@ -245,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=8, help="seconds per endpoint per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--compare", action="store_true",
-                        help="also measure 1 vs 2 uvicorn workers and granian (if installed)")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also measure 1 vs 2 uvicorn workers and granian (if installed)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -254,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (home / "deployments" / "current.json").exists():
         raise SystemExit(f"no deployed model under {home} (run make pipeline first)")
 
-    print(f"API benchmark: wrk, {args.connections} connections, {args.rounds} round(s) of "
-          f"{args.duration} s per endpoint, home {home}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"API benchmark: wrk, {args.connections} connections, {args.rounds} round(s) of "
+        f"{args.duration} s per endpoint, home {home}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "predict.lua"
         script.write_text(

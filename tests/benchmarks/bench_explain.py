@@ -23,11 +23,10 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 
-from schemas.validation import read_raw_export, validate_records  # noqa: E402
 from diagnosis.explain import occlusion_rows  # noqa: E402
 from diagnosis.runtime import load_deployment  # noqa: E402
+from schemas.validation import read_raw_export, validate_records  # noqa: E402
 from serving.structs import validate_patient_body  # noqa: E402
 
 FIELDS = ("age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp", "symptoms")
@@ -94,21 +93,31 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = time.perf_counter() - started
             batch[mode] = min(batch.get(mode, elapsed), elapsed)
 
-    print(f"explanation cost, model {model.version}, {len(patients)} patients from {home}/landing, "
-          f"fastest of {args.rounds} rounds, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    print(f"symptoms per patient: mean {np.mean([len(p['symptoms']) for p in patients]):.1f}; "
-          f"occlusion rows per patient: mean {np.mean(rows):.1f}, max {max(rows)}; "
-          f"onnxruntime calls per explained patient: mean {np.mean(calls):.1f}, max {max(calls)}")
-    print(f"{'explain':>7} | {'mean ms':>7} | {'p50 ms':>6} | {'p99 ms':>6} | "
-          f"{'total s':>7} | {'batch call s':>12}")
+    print(
+        f"explanation cost, model {model.version}, {len(patients)} patients from {home}/landing, "
+        f"fastest of {args.rounds} rounds, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    )
+    print(
+        f"symptoms per patient: mean {np.mean([len(p['symptoms']) for p in patients]):.1f}; "
+        f"occlusion rows per patient: mean {np.mean(rows):.1f}, max {max(rows)}; "
+        f"onnxruntime calls per explained patient: mean {np.mean(calls):.1f}, max {max(calls)}"
+    )
+    print(
+        f"{'explain':>7} | {'mean ms':>7} | {'p50 ms':>6} | {'p99 ms':>6} | "
+        f"{'total s':>7} | {'batch call s':>12}"
+    )
     for mode in ("off", "on"):
         ms = best[mode] * 1e3
-        print(f"{mode:>7} | {ms.mean():>7.3f} | {np.percentile(ms, 50):>6.3f} | "
-              f"{np.percentile(ms, 99):>6.3f} | {best[mode].sum():>7.3f} | {batch[mode]:>12.3f}")
+        print(
+            f"{mode:>7} | {ms.mean():>7.3f} | {np.percentile(ms, 50):>6.3f} | "
+            f"{np.percentile(ms, 99):>6.3f} | {best[mode].sum():>7.3f} | {batch[mode]:>12.3f}"
+        )
     extra = (best["on"].mean() - best["off"].mean()) * 1e3
-    print(f"per patient: +{extra:.3f} ms with explanations "
-          f"({best['on'].mean() / best['off'].mean():.2f}x); batch of {len(patients)}: "
-          f"{batch['on'] / batch['off']:.2f}x")
+    print(
+        f"per patient: +{extra:.3f} ms with explanations "
+        f"({best['on'].mean() / best['off'].mean():.2f}x); batch of {len(patients)}: "
+        f"{batch['on'] / batch['off']:.2f}x"
+    )
     return 0
 
 

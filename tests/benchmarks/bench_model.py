@@ -126,9 +126,7 @@ def simulate(
     generic = {ROOT, PHENOTYPIC_ABNORMALITY}
     pa_terms = np.array(
         sorted(
-            t
-            for t in ontology.descendants(PHENOTYPIC_ABNORMALITY)
-            if t != PHENOTYPIC_ABNORMALITY
+            t for t in ontology.descendants(PHENOTYPIC_ABNORMALITY) if t != PHENOTYPIC_ABNORMALITY
         )
     )
     out: list[Case] = []
@@ -319,8 +317,12 @@ def onnx_report(ranker: KnowledgeRanker, queries: list[list[str]]) -> None:
         f"\nDeployable model (universe ORPHA+OMIM): {ranker.n_diseases} diseases, "
         f"{ranker.n_terms} terms, {ranker.nnz:,} weights"
     )
-    print(f"  ONNX size {len(content) / 1e6:.1f} MB, export {export_s:.2f} s, session load {load_s:.2f} s")
-    print(f"  parity vs numpy: max |prob diff| {max_prob_diff:.2e}, max |score diff| {max_score_diff:.2e}")
+    print(
+        f"  ONNX size {len(content) / 1e6:.1f} MB, export {export_s:.2f} s, session load {load_s:.2f} s"
+    )
+    print(
+        f"  parity vs numpy: max |prob diff| {max_prob_diff:.2e}, max |score diff| {max_score_diff:.2e}"
+    )
     print(
         f"  onnxruntime single query (1 thread, {len(ms)} queries): p50 {np.percentile(ms, 50):.2f} ms, "
         f"p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms"
@@ -384,8 +386,8 @@ def served_metrics(model, cohort: pl.DataFrame) -> tuple[dict, float]:
     from sklearn.metrics import f1_score
 
     from diagnosis.categories import CATEGORY_ORPHAN, HEALTHY_CODE, category_of
-    from schemas.clinical import SEVERITIES
     from diagnosis.common_conditions import COMMON_CONDITIONS
+    from schemas.clinical import SEVERITIES
 
     bodies = cohort.select(
         "age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp", "symptoms"
@@ -415,21 +417,27 @@ def served_metrics(model, cohort: pl.DataFrame) -> tuple[dict, float]:
             np.mean([category_of(c) == CATEGORY_ORPHAN for c in common_pred])
         ),
         "severity_macro_f1": float(
-            f1_score(true_severity, severity, labels=list(SEVERITIES), average="macro",
-                     zero_division=0)
+            f1_score(
+                true_severity, severity, labels=list(SEVERITIES), average="macro", zero_division=0
+            )
         ),
         "severity_accuracy": float((true_severity == severity).mean()),
         "severity_macro_f1_common": float(
-            f1_score(true_severity[common], severity[common], labels=list(SEVERITIES),
-                     average="macro", zero_division=0)
+            f1_score(
+                true_severity[common],
+                severity[common],
+                labels=list(SEVERITIES),
+                average="macro",
+                zero_division=0,
+            )
         ),
     }
     return metrics, seconds
 
 
 def served_report(home: Path | None, patients: int, cohort_seed: int) -> None:
-    from orchestration.pipeline import DEMO_SEED
     from diagnosis.runtime import load_deployment
+    from orchestration.pipeline import DEMO_SEED
 
     with tempfile.TemporaryDirectory(prefix="bench-served-") as tmp:
         if home is None:
@@ -437,8 +445,11 @@ def served_report(home: Path | None, patients: int, cohort_seed: int) -> None:
             trained_on = f"the demo cohort, seed {DEMO_SEED}"
             if cohort_seed == DEMO_SEED:
                 cohort_seed += 1000
-            print("\nServed system: training and deploying the demo model "
-                  "(`make pipeline` in a temporary TRIAGE_HOME)...", flush=True)
+            print(
+                "\nServed system: training and deploying the demo model "
+                "(`make pipeline` in a temporary TRIAGE_HOME)...",
+                flush=True,
+            )
             print(f"  pipeline {deploy_demo_model(home):.0f} s")
         else:
             trained_on = f"the deployment of {home}"
@@ -459,15 +470,27 @@ def served_report(home: Path | None, patients: int, cohort_seed: int) -> None:
         f"in {score_s:.1f} s ({score_s / max(metrics['rows'], 1) * 1e3:.2f} ms/patient)"
     )
     rows = [
-        (f"common-disease macro-F1 ({metrics['common_labels']} labels: 20 ICD-10 + NONE)",
-         metrics["common_rows"], metrics["common_macro_f1"]),
+        (
+            f"common-disease macro-F1 ({metrics['common_labels']} labels: 20 ICD-10 + NONE)",
+            metrics["common_rows"],
+            metrics["common_macro_f1"],
+        ),
         ("common-disease accuracy (top-1)", metrics["common_rows"], metrics["common_accuracy"]),
-        ("  share of them answered with an orphan disease", metrics["common_rows"],
-         metrics["common_predicted_orphan"]),
-        ("severity macro-F1 (5 categories), every patient", metrics["rows"],
-         metrics["severity_macro_f1"]),
-        ("severity macro-F1, common or NONE patients", metrics["common_rows"],
-         metrics["severity_macro_f1_common"]),
+        (
+            "  share of them answered with an orphan disease",
+            metrics["common_rows"],
+            metrics["common_predicted_orphan"],
+        ),
+        (
+            "severity macro-F1 (5 categories), every patient",
+            metrics["rows"],
+            metrics["severity_macro_f1"],
+        ),
+        (
+            "severity macro-F1, common or NONE patients",
+            metrics["common_rows"],
+            metrics["severity_macro_f1_common"],
+        ),
         ("severity accuracy, every patient", metrics["rows"], metrics["severity_accuracy"]),
     ]
     print(f"  {'metric':<58} {'rows':>6}  value")
@@ -499,18 +522,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--universe", nargs="+", default=["ORPHA", "OMIM"])
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a ranker parameter (repeatable)")
-    parser.add_argument("--ablation", action="store_true",
-                        help="also score design variants on noise+imprecision")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a ranker parameter (repeatable)",
+    )
+    parser.add_argument(
+        "--ablation", action="store_true", help="also score design variants on noise+imprecision"
+    )
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX/latency section")
-    parser.add_argument("--no-served", action="store_true",
-                        help="skip the served-system section (common-disease and severity F1)")
-    parser.add_argument("--home", type=Path, default=None,
-                        help="score the deployment of this TRIAGE_HOME instead of training the "
-                        "demo model into a temporary one")
-    parser.add_argument("--cohort-seed", type=int, default=None,
-                        help="seed of the held-out cohort (default: --seed)")
+    parser.add_argument(
+        "--no-served",
+        action="store_true",
+        help="skip the served-system section (common-disease and severity F1)",
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="score the deployment of this TRIAGE_HOME instead of training the "
+        "demo model into a temporary one",
+    )
+    parser.add_argument(
+        "--cohort-seed",
+        type=int,
+        default=None,
+        help="seed of the held-out cohort (default: --seed)",
+    )
     parser.add_argument("--cohort-patients", type=int, default=2000)
     args = parser.parse_args(argv)
     params = {k: float(v) for k, v in (p.split("=", 1) for p in args.param)}
@@ -520,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     ontology = Ontology.load()
     annotations = load_annotations()
-    print(f"HPO release {ontology.release}; seed {args.seed}; {args.cases} cases per universe; "
-          f"params {params or 'default'}")
+    print(
+        f"HPO release {ontology.release}; seed {args.seed}; {args.cases} cases per universe; "
+        f"params {params or 'default'}"
+    )
     rng = np.random.default_rng(args.seed)
     noise_imprecision_queries: list[list[str]] = []
 
@@ -532,18 +574,26 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         ranker = KnowledgeRanker.build(ontology, annotations, universe=(name,), **params)
         build_s = time.perf_counter() - t0
-        assert list(ranker.diseases) == universe.diseases, "ranker and protocol disagree on diseases"
+        assert list(ranker.diseases) == universe.diseases, (
+            "ranker and protocol disagree on diseases"
+        )
         baseline = TermMatchBaseline(ontology, universe)
         t0 = time.perf_counter()
         results = evaluate(
-            cases, universe.diseases, {"ranker": ranker_scorer(ranker), "term-match": baseline.score}
+            cases,
+            universe.diseases,
+            {"ranker": ranker_scorer(ranker), "term-match": baseline.score},
         )
         eval_s = time.perf_counter() - t0
-        print(f"\n[{name}] {len(universe.diseases)} diseases ({len(universe.eligible)} eligible), "
-              f"build {build_s:.2f} s, {ranker.nnz:,} weights, evaluation {eval_s:.1f} s")
+        print(
+            f"\n[{name}] {len(universe.diseases)} diseases ({len(universe.eligible)} eligible), "
+            f"build {build_s:.2f} s, {ranker.nnz:,} weights, evaluation {eval_s:.1f} s"
+        )
         print_table(name, results)
-        gain = (results[("ranker", "noise+imprecision")]["top1"]
-                - results[("term-match", "noise+imprecision")]["top1"])
+        gain = (
+            results[("ranker", "noise+imprecision")]["top1"]
+            - results[("term-match", "noise+imprecision")]["top1"]
+        )
         print(f"  top-1 gain over term-match (noise+imprecision): {gain * 100:+.1f} points")
 
         if args.ablation:
@@ -552,14 +602,20 @@ def main(argv: list[str] | None = None) -> int:
                 variant = KnowledgeRanker.build(
                     ontology, annotations, universe=(name,), **{**params, **overrides}
                 )
-                m = evaluate(cases, universe.diseases,
-                             {"v": ranker_scorer(variant, propagate)}, ("noise+imprecision",))
+                m = evaluate(
+                    cases,
+                    universe.diseases,
+                    {"v": ranker_scorer(variant, propagate)},
+                    ("noise+imprecision",),
+                )
                 m = m[("v", "noise+imprecision")]
                 print(f"    {label:<42} {m['top1']:6.1%}  {m['top10']:6.1%}  {m['mrr']:.3f}")
 
     if not args.no_onnx:
         t0 = time.perf_counter()
-        combined = KnowledgeRanker.build(ontology, annotations, universe=("ORPHA", "OMIM"), **params)
+        combined = KnowledgeRanker.build(
+            ontology, annotations, universe=("ORPHA", "OMIM"), **params
+        )
         print(f"\nbuild ORPHA+OMIM: {time.perf_counter() - t0:.2f} s")
         onnx_report(combined, noise_imprecision_queries)
 
@@ -571,8 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     rss, peak = rss_mb()
-    print(f"\nthis benchmark process: RSS {rss:.0f} MB (peak {peak:.0f} MB); "
-          f"total {time.perf_counter() - t_start:.0f} s")
+    print(
+        f"\nthis benchmark process: RSS {rss:.0f} MB (peak {peak:.0f} MB); "
+        f"total {time.perf_counter() - t_start:.0f} s"
+    )
     return 0
 
 

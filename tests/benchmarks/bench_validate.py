@@ -21,7 +21,18 @@ from schemas.clinical import RAW_COLUMNS
 from schemas.validation import read_raw_export, validate_records
 
 HPO = [f"HP:{n:07d}" for n in (1945, 2315, 12345, 2094, 1250, 2013, 12735, 1824, 3326, 2014)]
-DIAGNOSES = ["J10", "J18.9", "N39.0", "A09", "E11", "I10", "K35.8", "NONE", "ORPHA:558", "OMIM:154700"]
+DIAGNOSES = [
+    "J10",
+    "J18.9",
+    "N39.0",
+    "A09",
+    "E11",
+    "I10",
+    "K35.8",
+    "NONE",
+    "ORPHA:558",
+    "OMIM:154700",
+]
 
 
 def make_export(path: Path, rows: int, defect_rate: float, seed: int = 7) -> None:
@@ -30,28 +41,40 @@ def make_export(path: Path, rows: int, defect_rate: float, seed: int = 7) -> Non
     ids = np.char.add("P", rng.integers(0, n_patients, rows).astype(str))
     minutes = rng.integers(0, 7 * 24 * 60, rows)
     recorded = (
-        pl.Series(minutes).cast(pl.Int64) * 60_000_000
-        + int(np.datetime64("2026-01-05T00:00:00", "us").astype(np.int64))
-    ).cast(pl.Datetime("us")).dt.strftime("%Y-%m-%dT%H:%M:%S")
+        (
+            pl.Series(minutes).cast(pl.Int64) * 60_000_000
+            + int(np.datetime64("2026-01-05T00:00:00", "us").astype(np.int64))
+        )
+        .cast(pl.Datetime("us"))
+        .dt.strftime("%Y-%m-%dT%H:%M:%S")
+    )
     n_sym = rng.integers(0, 4, rows)
     sym_idx = rng.integers(0, len(HPO), (rows, 3))
     hpo = np.array(HPO)
     symptoms = pl.DataFrame(
         {f"s{i}": np.where(n_sym > i, hpo[sym_idx[:, i]], "") for i in range(3)}
-    ).select(pl.concat_str(["s0", "s1", "s2"], separator=";").str.strip_chars(";").str.replace_all(";;", ";"))
+    ).select(
+        pl.concat_str(["s0", "s1", "s2"], separator=";")
+        .str.strip_chars(";")
+        .str.replace_all(";;", ";")
+    )
     df = pl.DataFrame(
         {
             "patient_id": ids,
             "recorded_at": recorded,
             "age": rng.integers(0, 100, rows).astype(str),
-            "sex": np.array(["female", "male", "F", "M", "other", "unknown"])[rng.integers(0, 6, rows)],
+            "sex": np.array(["female", "male", "F", "M", "other", "unknown"])[
+                rng.integers(0, 6, rows)
+            ],
             "heart_rate": rng.integers(50, 130, rows).astype(str),
             "body_temperature": np.round(rng.normal(37.2, 0.8, rows), 1).astype(str),
             "systolic_bp": rng.integers(100, 160, rows).astype(str),
             "diastolic_bp": rng.integers(55, 95, rows).astype(str),
             "symptoms": symptoms.to_series(),
             "diagnosis": np.array(DIAGNOSES)[rng.integers(0, len(DIAGNOSES), rows)],
-            "severity": np.array(["not_ill", "mild", "acute", "chronic", "terminal"])[rng.integers(0, 5, rows)],
+            "severity": np.array(["not_ill", "mild", "acute", "chronic", "terminal"])[
+                rng.integers(0, 5, rows)
+            ],
         }
     )
     # Defects: each kind on a random share of rows.

@@ -1,8 +1,8 @@
 """Deployment on disk (diagnosis.artifacts): immutable versions and the atomic pointer, written by
 the real writer from a real (small) exported artifact."""
 
-import numpy as np
 import msgspec
+import numpy as np
 import polars as pl
 import pytest
 

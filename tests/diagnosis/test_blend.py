@@ -12,8 +12,13 @@ TO_DISEASE = np.array([-1, -1, 0, -1])
 def run(classifier, scores, unseen=0.0, alpha=0.3, coef=(1.0, 0.5, 2.0), intercept=-1.0):
     params = BlendParams(coef, intercept, alpha)
     return blend(
-        np.array([classifier], dtype=float), ORPHAN, TO_DISEASE,
-        np.array([scores], dtype=float), 0.0, np.array([unseen]), params,
+        np.array([classifier], dtype=float),
+        ORPHAN,
+        TO_DISEASE,
+        np.array([scores], dtype=float),
+        0.0,
+        np.array([unseen]),
+        params,
     )
 
 
@@ -28,10 +33,12 @@ def test_probabilities_sum_to_one_and_orphan_mass_moves_to_the_ranker():
 
 
 def test_unseen_symptoms_and_ranker_evidence_raise_the_orphan_probability():
-    base = gate_features(np.array([[0.7, 0.3, 0.0, 0.0]]), ORPHAN, np.array([[0.0, 0, 0]]), 0.0,
-                         np.array([0.0]))
-    strong = gate_features(np.array([[0.7, 0.3, 0.0, 0.0]]), ORPHAN, np.array([[8.0, 0, 0]]), 0.0,
-                           np.array([1.0]))
+    base = gate_features(
+        np.array([[0.7, 0.3, 0.0, 0.0]]), ORPHAN, np.array([[0.0, 0, 0]]), 0.0, np.array([0.0])
+    )
+    strong = gate_features(
+        np.array([[0.7, 0.3, 0.0, 0.0]]), ORPHAN, np.array([[8.0, 0, 0]]), 0.0, np.array([1.0])
+    )
     params = BlendParams((0.2, 0.5, 2.0), -1.0, 0.0)
     assert orphan_probability(strong, params)[0] > orphan_probability(base, params)[0] + 0.5
 

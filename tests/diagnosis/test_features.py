@@ -44,8 +44,10 @@ def test_manifest_round_trip_and_column_encoding_agree_with_dict_encoding():
     ]
     by_dict = restored.encode(patients)
     by_columns = restored.encode_columns(
-        {name: np.array([p.get(name, np.nan) for p in patients], dtype=float)
-         for name in VITAL_FEATURES},
+        {
+            name: np.array([p.get(name, np.nan) for p in patients], dtype=float)
+            for name in VITAL_FEATURES
+        },
         [p["sex"] for p in patients],
         [p["symptoms"] for p in patients],
     )

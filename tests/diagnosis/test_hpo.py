@@ -7,7 +7,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from schemas.clinical import DIAGNOSIS_RE, HPO_ID_RE, SEVERITIES
 from diagnosis.common_conditions import (
     COMMON_CONDITIONS,
     HEALTHY_CODE,
@@ -25,6 +24,7 @@ from diagnosis.hpo import (
     load_annotations,
     parse_frequency,
 )
+from schemas.clinical import DIAGNOSIS_RE, HPO_ID_RE, SEVERITIES
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def _write_hpoa(path: Path) -> Path:
         "ORPHA:1\tRare one\tNOT\tHP:0012735\tORPHA:1\tTAS\t\t\t\t\tP\tx",
         "ORPHA:1\tRare one\t\tHP:0003326\tORPHA:1\tTAS\t\t\t\t\tI\tx",  # inheritance: dropped
         'OMIM:2\tQuote "in" name\t\tHP:0002014\tPMID:1\tPCS\t\t40%\t\t\tP\tx',
-        "OMIM:2\tQuote \"in\" name\t\tHP:0002013\tPMID:1\tPCS\t\t0/3\t\t\tP\tx",
+        'OMIM:2\tQuote "in" name\t\tHP:0002013\tPMID:1\tPCS\t\t0/3\t\t\tP\tx',
         "DECIPHER:3\tDel\t\tHP:0002013\tDECIPHER:3\tIEA\t\t\t\t\tP\tx",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -121,7 +121,9 @@ def test_annotations_rewritten_in_place_are_read_again(tmp_path):
 def test_disease_term_frequencies_use_current_ids_of_orpha_and_omim_only(tmp_path):
     drop = write_release(tmp_path)
     ontology = Ontology.load(drop / "hp.obo")
-    frame, stats = build_disease_term_frequencies(ontology, load_annotations(drop / "phenotype.hpoa"))
+    frame, stats = build_disease_term_frequencies(
+        ontology, load_annotations(drop / "phenotype.hpoa")
+    )
     rows = {(r["disease_id"], r["hpo_id"]): r for r in frame.iter_rows(named=True)}
     assert set(rows) == {
         ("ORPHA:1", "HP:0000002"),  # the alt_id merged into its current term

@@ -7,7 +7,13 @@ import onnxruntime as ort
 import polars as pl
 import pytest
 
-from diagnosis.hpo import PHENOTYPIC_ABNORMALITY, ROOT, Ontology, disease_phenotypes, load_annotations
+from diagnosis.hpo import (
+    PHENOTYPIC_ABNORMALITY,
+    ROOT,
+    Ontology,
+    disease_phenotypes,
+    load_annotations,
+)
 from diagnosis.ranker import (
     ONNX_PROBABILITIES_OUTPUT,
     ONNX_QUERY_INPUT,
@@ -113,7 +119,8 @@ def test_an_excluded_term_counts_against_the_disease(ranker, phenotypes):
 
 def test_alt_ids_and_obsolete_ids_map_to_the_current_term(ranker, ontology):
     alt, primary = next(
-        (alt, primary) for alt, primary in sorted(ontology.alt_ids.items())
+        (alt, primary)
+        for alt, primary in sorted(ontology.alt_ids.items())
         if primary in ontology and alt not in ontology
     )
     assert np.array_equal(ranker.encode([alt]), ranker.encode([primary]))

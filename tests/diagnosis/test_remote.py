@@ -7,8 +7,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from orchestration.settings import ConfigurationError, current_environment
 from diagnosis.remote import LogShipper, RemoteStore, S3Location
+from orchestration.settings import ConfigurationError, current_environment
 
 BUCKET = "unit-bucket"
 
@@ -52,7 +52,9 @@ def test_deployment_pointer_is_published_last_and_mirrored_whole(remote, tmp_pat
     (source / "v1").mkdir(parents=True)
     (source / "v1" / "manifest.json").write_text('{"version": "v1"}')
     (source / "v1" / "model.onnx").write_bytes(b"\x08\x01")
-    (source / "current.json").write_text(json.dumps({"version": "v1", "manifest": "v1/manifest.json"}))
+    (source / "current.json").write_text(
+        json.dumps({"version": "v1", "manifest": "v1/manifest.json"})
+    )
     assert remote.pull_deployment(mirror) is False  # nothing deployed yet
     remote.publish_deployment(source, "v1")
     assert remote.pull_deployment(mirror) is True
@@ -95,11 +97,13 @@ def test_environment_split():
     assert prod.name == "prod" and prod.model_name == "triage-diagnosis"
     with pytest.raises(ConfigurationError, match="TRIAGE_S3_BUCKET"):
         prod.s3_location({})
-    branch = current_environment({
-        "DAGSTER_CLOUD_DEPLOYMENT_NAME": "feature-x",
-        "DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT": "1",
-        "DAGSTER_CLOUD_GIT_BRANCH": "Feature/New Model",
-    })
+    branch = current_environment(
+        {
+            "DAGSTER_CLOUD_DEPLOYMENT_NAME": "feature-x",
+            "DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT": "1",
+            "DAGSTER_CLOUD_GIT_BRANCH": "Feature/New Model",
+        }
+    )
     assert branch.name == "branch" and branch.branch == "feature-new-model"
     assert branch.model_name == "triage-diagnosis-feature-new-model"
     location = branch.s3_location({"TRIAGE_S3_BUCKET": "b", "TRIAGE_S3_PREFIX": "net"})

@@ -8,6 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from diagnosis.common_conditions import COMMON_CONDITIONS, HEALTHY_CODE
+from diagnosis.hpo import disease_phenotypes, load_annotations
 from diagnosis.simulation import (
     DEFECT_TYPES,
     select_orphan_diseases,
@@ -23,8 +25,6 @@ from schemas.clinical import (
     normalise_severity,
     normalise_sex,
 )
-from diagnosis.common_conditions import COMMON_CONDITIONS, HEALTHY_CODE
-from diagnosis.hpo import disease_phenotypes, load_annotations
 
 COMMON_CODES = {c.code for c in COMMON_CONDITIONS}
 NUMERIC = ("age", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp")

@@ -27,7 +27,10 @@ def start_api():
         env = {**os.environ, "TRIAGE_HOME": str(home), "TRIAGE_API_KEYS": api_keys, **extra_env}
         process = subprocess.Popen(
             [str(TRIAGE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         started.append(process)
         base = f"http://127.0.0.1:{port}"

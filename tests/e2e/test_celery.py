@@ -44,19 +44,22 @@ def celery_env(tmp_path):
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    write_weekly_exports(home / "landing", patients=500, weeks=1, seed=3, defect_rate=0.05,
-                         start=WEEK)
+    write_weekly_exports(
+        home / "landing", patients=500, weeks=1, seed=3, defect_rate=0.05, start=WEEK
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "DAGSTER_"))}
-    env.update({
-        "TRIAGE_HOME": str(home),
-        "DAGSTER_HOME": str(dagster_home),
-        "TRIAGE_EXECUTOR": "celery",
-        # a database number of its own, so no other Celery user of this Redis sees the tasks
-        "DAGSTER_CELERY_BROKER_URL": "redis://127.0.0.1:6379/11",
-        "OMP_NUM_THREADS": "1",
-        # dagster-celery starts the `celery` program by name
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "TRIAGE_HOME": str(home),
+            "DAGSTER_HOME": str(dagster_home),
+            "TRIAGE_EXECUTOR": "celery",
+            # a database number of its own, so no other Celery user of this Redis sees the tasks
+            "DAGSTER_CELERY_BROKER_URL": "redis://127.0.0.1:6379/11",
+            "OMP_NUM_THREADS": "1",
+            # dagster-celery starts the `celery` program by name
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     return env
 
 
@@ -68,16 +71,41 @@ def test_steps_run_on_celery_workers(celery_env):
 
     worker_name = f"triage-test-{uuid.uuid4().hex[:8]}"
     worker = subprocess.Popen(
-        [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-         "-y", str(ROOT / "orchestration" / "deploy" / "celery.yaml"), "-n", worker_name,
-         "-l", "warning"],
-        env=celery_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            str(BIN / "dagster-celery"),
+            "worker",
+            "start",
+            "-A",
+            "dagster_celery.app",
+            "-y",
+            str(ROOT / "orchestration" / "deploy" / "celery.yaml"),
+            "-n",
+            worker_name,
+            "-l",
+            "warning",
+        ],
+        env=celery_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
     )
     run = subprocess.Popen(
-        [str(BIN / "dagster"), "job", "execute", "-m", "orchestration.definitions",
-         "-j", "weekly_validation", "--tags", json.dumps({"dagster/partition": WEEK})],
-        env=celery_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            str(BIN / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "orchestration.definitions",
+            "-j",
+            "weekly_validation",
+            "--tags",
+            json.dumps({"dagster/partition": WEEK}),
+        ],
+        env=celery_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -105,11 +133,13 @@ def test_steps_run_on_celery_workers(celery_env):
     run = runs[0]
     events = instance.all_logs(run.run_id)
     step_pids = {
-        e.dagster_event.pid for e in events
+        e.dagster_event.pid
+        for e in events
         if e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_START"
     }
     run_pids = {
-        e.dagster_event.pid for e in events
+        e.dagster_event.pid
+        for e in events
         if e.dagster_event is not None and e.dagster_event.event_type_value == "RUN_START"
     }
     # every step started in a worker process, not in the process that launched the run
@@ -117,12 +147,19 @@ def test_steps_run_on_celery_workers(celery_env):
     materialised = {
         e.dagster_event.asset_key.to_user_string()
         for e in events
-        if e.dagster_event is not None and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        if e.dagster_event is not None
+        and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
     }
-    assert {"raw_patient_records", "validated_patient_records", "quarantined_patient_records"} <= materialised
+    assert {
+        "raw_patient_records",
+        "validated_patient_records",
+        "quarantined_patient_records",
+    } <= materialised
     submitted = [
-        e.message for e in events
-        if e.dagster_event is not None and e.dagster_event.event_type_value == "ENGINE_EVENT"
+        e.message
+        for e in events
+        if e.dagster_event is not None
+        and e.dagster_event.event_type_value == "ENGINE_EVENT"
         and "celery" in (e.message or "").lower()
     ]
     assert submitted, "no engine event mentions Celery"

@@ -12,9 +12,15 @@ TRIAGE = str(Path(sys.executable).parent / "triage")
 
 def run(*args: str, env_home: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [TRIAGE, *args], capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin", "TRIAGE_HOME": str(env_home),
-             "TRIAGE_PSEUDONYM_KEY": "cli-test-key"},
+        [TRIAGE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TRIAGE_HOME": str(env_home),
+            "TRIAGE_PSEUDONYM_KEY": "cli-test-key",
+        },
     )
 
 
@@ -26,8 +32,20 @@ def test_help_explains_every_command(tmp_path):
 
 
 def test_simulate_then_validate_accounts_for_every_row(tmp_path):
-    sim = run("simulate", "--patients", "400", "--weeks", "2", "--seed", "3",
-              "--defect-rate", "0.1", "--out", str(tmp_path / "landing"), env_home=tmp_path)
+    sim = run(
+        "simulate",
+        "--patients",
+        "400",
+        "--weeks",
+        "2",
+        "--seed",
+        "3",
+        "--defect-rate",
+        "0.1",
+        "--out",
+        str(tmp_path / "landing"),
+        env_home=tmp_path,
+    )
     assert sim.returncode == 0, sim.stderr
     files = sorted((tmp_path / "landing").glob("records_*.txt"))
     assert [f.name for f in files] == ["records_2026-01-05.txt", "records_2026-01-12.txt"]
@@ -45,8 +63,9 @@ def test_simulate_then_validate_accounts_for_every_row(tmp_path):
 
 
 def test_validate_refuses_an_unreadable_file_with_a_clear_message(tmp_path):
-    missing = run("validate", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"),
-                  env_home=tmp_path)
+    missing = run(
+        "validate", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"), env_home=tmp_path
+    )
     assert missing.returncode == 2
     assert "nope.txt" in missing.stderr
     headerless = tmp_path / "records_2026-01-05.txt"

@@ -52,12 +52,16 @@ def test_the_numbers_the_gate_saw_are_what_the_api_returns(deployed_home):
     assert [[e["code"] for e in p["differential"]] for p in served] == ranked.codes
     np.testing.assert_allclose(
         [[e["probability"] for e in p["differential"]] for p in served],
-        ranked.probabilities, rtol=0, atol=1e-6,
+        ranked.probabilities,
+        rtol=0,
+        atol=1e-6,
     )
     np.testing.assert_allclose(
         [p["orphan_probability"] for p in served], ranked.orphan, rtol=0, atol=1e-6
     )
     np.testing.assert_allclose(
         [list(p["severity"]["probabilities"].values()) for p in served],
-        ranked.severity, rtol=0, atol=1e-6,
+        ranked.severity,
+        rtol=0,
+        atol=1e-6,
     )

@@ -15,9 +15,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from diagnosis.simulation import simulate_cohort
 from orchestration.resources import MonitoringPolicy, TriageStorage
 from orchestration.sensors import new_labels_sensor
-from diagnosis.simulation import simulate_cohort
 from schemas.validation import validate_records
 
 CLINICIAN, AUDITOR = "loop-clinician", "loop-auditor"
@@ -53,8 +53,9 @@ def loop_home(deployed_home, tmp_path, monkeypatch):
 
 @pytest.fixture
 def api(loop_home, start_api):
-    return start_api(loop_home, f"clinician:{CLINICIAN},auditor:{AUDITOR}",
-                     TRIAGE_RELOAD_INTERVAL="0.2")
+    return start_api(
+        loop_home, f"clinician:{CLINICIAN},auditor:{AUDITOR}", TRIAGE_RELOAD_INTERVAL="0.2"
+    )
 
 
 def served_version(base):
@@ -70,13 +71,29 @@ def confirm_labels(base, n, seed):
     records = validate_records(raw, b"loop").valid
     assert records.height >= n - 2
     for row in records.iter_rows(named=True):
-        body = {k: row[k] for k in ("age", "sex", "heart_rate", "body_temperature", "systolic_bp",
-                                    "diastolic_bp", "symptoms")}
+        body = {
+            k: row[k]
+            for k in (
+                "age",
+                "sex",
+                "heart_rate",
+                "body_temperature",
+                "systolic_bp",
+                "diastolic_bp",
+                "symptoms",
+            )
+        }
         status, answer = call(f"{base}/v1/predict", body, token=CLINICIAN)
         assert status == 200, answer
-        status, _ = call(f"{base}/v1/labels", {"prediction_id": answer["prediction_id"],
-                                               "diagnosis": row["diagnosis"],
-                                               "severity": row["severity"]}, token=CLINICIAN)
+        status, _ = call(
+            f"{base}/v1/labels",
+            {
+                "prediction_id": answer["prediction_id"],
+                "diagnosis": row["diagnosis"],
+                "severity": row["severity"],
+            },
+            token=CLINICIAN,
+        )
         assert status == 202
     return records.height
 
@@ -102,7 +119,10 @@ def run_training(home, tags, run_config=None):
     env = {**os.environ, "TRIAGE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     out = subprocess.run(
         [sys.executable, "-c", RUN_TRAINING, json.dumps(dict(tags)), json.dumps(run_config or {})],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -110,7 +130,8 @@ def run_training(home, tags, run_config=None):
 
 def sensor_tick(instance, home, cursor=None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor,
+        instance=instance,
+        cursor=cursor,
         resources={"storage": TriageStorage(home=str(home)), "monitoring": MonitoringPolicy()},
     )
     return new_labels_sensor(context), context
@@ -146,10 +167,18 @@ def test_labels_close_the_loop_through_the_gate(loop_home, api):
         confirm_labels(api, 25, seed=22)
         result, _ = sensor_tick(instance, loop_home, cursor=result.cursor)
         assert len(result.run_requests) == 1
-        weak = {"ops": {"diagnosis_model": {"config": {
-            "family": "xgboost", "balancing": "random_over_sampling",
-            "n_estimators": 1, "max_depth": 1,
-        }}}}
+        weak = {
+            "ops": {
+                "diagnosis_model": {
+                    "config": {
+                        "family": "xgboost",
+                        "balancing": "random_over_sampling",
+                        "n_estimators": 1,
+                        "max_depth": 1,
+                    }
+                }
+            }
+        }
         refused = run_training(loop_home, result.run_requests[0].tags, weak)
         assert not refused["success"] and refused["gate_passed"] is False
         time.sleep(1.0)  # several reload intervals

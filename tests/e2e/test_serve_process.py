@@ -6,12 +6,15 @@ import urllib.request
 
 import pytest
 
+
 def call(url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(
         url,
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json",
-                 **({"Authorization": f"Bearer {token}"} if token else {})},
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
         method="GET" if body is None else "POST",
     )
     try:
@@ -27,9 +30,15 @@ def server(deployed_home, start_api):
 
 
 def test_served_prediction_for_a_febrile_patient_and_provenance(server):
-    febrile = {"age": 41, "sex": "female", "heart_rate": 112, "body_temperature": 39.6,
-               "systolic_bp": 112, "diastolic_bp": 70,
-               "symptoms": ["HP:0001945", "HP:0012735"]}
+    febrile = {
+        "age": 41,
+        "sex": "female",
+        "heart_rate": 112,
+        "body_temperature": 39.6,
+        "systolic_bp": 112,
+        "diastolic_bp": 70,
+        "symptoms": ["HP:0001945", "HP:0012735"],
+    }
     status, body = call(f"{server}/v1/predict?top_k=5", febrile, token="e2e-clinician")
     assert status == 200, body
     assert len(body["differential"]) == 5

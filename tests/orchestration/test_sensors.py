@@ -62,7 +62,9 @@ def write_labels(directory: Path, start: int, count: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(start, start + count):
         tmp = directory / f".label-{i:04d}.tmp"
-        tmp.write_text(json.dumps({"prediction_id": f"p{i}", "diagnosis": "J10", "severity": "acute"}))
+        tmp.write_text(
+            json.dumps({"prediction_id": f"p{i}", "diagnosis": "J10", "severity": "acute"})
+        )
         os.replace(tmp, directory / f"label-{i:04d}.json")
         time.sleep(0.002)  # distinct mtimes, as labels arriving one by one
 
@@ -71,7 +73,10 @@ def labels_context(home: Path, instance, cursor=None, **policy):
     return dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
-        resources={"storage": TriageStorage(home=str(home)), "monitoring": MonitoringPolicy(**policy)},
+        resources={
+            "storage": TriageStorage(home=str(home)),
+            "monitoring": MonitoringPolicy(**policy),
+        },
     )
 
 
@@ -89,7 +94,9 @@ def test_new_labels_sensor_requests_one_retraining_per_batch_of_twenty_labels(tm
         first = new_labels_sensor(labels_context(tmp_path, instance))
         (request,) = first.run_requests
         assert request.run_key.endswith("label-0019.json")
-        assert request.tags[TRIGGER_TAG] == "new_labels" and request.tags["triage/new_labels"] == "20"
+        assert (
+            request.tags[TRIGGER_TAG] == "new_labels" and request.tags["triage/new_labels"] == "20"
+        )
 
         # the same labels never request a second run: the cursor moved past them
         again = new_labels_sensor(labels_context(tmp_path, instance, cursor=first.cursor))
@@ -104,31 +111,45 @@ def test_new_labels_sensor_requests_one_retraining_per_batch_of_twenty_labels(tm
 def test_new_labels_sensor_respects_the_minimum_and_the_cooldown(tmp_path):
     with dg.instance_for_test() as instance:
         write_labels(tmp_path / "labels", 0, 5)
-        first = new_labels_sensor(labels_context(tmp_path, instance, min_new_labels=5,
-                                                 label_retrain_cooldown_seconds=3600))
+        first = new_labels_sensor(
+            labels_context(
+                tmp_path, instance, min_new_labels=5, label_retrain_cooldown_seconds=3600
+            )
+        )
         assert len(first.run_requests) == 1
         write_labels(tmp_path / "labels", 5, 5)
-        cooling = new_labels_sensor(labels_context(tmp_path, instance, cursor=first.cursor,
-                                                   min_new_labels=5,
-                                                   label_retrain_cooldown_seconds=3600))
+        cooling = new_labels_sensor(
+            labels_context(
+                tmp_path,
+                instance,
+                cursor=first.cursor,
+                min_new_labels=5,
+                label_retrain_cooldown_seconds=3600,
+            )
+        )
         assert isinstance(cooling, dg.SkipReason) and "cooldown" in cooling.skip_message
-        after = new_labels_sensor(labels_context(tmp_path, instance, cursor=first.cursor,
-                                                 min_new_labels=5))
+        after = new_labels_sensor(
+            labels_context(tmp_path, instance, cursor=first.cursor, min_new_labels=5)
+        )
         assert len(after.run_requests) == 1
 
 
 def report_drift(instance, passed: bool, share: float) -> None:
     instance.report_runless_asset_event(
         dg.AssetCheckEvaluation(
-            asset_key=DRIFT_KEY, check_name="drift_share", passed=passed,
-            severity=dg.AssetCheckSeverity.WARN, metadata={"drift_share": share},
+            asset_key=DRIFT_KEY,
+            check_name="drift_share",
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"drift_share": share},
         )
     )
 
 
 def drift_context(instance, cursor=None, cooldown=3600):
     return dg.build_sensor_context(
-        instance=instance, cursor=cursor,
+        instance=instance,
+        cursor=cursor,
         resources={"monitoring": MonitoringPolicy(drift_retrain_cooldown_seconds=cooldown)},
     )
 
@@ -160,7 +181,9 @@ def test_drift_sensor_retrains_on_a_failed_drift_check_once_then_cools_down():
         assert len(later.run_requests) == 1 and later.run_requests[0].run_key != request.run_key
 
 
-def test_alerts_resource_posts_json_to_the_webhook_and_warns_when_unset(webhook, monkeypatch, caplog):
+def test_alerts_resource_posts_json_to_the_webhook_and_warns_when_unset(
+    webhook, monkeypatch, caplog
+):
     assert AlertsResource(webhook_url=webhook.url).send("drift_detected", "age drifted", {"x": 1})
     (payload,) = webhook.received
     assert payload["kind"] == "drift_detected" and payload["summary"] == "age drifted"
@@ -185,13 +208,17 @@ def test_alerts_resource_posts_json_to_the_webhook_and_warns_when_unset(webhook,
 def test_gate_alert_sensor_alerts_once_per_refused_model(webhook):
     with dg.instance_for_test() as instance:
         context = lambda cursor=None: dg.build_sensor_context(  # noqa: E731
-            instance=instance, cursor=cursor,
+            instance=instance,
+            cursor=cursor,
             resources={"alerts": AlertsResource(webhook_url=webhook.url)},
         )
         instance.report_runless_asset_event(
             dg.AssetCheckEvaluation(
-                asset_key=dg.AssetKey("model_evaluation"), check_name="quality_gate",
-                passed=False, description="macro_f1 0.310 < 0.5", metadata={"macro_f1": 0.31},
+                asset_key=dg.AssetKey("model_evaluation"),
+                check_name="quality_gate",
+                passed=False,
+                description="macro_f1 0.310 < 0.5",
+                metadata={"macro_f1": 0.31},
             )
         )
         first = context()
@@ -223,7 +250,11 @@ def test_dagster_sensor_preview_shows_a_run_request_only_after_twenty_labels(tmp
     def preview() -> str:
         done = subprocess.run(
             [str(dagster), "sensor", "preview", "new_labels_sensor", "-w", "workspace.yaml"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout

@@ -45,13 +45,30 @@ def _write(tmp_path: Path, name: str, lines: list[str], *, encoding="utf-8", new
 
 
 def test_sex_and_severity_aliases_cover_spanish_any_case_and_accents():
-    assert [normalise_sex(v) for v in (" Mujer ", "HOMBRE", "f", "M", "otro", "Desconocido", "")] == [
-        "female", "male", "female", "male", "other", "unknown", "unknown",
+    assert [
+        normalise_sex(v) for v in (" Mujer ", "HOMBRE", "f", "M", "otro", "Desconocido", "")
+    ] == [
+        "female",
+        "male",
+        "female",
+        "male",
+        "other",
+        "unknown",
+        "unknown",
     ]
     assert normalise_sex("x") is None
     assert [
         normalise_severity(v)
-        for v in ("No enfermo", "LEVE", "aguda", "Crónica", "cronica", "Terminal", "acute", "not_ill")
+        for v in (
+            "No enfermo",
+            "LEVE",
+            "aguda",
+            "Crónica",
+            "cronica",
+            "Terminal",
+            "acute",
+            "not_ill",
+        )
     ] == ["not_ill", "mild", "acute", "chronic", "chronic", "terminal", "acute", "not_ill"]
     assert normalise_severity("grave") is None and normalise_severity(None) is None
 
@@ -69,7 +86,18 @@ def test_ranges_table_patterns_and_fahrenheit():
     assert fahrenheit_to_celsius_if_needed(98.6) == pytest.approx(37.0)
     assert fahrenheit_to_celsius_if_needed(37.5) == 37.5
     assert fahrenheit_to_celsius_if_needed(None) is None
-    for code in ("NONE", "J10", "J18.9", "N39.0", "A09", "E11", "I10", "K35.8", "ORPHA:558", "OMIM:154700"):
+    for code in (
+        "NONE",
+        "J10",
+        "J18.9",
+        "N39.0",
+        "A09",
+        "E11",
+        "I10",
+        "K35.8",
+        "ORPHA:558",
+        "OMIM:154700",
+    ):
         assert DIAGNOSIS_RE.match(code), code
     for code in ("J1", "10", "ORPHA:", "flu", "J18.", ""):
         assert not DIAGNOSIS_RE.match(code), code
@@ -161,17 +189,23 @@ def test_messy_week_routes_every_row_with_exact_reasons(messy_file: Path):
     reasons = {r["source_row"]: r["reasons"] for r in outcome.quarantined.iter_rows(named=True)}
     assert reasons == EXPECTED_REASONS
     assert outcome.valid.get_column("source_row").to_list() == [1, 9]
-    assert outcome.quarantined.get_column("source_file").unique().to_list() == ["records_2026-01-05.txt"]
+    assert outcome.quarantined.get_column("source_file").unique().to_list() == [
+        "records_2026-01-05.txt"
+    ]
 
     first, healthy = outcome.valid.iter_rows(named=True)
     assert first["patient_key"] == pseudonymise("P001", KEY)
     assert first["recorded_at"] == dt.datetime(2026, 1, 5, 9, 13)
-    assert first["sex"] == "female" and first["severity"] == "mild" and first["diagnosis"] == "J18.9"
+    assert (
+        first["sex"] == "female" and first["severity"] == "mild" and first["diagnosis"] == "J18.9"
+    )
     assert first["body_temperature"] == pytest.approx(37.0)
     assert first["symptoms"] == ["HP:0001945", "HP:0002315"]
     assert healthy["sex"] == "unknown" and healthy["severity"] == "not_ill"
     assert healthy["symptoms"] == [] and healthy["diagnosis"] == "NONE"
-    assert [healthy[c] for c in ("heart_rate", "body_temperature", "systolic_bp", "diastolic_bp")] == [None] * 4
+    assert [
+        healthy[c] for c in ("heart_rate", "body_temperature", "systolic_bp", "diastolic_bp")
+    ] == [None] * 4
 
 
 def test_quarantine_keeps_original_text_but_never_the_patient_id(messy_file: Path):
@@ -247,8 +281,19 @@ def test_semicolon_and_pipe_files_with_quoted_symptoms_and_decimal_comma(tmp_pat
     lines = [
         delimiter.join(RAW_COLUMNS),
         delimiter.join(
-            ["P1", "2026-01-05T09:00:00", "30", "m", "70", "37,5", "120", "80",
-             '"HP:0001945;HP:0002315"', "J10", "acute"]
+            [
+                "P1",
+                "2026-01-05T09:00:00",
+                "30",
+                "m",
+                "70",
+                "37,5",
+                "120",
+                "80",
+                '"HP:0001945;HP:0002315"',
+                "J10",
+                "acute",
+            ]
         ),
     ]
     path = _write(tmp_path, "w.csv", lines, newline="\r\n")
@@ -268,7 +313,12 @@ def test_semicolons_inside_symptoms_do_not_fool_the_delimiter_sniffer(tmp_path: 
 
 def test_utf16_with_bom_and_extra_columns_in_any_order(tmp_path: Path):
     cols = list(reversed(RAW_COLUMNS)) + ["ward"]
-    values = dict(zip(RAW_COLUMNS, ["P1", "2026-01-05", "30", "f", "70", "36.6", "120", "80", "", "NONE", "not_ill"]))
+    values = dict(
+        zip(
+            RAW_COLUMNS,
+            ["P1", "2026-01-05", "30", "f", "70", "36.6", "120", "80", "", "NONE", "not_ill"],
+        )
+    )
     line = ",".join([values[c] for c in reversed(RAW_COLUMNS)] + ["ICU"])
     path = tmp_path / "u16.txt"
     path.write_bytes(("\n".join([",".join(cols), line]) + "\n").encode("utf-16"))
@@ -279,7 +329,11 @@ def test_utf16_with_bom_and_extra_columns_in_any_order(tmp_path: Path):
 
 def test_ragged_rows_too_few_fields_and_unbalanced_quotes_are_quarantined(tmp_path: Path):
     good = "P1,2026-01-05,30,f,70,36.6,120,80,,NONE,not_ill"
-    path = _write(tmp_path, "r.txt", [HEADER, "P2,2026-01-05,30,f", good, 'P3,"2026-01-05,30,f,70,36.6,120,80,,NONE,not_ill'])
+    path = _write(
+        tmp_path,
+        "r.txt",
+        [HEADER, "P2,2026-01-05,30,f", good, 'P3,"2026-01-05,30,f,70,36.6,120,80,,NONE,not_ill'],
+    )
     outcome = validate_records(read_raw_export(path), KEY)
     assert outcome.valid["source_row"].to_list() == [2]
     assert outcome.quarantined["reasons"].to_list() == [
@@ -318,7 +372,9 @@ def test_raw_file_errors_explain_the_problem(tmp_path: Path):
     with pytest.raises(RawFileError, match="missing required columns: age, severity"):
         read_raw_export(_write(tmp_path, "cols.txt", [no_age, "x"]))
     with pytest.raises(RawFileError, match="no header row"):
-        read_raw_export(_write(tmp_path, "data.txt", ["P1,2026-01-05,30,f,70,36.6,120,80,,NONE,mild"]))
+        read_raw_export(
+            _write(tmp_path, "data.txt", ["P1,2026-01-05,30,f,70,36.6,120,80,,NONE,mild"])
+        )
     with pytest.raises(RawFileError, match="duplicate header columns: age"):
         read_raw_export(_write(tmp_path, "dupe.txt", [HEADER + ",AGE"]))
 
@@ -326,7 +382,9 @@ def test_raw_file_errors_explain_the_problem(tmp_path: Path):
 # ---------------------------------------------------------------- file to directory
 
 
-def test_validate_file_to_dir_writes_both_parquet_files_and_a_json_summary(messy_file: Path, tmp_path: Path):
+def test_validate_file_to_dir_writes_both_parquet_files_and_a_json_summary(
+    messy_file: Path, tmp_path: Path
+):
     out = tmp_path / "out"
     summary = validate_file_to_dir(messy_file, out, KEY)
     assert summary["file"] == "records_2026-01-05.txt"

@@ -17,7 +17,14 @@ from schemas.validation import VALID_RECORDS_SCHEMA, read_raw_export, validate_r
 KEY = b"property-key"
 
 VALUES = {
-    "recorded_at": ["2026-01-05T09:13:00", "2026-01-06", "2026-01-07 10:00", "05/01/2026", "", "yesterday"],
+    "recorded_at": [
+        "2026-01-05T09:13:00",
+        "2026-01-06",
+        "2026-01-07 10:00",
+        "05/01/2026",
+        "",
+        "yesterday",
+    ],
     "age": ["34", "0", "120", "121", "-1", "8O", "", "45.5", "nan"],
     "sex": ["female", "M", "mujer", "Hombre", "x", "", "unknown"],
     "heart_rate": ["80", "400", "19", "abc", "", "72.5"],
@@ -60,7 +67,9 @@ def _render(rows: list[dict], delimiter: str, newline: str) -> tuple[str, list[s
     newline=st.sampled_from(["\n", "\r\n"]),
     duplicate_last=st.booleans(),
 )
-def test_every_row_lands_exactly_once_and_ids_never_leak(rows, delimiter, encoding, newline, duplicate_last):
+def test_every_row_lands_exactly_once_and_ids_never_leak(
+    rows, delimiter, encoding, newline, duplicate_last
+):
     if duplicate_last:
         rows = [*rows, dict(rows[0])]
     text, ids = _render(rows, delimiter, newline)

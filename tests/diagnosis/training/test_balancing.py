@@ -56,10 +56,16 @@ def test_weighting_and_none_pass_the_recorded_rows_through(balancing):
         assert np.allclose(list(totals.values()), len(data.y_diagnosis) / len(CLASSES))
 
 
-@pytest.mark.parametrize("family,balancing", [
-    (LOGISTIC_REGRESSION, SMOTE_BALANCING), (LOGISTIC_REGRESSION, CLASS_WEIGHT),
-    (RANDOM_FOREST, RANDOM_OVER_SAMPLING), (RANDOM_FOREST, CLASS_WEIGHT), (MLP, NO_BALANCING),
-])
+@pytest.mark.parametrize(
+    "family,balancing",
+    [
+        (LOGISTIC_REGRESSION, SMOTE_BALANCING),
+        (LOGISTIC_REGRESSION, CLASS_WEIGHT),
+        (RANDOM_FOREST, RANDOM_OVER_SAMPLING),
+        (RANDOM_FOREST, CLASS_WEIGHT),
+        (MLP, NO_BALANCING),
+    ],
+)
 def test_the_head_fitted_on_the_balanced_set_is_the_cross_validated_candidate(family, balancing):
     data = _data()
     small = {"n_estimators": 10} if family == RANDOM_FOREST else None

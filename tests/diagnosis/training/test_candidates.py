@@ -8,7 +8,9 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold
 
+from diagnosis.features import ONNX_INPUT, FeatureSpec
 from diagnosis.training import candidates
+from diagnosis.training.balancing import balance
 from diagnosis.training.candidates import (
     CLASS_WEIGHT,
     FAMILIES,
@@ -21,11 +23,9 @@ from diagnosis.training.candidates import (
     fold_plan,
     select_candidate,
 )
-from diagnosis.training.balancing import balance
 from diagnosis.training.dataset import TrainingSet
 from diagnosis.training.export import parity, sklearn_head, to_onnx
 from diagnosis.training.fitting import train_models
-from diagnosis.features import ONNX_INPUT, FeatureSpec
 
 CLASSES = ["J10", "NONE", "ORPHA:558", "E11"]
 
@@ -35,7 +35,7 @@ def _data(n=160, features=8, seed=0, nans=False):
     rng = np.random.default_rng(seed)
     y = rng.choice(len(CLASSES), size=n, p=[0.5, 0.3, 0.12, 0.08])
     X = rng.normal(size=(n, features)) + y[:, None] * 0.8
-    X[:, features // 2:] = (X[:, features // 2:] > 1.0)  # binary indicators, like symptoms
+    X[:, features // 2 :] = X[:, features // 2 :] > 1.0  # binary indicators, like symptoms
     if nans:
         X[rng.random(X.shape) < 0.1] = np.nan
     return X.astype(np.float32), y
@@ -60,9 +60,11 @@ def test_smote_rows_are_made_in_training_folds_and_validation_rows_are_the_origi
 ):
     X, y = _data()
     monkeypatch.setattr(
-        candidates, "make_estimator",
+        candidates,
+        "make_estimator",
         lambda family, seed, params=None, class_weight=False: _Recorder(
-            n_estimators=5, random_state=seed),
+            n_estimators=5, random_state=seed
+        ),
     )
     _Recorder.seen = []
     result = cross_validate_candidate("random_forest", SMOTE_BALANCING, X, y, CLASSES, seed=3)
@@ -106,21 +108,44 @@ def test_folds_shrink_to_the_rarest_class():
 def _table(rows):
     return pl.DataFrame(
         [{**dict.fromkeys(TABLE_SCHEMA), "n_folds": 3, **r} for r in rows],
-        schema=TABLE_SCHEMA, orient="row",
+        schema=TABLE_SCHEMA,
+        orient="row",
     )
 
 
 def test_selection_takes_the_best_macro_f1_that_reaches_the_orphan_floor():
-    table = _table([
-        {"model": "a", "balancing": "none", "macro_f1_mean": 0.90, "orphan_recall": 0.2,
-         "fit_seconds": 1.0},
-        {"model": "b", "balancing": "smote", "macro_f1_mean": 0.85, "orphan_recall": 0.6,
-         "fit_seconds": 3.0},
-        {"model": "c", "balancing": "none", "macro_f1_mean": 0.85, "orphan_recall": 0.7,
-         "fit_seconds": 1.0},
-        {"model": KNOWLEDGE_RANKER, "balancing": "none", "macro_f1_mean": None,
-         "orphan_recall": 0.99, "fit_seconds": 0.0},
-    ])
+    table = _table(
+        [
+            {
+                "model": "a",
+                "balancing": "none",
+                "macro_f1_mean": 0.90,
+                "orphan_recall": 0.2,
+                "fit_seconds": 1.0,
+            },
+            {
+                "model": "b",
+                "balancing": "smote",
+                "macro_f1_mean": 0.85,
+                "orphan_recall": 0.6,
+                "fit_seconds": 3.0,
+            },
+            {
+                "model": "c",
+                "balancing": "none",
+                "macro_f1_mean": 0.85,
+                "orphan_recall": 0.7,
+                "fit_seconds": 1.0,
+            },
+            {
+                "model": KNOWLEDGE_RANKER,
+                "balancing": "none",
+                "macro_f1_mean": None,
+                "orphan_recall": 0.99,
+                "fit_seconds": 0.0,
+            },
+        ]
+    )
     chosen = select_candidate(table, min_orphan_recall=0.5)
     assert (chosen["model"], chosen["orphan_floor_met"]) == ("c", True)  # tie -> faster fit
     fallback = select_candidate(table, min_orphan_recall=0.995)
@@ -149,10 +174,19 @@ def test_comparison_table_has_one_row_per_candidate_and_resamples_only_the_top_f
     X, y = _data(n=120, nans=True)
     symptoms = [["HP:1"] if CLASSES[c] == "ORPHA:558" and i % 2 else [] for i, c in enumerate(y)]
     table = compare_candidates(
-        X, y, CLASSES, seed=0, folds=3, resample_top=1, ranker=_StubRanker(),
+        X,
+        y,
+        CLASSES,
+        seed=0,
+        folds=3,
+        resample_top=1,
+        ranker=_StubRanker(),
         symptom_lists=symptoms,
-        params={"xgboost": {"n_estimators": 5}, "random_forest": {"n_estimators": 10},
-                "mlp": {"max_iter": 30}},
+        params={
+            "xgboost": {"n_estimators": 5},
+            "random_forest": {"n_estimators": 10},
+            "mlp": {"max_iter": 30},
+        },
     )
     classifiers = table.filter(pl.col("model") != KNOWLEDGE_RANKER)
     assert classifiers.height == len(FAMILIES) * 2 + 2  # none + class weights, then top-1 x 2
@@ -163,7 +197,8 @@ def test_comparison_table_has_one_row_per_candidate_and_resamples_only_the_top_f
     ranker = table.filter(pl.col("model") == KNOWLEDGE_RANKER).row(0, named=True)
     assert ranker["macro_f1_mean"] is None and "macro-F1 undefined" in ranker["note"]
     assert ranker["orphan_recall"] == pytest.approx(
-        np.mean([bool(s) for s, c in zip(symptoms, y) if c == 2]))
+        np.mean([bool(s) for s, c in zip(symptoms, y) if c == 2])
+    )
     assert select_candidate(table, 0.0)["model"] != KNOWLEDGE_RANKER
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from diagnosis.features import ONNX_DIAGNOSIS_OUTPUT, ONNX_INPUT, ONNX_SEVERITY_OUTPUT, FeatureSpec
 from diagnosis.training.balancing import balance
 from diagnosis.training.candidates import RANDOM_OVER_SAMPLING
 from diagnosis.training.dataset import TrainingSet
 from diagnosis.training.export import parity, to_onnx
 from diagnosis.training.fitting import train_models
-from diagnosis.features import ONNX_DIAGNOSIS_OUTPUT, ONNX_INPUT, ONNX_SEVERITY_OUTPUT, FeatureSpec
 
 
 @pytest.fixture(scope="module")
