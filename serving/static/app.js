@@ -43,6 +43,9 @@
       err422: "Please correct the following:", err503: "The service is not ready yet. Try again shortly.",
       errOther: "Unexpected error ({status}).", errNetwork: "The server could not be reached.",
       warnUnused: "symptom {term} is not used by this model",
+      warnRelease: "{what} {term} is not in HPO release {release}; it was ignored",
+      warnOldId: "{what} {term} is an old id of {current}; read as {current}",
+      w_symptom: "symptom", w_absent: "absent symptom",
       warnBaseRates: "no vital signs or symptoms given: the answer reflects base rates only",
       footer: "The token is kept in this browser tab only (sessionStorage) and is sent only to this server.",
       f_age: "Age", f_sex: "Sex", f_heart_rate: "Heart rate", f_body_temperature: "Temperature",
@@ -89,6 +92,9 @@
       err422: "Corrija lo siguiente:", err503: "El servicio aún no está listo. Inténtelo en breve.",
       errOther: "Error inesperado ({status}).", errNetwork: "No se pudo contactar con el servidor.",
       warnUnused: "el síntoma {term} no lo usa este modelo",
+      warnRelease: "{what} {term} no está en la versión {release} de HPO; se ha ignorado",
+      warnOldId: "{what} {term} es un id antiguo de {current}; se lee como {current}",
+      w_symptom: "el síntoma", w_absent: "el síntoma descartado",
       warnBaseRates: "no se indicaron constantes vitales ni síntomas: la respuesta solo refleja las frecuencias de base",
       footer: "El token se guarda solo en esta pestaña del navegador (sessionStorage) y solo se envía a este servidor.",
       f_age: "Edad", f_sex: "Sexo", f_heart_rate: "Frecuencia cardíaca",
@@ -316,6 +322,16 @@
   function translateWarning(text) {
     var unused = /^symptom (HP:\d{7}) is not used by this model$/.exec(text);
     if (unused) { return t("warnUnused", { term: unused[1] }); }
+    var release = /^(symptom|absent symptom) (HP:\d{7}) is not in HPO release (.+); it was ignored$/.exec(text);
+    if (release) {
+      return t("warnRelease", { what: t(release[1] === "symptom" ? "w_symptom" : "w_absent"),
+        term: release[2], release: release[3] });
+    }
+    var old = /^(symptom|absent symptom) (HP:\d{7}) is an old id of (HP:\d{7}); read as HP:\d{7}$/.exec(text);
+    if (old) {
+      return t("warnOldId", { what: t(old[1] === "symptom" ? "w_symptom" : "w_absent"),
+        term: old[2], current: old[3] });
+    }
     if (text === I18N.en.warnBaseRates) { return t("warnBaseRates"); }
     return text;
   }

@@ -336,9 +336,10 @@ def test_spanish_browser_gets_the_spanish_page_and_a_wrong_role_sees_a_clear_err
 
 def test_absent_items_of_an_explanation_are_shown_with_their_labels(server, browser):
     """The page writes an excluded finding of an explanation with its label: "Cough (absent)",
-    "Cough (descartado)". The pipeline's model does not move on excluded findings yet, so the
-    answer the page receives is the API's own with one such item added to the top entry's
-    evidence against it (the rendering is what is tested here; the API side is tested in
+    "Cough (descartado)", and translates the release warning about an absent symptom. The
+    pipeline's model does not move on excluded findings yet, so the answer the page receives is
+    the API's own with one such item added to the top entry's evidence against it and one such
+    warning (the rendering is what is tested here; the API side is tested in
     tests/serving/test_absent_and_phenopacket.py)."""
     wait = WebDriverWait(browser, 15)
     browser.get(f"{server}/?lang=en")
@@ -352,6 +353,8 @@ def test_absent_items_of_an_explanation_are_shown_with_their_labels(server, brow
             answer.differential[0].explanation.against.unshift({field: "absent_symptoms",
               value: "HP:0012735", label: "Cough (absent)", label_es: "Cough (descartado)",
               unit: null, effect: -0.123});
+            answer.warnings.push(
+              "absent symptom HP:9999999 is not in HPO release 2025-01-16; it was ignored");
             return new Response(JSON.stringify(answer),
               {status: 200, headers: {"Content-Type": "application/json"}});
           });
@@ -371,3 +374,8 @@ def test_absent_items_of_an_explanation_are_shown_with_their_labels(server, brow
     browser.find_element(By.ID, "lang-es").click()
     item = browser.find_element(By.CSS_SELECTOR, '.why-item[data-field="absent_symptoms"]')
     assert item.text == "Cough (descartado) (-12 ptos)"
+    warnings = [w.text for w in browser.find_elements(By.CSS_SELECTOR, "#warnings li")]
+    assert (
+        "el síntoma descartado HP:9999999 no está en la versión 2025-01-16 de HPO; se ha ignorado"
+        in warnings
+    )
