@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration.settings import TriagePaths
+from schemas.layout import TriagePaths
 
 DEMO_PATIENTS = 4000
 DEMO_WEEKS = 4

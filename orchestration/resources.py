@@ -23,7 +23,8 @@ from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
 from dagster_mlflow.resources import MlFlow
 
 from diagnosis.remote import RemoteStore
-from orchestration.settings import BASE_NAME, TriagePaths, current_environment, pseudonym_key
+from orchestration.settings import BASE_NAME, current_environment, pseudonym_key
+from schemas.layout import TriagePaths
 
 EXPERIMENT_NAME = BASE_NAME  # per environment: current_environment().model_name
 ALERT_WEBHOOK_ENV = "TRIAGE_ALERT_WEBHOOK"

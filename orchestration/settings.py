@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnosis.remote import S3Location
+from schemas.layout import home_from
 
 PSEUDONYM_KEY_ENV = "TRIAGE_PSEUDONYM_KEY"
 ENVIRONMENTS = ("local", "branch", "prod")
@@ -98,58 +99,7 @@ def current_environment(env: Mapping[str, str] | None = None) -> Environment:
 
 
 def triage_home() -> Path:
-    return Path(os.environ.get("TRIAGE_HOME", ".triage")).expanduser().resolve()
-
-
-@dataclass(frozen=True)
-class TriagePaths:
-    """The layout of one TRIAGE_HOME."""
-
-    home: Path
-
-    @property
-    def landing(self) -> Path:
-        return self.home / "landing"
-
-    @property
-    def labels(self) -> Path:
-        return self.home / "labels"
-
-    @property
-    def knowledge(self) -> Path:
-        return self.home / "knowledge"
-
-    @property
-    def dagster_home(self) -> Path:
-        return self.home / "dagster"
-
-    @property
-    def storage(self) -> Path:
-        return self.home / "storage"
-
-    @property
-    def mlflow(self) -> Path:
-        return self.home / "mlflow"
-
-    @property
-    def deployments(self) -> Path:
-        return self.home / "deployments"
-
-    @property
-    def predictions(self) -> Path:
-        return self.home / "predictions"
-
-    @property
-    def reports(self) -> Path:
-        return self.home / "reports"
-
-    @property
-    def secrets(self) -> Path:
-        return self.home / "secrets"
-
-    @classmethod
-    def from_env(cls) -> TriagePaths:
-        return cls(triage_home())
+    return home_from(os.environ)
 
 
 def pseudonym_key(home: Path | None = None) -> bytes:

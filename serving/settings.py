@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diagnosis.remote import S3Location
+from schemas.layout import TriagePaths, home_from
 
 ROLES: tuple[str, ...] = ("clinician", "auditor", "admin")
-DEFAULT_HOME = "./.triage"
 
 
 class SettingsError(ValueError):
@@ -107,34 +107,38 @@ class Settings:
     s3_log_interval_s: float = 10.0
 
     @property
+    def paths(self) -> TriagePaths:
+        """The one TRIAGE_HOME layout (:mod:`schemas.layout`)."""
+        return TriagePaths(self.triage_home)
+
+    @property
     def deployments_dir(self) -> Path:
-        return self.triage_home / "deployments"
+        return self.paths.deployments
 
     @property
     def current_pointer(self) -> Path:
-        return self.deployments_dir / "current.json"
+        return self.paths.current_pointer
 
     @property
     def prediction_log_dir(self) -> Path:
         """One JSON-lines file per UTC day: ``predictions-YYYY-MM-DD.jsonl``."""
-        return self.triage_home / "predictions"
+        return self.paths.predictions
 
     @property
     def prediction_mirror_dir(self) -> Path:
         """Every host's prediction log, reassembled from S3 (label look-ups of other hosts' ids)."""
-        return self.triage_home / "cache" / "predictions"
+        return self.paths.prediction_cache
 
     @property
     def labels_dir(self) -> Path:
         """One JSON file per confirmed diagnosis: ``labels/<prediction_id>.json``."""
-        return self.triage_home / "labels"
+        return self.paths.labels
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        home = Path(env.get("TRIAGE_HOME") or DEFAULT_HOME).expanduser().resolve()
         return cls(
-            triage_home=home,
+            triage_home=home_from(env),
             api_keys=parse_api_keys(env.get("TRIAGE_API_KEYS")),
             reload_interval_s=_parse_float(
                 "TRIAGE_RELOAD_INTERVAL", env.get("TRIAGE_RELOAD_INTERVAL"), 1.0
