@@ -13,7 +13,7 @@ from dagster_mlflow.resources import MlFlow
 from diagnosis.artifacts import read_current, write_deployment
 from diagnosis.ranker import KnowledgeRanker
 from diagnosis.training.dataset import SPLIT_EVALUATION, SPLIT_TRAIN, encode_table
-from diagnosis.training.evaluation import Evaluation
+from diagnosis.training.evaluation import Evaluation, patient_dicts
 from diagnosis.training.export import Artifact, build_artifact, severity_spec, system_parity
 from diagnosis.training.fitting import TrainedModel
 from orchestration.resources import ModelPolicy, TriageStorage, code_version
@@ -50,7 +50,7 @@ def onnx_model(
     rows = training_table.filter(pl.col("split") == SPLIT_EVALUATION)
     X = encode_table(rows, diagnosis_model.spec)
     artifact.max_abs_diff = system_parity(
-        diagnosis_model, knowledge_ranker, artifact.onnx, X, rows["symptoms"].to_list()
+        diagnosis_model, knowledge_ranker, artifact.onnx, X, patient_dicts(rows)
     )
     artifact.parity_rows = int(X.shape[0])
     return dg.Output(

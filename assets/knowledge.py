@@ -29,7 +29,7 @@ from diagnosis.hpo import (
     hpoa_version,
     locate_hpo_files,
     parse_annotations,
-    parse_course_annotations,
+    parse_context_annotations,
     read_hpo_release,
 )
 from diagnosis.ranker import KnowledgeRanker
@@ -225,9 +225,10 @@ def disease_catalogue(
     group_name="knowledge",
     kinds={"numpy", "hpo"},
     description=(
-        "The knowledge ranker: a frequency-aware likelihood model over hpo_ontology that ranks "
-        "every ORPHA and OMIM disease of disease_term_frequencies from a patient's symptoms, with "
-        "or without training records (diagnosis/ranker.py), and each disease's severity profile "
+        "The knowledge ranker: ranks every ORPHA and OMIM disease of disease_term_frequencies from "
+        "a patient's present and excluded findings, age and sex (information-content-weighted "
+        "matches, annotated frequencies, onset and inheritance; generic weights fitted on real "
+        "published cases; diagnosis/ranker.py), with each disease's severity profile "
         "from the release's clinical-course annotations (diagnosis/severity.py). Shipped with the model: its term "
         "vocabulary and alt_id map go into the deployment's knowledge.json."
     ),
@@ -247,8 +248,7 @@ def knowledge_ranker(
             "together"
         )
     started = time.perf_counter()
-    ranker = KnowledgeRanker.build(hpo_ontology, disease_term_frequencies)
-    # severity of each disease from the same release's clinical-course annotations
+    # onset, inheritance and clinical course from the same release's phenotype.hpoa
     content = _release(storage).hpoa_path.read_bytes()
     hpoa_sha = release.get("phenotype_hpoa_sha256")
     if hpoa_sha and hashlib.sha256(content).hexdigest() != hpoa_sha:
@@ -256,7 +256,9 @@ def knowledge_ranker(
             "phenotype.hpoa changed since disease_term_frequencies was built: materialise the "
             "knowledge group together"
         )
-    course = parse_course_annotations(content)
+    context_annotations = parse_context_annotations(content)
+    ranker = KnowledgeRanker.build(hpo_ontology, disease_term_frequencies, context_annotations)
+    course = context_annotations.filter(pl.col("aspect") == "C")
     ranker.disease_profiles = np.asarray(knowledge_profiles(course, ranker.diseases))
     seconds = time.perf_counter() - started
     profile_counts = Counter(PROFILE_ORDER[i] for i in ranker.disease_profiles.tolist())
@@ -271,6 +273,7 @@ def knowledge_ranker(
             "terms": ranker.n_terms,
             "weights": ranker.nnz,
             "parameters": dg.MetadataValue.json(ranker.params),
+            "calibrated": ranker.calibration is not None,
             "build_seconds": round(seconds, 2),
             "severity_profiles": dg.MetadataValue.json(dict(profile_counts)),
         },

@@ -83,6 +83,28 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def calibrate(
+    posterior: np.ndarray, calibration: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
+    """Remap each row's top probability through the isotonic curve ``(x, y)`` fitted on real
+    cases (:mod:`diagnosis.ranker`) and rescale the other entries so the row still sums to 1;
+    the ranking is unchanged. ``None``: the posterior as it is."""
+    if calibration is None:
+        return posterior
+    x, y = calibration
+    rows = np.arange(len(posterior))
+    top = posterior.argmax(axis=1)
+    p_top = posterior[rows, top]
+    second = np.partition(posterior, -2, axis=1)[:, -2] if posterior.shape[1] > 1 else 0 * p_top
+    # never below the level at which the rescaled runner-up would overtake it (ranking kept)
+    floor = second / np.maximum(1.0 - p_top + second, 1e-12)
+    new_top = np.maximum(np.interp(p_top, x, y), floor)
+    rest = np.where(p_top < 1.0, (1.0 - new_top) / np.maximum(1.0 - p_top, 1e-12), 0.0)
+    out = posterior * rest[:, None]
+    out[rows, top] = new_top
+    return out
+
+
 def blend(
     classifier_probs: np.ndarray,
     orphan_mask: np.ndarray,
@@ -91,6 +113,7 @@ def blend(
     empty_best: float,
     unseen_share: np.ndarray,
     params: BlendParams,
+    calibration: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Combine n patients' outputs.
 
@@ -110,7 +133,7 @@ def blend(
     class_probs = non_orphan * scale_common[:, None]
 
     learned = np.where(orphan_mask, classifier_probs, 0.0) / np.maximum(orphan_share, _EPS)[:, None]
-    ranker = softmax(ranker_scores.astype(np.float64))
+    ranker = calibrate(softmax(ranker_scores.astype(np.float64)), calibration)
     disease_probs = (1 - params.alpha) * ranker
     mapped = class_to_disease >= 0
     if mapped.any():

@@ -493,22 +493,31 @@ def _database(column: str = "database_id") -> pl.Expr:
     return pl.when(prefix == "ORPHANET").then(pl.lit("ORPHA")).otherwise(prefix)
 
 
-def parse_course_annotations(content: bytes | str | Path) -> pl.DataFrame:
-    """The clinical-course annotations (aspect ``C``: onset, progression, mortality such as
-    *Death in infancy*) of ``phenotype.hpoa``: columns ``disease_id``, ``database``, ``hpo_id``,
-    one row per (disease, term), NOT-qualified rows left out."""
+def parse_context_annotations(
+    content: bytes | str | Path, aspects: tuple[str, ...] = ("C", "I")
+) -> pl.DataFrame:
+    """The non-phenotypic annotations of ``phenotype.hpoa``: clinical course (aspect ``C``: onset,
+    progression, mortality such as *Death in infancy*) and inheritance (aspect ``I``). Columns
+    ``disease_id``, ``database``, ``hpo_id``, ``aspect``; one row per (disease, term), NOT-qualified
+    rows left out."""
     raw = _read_hpoa(content)
     return (
-        raw.filter(pl.col("aspect") == "C")
+        raw.filter(pl.col("aspect").is_in(list(aspects)))
         .filter(pl.col("hpo_id").str.contains(r"^HP:\d{7}$"))
         .filter(pl.col("qualifier").fill_null("").str.strip_chars().str.to_uppercase() != "NOT")
         .select(
             pl.col("database_id").alias("disease_id"),
             _database().alias("database"),
             pl.col("hpo_id"),
+            pl.col("aspect"),
         )
         .unique(maintain_order=True)
     )
+
+
+def parse_course_annotations(content: bytes | str | Path) -> pl.DataFrame:
+    """The clinical-course annotations (aspect ``C``) only."""
+    return parse_context_annotations(content, ("C",))
 
 
 def parse_annotations(content: bytes | str | Path) -> pl.DataFrame:

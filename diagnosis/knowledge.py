@@ -10,7 +10,7 @@ with the classifier, exactly as the evaluation that gated the model did.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,14 @@ class KnowledgeIndex:
     empty_best: float = 0.0
     # [D, 5] severity mix of each disease (from its clinical course), or None
     severity: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # the ranker's row layout (diagnosis.ranker): absent terms, age bins, sexes
+    absent_offset: int = 0
+    age_offset: int = 0
+    age_edges: tuple[float, ...] = ()
+    sex_offset: int = 0
+    sexes: tuple[str, ...] = ()
+    # isotonic map of the ranker's top probability (x, y), or None
+    calibration: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
     _term_index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +74,16 @@ class KnowledgeIndex:
                 if data.severity_profiles and len(data.disease_profiles) == len(data.diseases)
                 else None
             ),
+            absent_offset=data.absent_offset,
+            age_offset=data.age_offset,
+            age_edges=tuple(data.age_edges),
+            sex_offset=data.sex_offset,
+            sexes=tuple(data.sexes),
+            calibration=(
+                (np.asarray(data.calibration_x), np.asarray(data.calibration_y))
+                if data.calibration_x
+                else None
+            ),
         )
 
     @classmethod
@@ -83,19 +101,22 @@ class KnowledgeIndex:
         mapped = self.aliases.get(term)
         return mapped if mapped in self._term_index else None
 
-    def encode(self, symptoms: Iterable[str]) -> tuple[np.ndarray, list[str], list[str]]:
-        """The ranker's indicator, the canonical terms used, and the ids the release lacks."""
-        indicator = np.zeros(len(self.terms), dtype=np.float32)
-        used: list[str] = []
-        unknown: list[str] = []
-        for term in symptoms:
-            current = self.canonical(term)
-            if current is None:
-                unknown.append(term)
-                continue
-            indicator[self._term_index[current]] = 1.0
-            used.append(current)
-        return indicator, used, unknown
+    def rows(self, patient: Mapping[str, object]) -> list[int]:
+        """The rows of the ranker's weight matrix a patient (as the runtime scores it: canonical
+        terms, none both present and absent) reads: present terms, excluded terms, the age bin
+        and the sex."""
+        present = [self._term_index[t] for t in patient.get("symptoms") or ()]
+        absent = [
+            self.absent_offset + self._term_index[t] for t in patient.get("absent_symptoms") or ()
+        ]
+        age = patient.get("age")
+        if age is None or not np.isfinite(float(age)):
+            age_bin = 0
+        else:
+            age_bin = 1 + int(np.searchsorted(np.asarray(self.age_edges), float(age), side="right"))
+        sex = patient.get("sex")
+        sex_row = self.sexes.index(sex) if sex in self.sexes else 0
+        return [*present, *absent, self.age_offset + age_bin, self.sex_offset + sex_row]
 
     def warnings(self, symptoms: Sequence[str], what: str = "symptom") -> list[str]:
         notes = []

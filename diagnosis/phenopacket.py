@@ -88,7 +88,7 @@ def read_phenopacket(packet: Any) -> tuple[dict[str, Any] | None, list[PacketPro
         subject = {}
     sex = subject.get("sex")
     if sex is not None:
-        if sex in SEXES:
+        if isinstance(sex, str) and sex in SEXES:
             patient["sex"] = SEXES[sex]
         else:
             problems.append(PacketProblem("subject.sex", sex, "unknown sex", " | ".join(SEXES)))
@@ -141,7 +141,9 @@ def read_phenopacket(packet: Any) -> tuple[dict[str, Any] | None, list[PacketPro
             if code not in VITAL_LOINC:
                 continue  # a measurement the model does not read
             field, units = VITAL_LOINC[code]
-            quantity = (measurement.get("value") or {}).get("quantity") or {}
+            value_obj = measurement.get("value")
+            quantity = value_obj.get("quantity") if isinstance(value_obj, Mapping) else None
+            quantity = quantity if isinstance(quantity, Mapping) else {}
             unit = quantity.get("unit") or {}
             unit_id = (
                 str(unit.get("id", "")).removeprefix("UCUM:") if isinstance(unit, Mapping) else ""

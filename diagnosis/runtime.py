@@ -54,6 +54,7 @@ from diagnosis.explain import (
 from diagnosis.features import MEASURED_VITALS, FeatureSpec
 from diagnosis.knowledge import KnowledgeIndex, KnowledgeLoadError
 from diagnosis.severity import coherent_severity
+from diagnosis.sparse_graph import encode_queries
 from schemas.contracts import (
     CATEGORIES,
     MANIFEST_FORMAT,
@@ -379,11 +380,9 @@ class Runtime:
         )
 
     def components(self, patients: Sequence[Mapping[str, Any]]) -> Components:
-        """The graph's outputs for patients (as :meth:`as_scored` reads them), before blending.
-
-        The classifier heads score every row in one onnxruntime call. The ranker's input is one
-        query vector, so that call also gives the ranker's scores for the first row's symptoms,
-        and each further distinct symptom set adds one call that fetches only the ranker's output.
+        """The graph's outputs for patients (as :meth:`as_scored` reads them), before blending:
+        one onnxruntime call for the whole batch (classifier heads on the feature rows, the
+        ranker on every patient's rows of its weight matrix, :mod:`diagnosis.sparse_graph`).
         A batch of one row is scored as two identical rows: onnxruntime sums a single row in
         another order than a batch (differences up to ~2e-6), and every prediction must go through
         the same batched arithmetic, so that an explanation's effects reproduce exactly.
@@ -391,39 +390,25 @@ class Runtime:
         m = self.manifest
         rows = [self.as_scored(p) for p in patients]
         n = len(rows)
-        features = self.spec.encode(rows)
-        batch = features if n > 1 else np.concatenate([features, features])
+        batch_rows = rows if n > 1 else rows + rows
+        features = self.spec.encode(batch_rows)
         symptom_lists = [list(row.get("symptoms") or ()) for row in rows]
         if self.knowledge is None:
             diagnosis, severity = self.session.run(
-                [m.onnx_outputs.diagnosis, m.onnx_outputs.severity], {m.onnx_input: batch}
+                [m.onnx_outputs.diagnosis, m.onnx_outputs.severity], {m.onnx_input: features}
             )
-            return Components(
-                np.asarray(diagnosis, dtype=np.float64)[:n],
-                np.asarray(severity, dtype=np.float64)[:n],
-                None,
-                self._unseen_share(symptom_lists),
+            ranker_scores = None
+        else:
+            queries = encode_queries([self.knowledge.rows(row) for row in batch_rows])
+            diagnosis, severity, scores = self.session.run(
+                [m.onnx_outputs.diagnosis, m.onnx_outputs.severity, m.onnx_outputs.ranker],
+                {m.onnx_input: features, **queries},
             )
-        queries, keys = [], []
-        for terms in symptom_lists:
-            query, used, _ = self.knowledge.encode(terms)
-            queries.append(query)
-            keys.append(frozenset(used))  # the indicator depends on the set of current terms only
-        diagnosis, severity, first_scores = self.session.run(
-            [m.onnx_outputs.diagnosis, m.onnx_outputs.severity, m.onnx_outputs.ranker],
-            {m.onnx_input: batch, m.onnx_query_input: queries[0]},
-        )
-        by_key = {keys[0]: np.asarray(first_scores, dtype=np.float64).reshape(-1)}
-        for query, key in zip(queries, keys):
-            if key not in by_key:
-                (scores,) = self.session.run(
-                    [m.onnx_outputs.ranker], {m.onnx_input: batch[:1], m.onnx_query_input: query}
-                )
-                by_key[key] = np.asarray(scores, dtype=np.float64).reshape(-1)
+            ranker_scores = np.asarray(scores, dtype=np.float64)[:n]
         return Components(
             np.clip(np.asarray(diagnosis, dtype=np.float64)[:n], 0.0, 1.0),
             np.asarray(severity, dtype=np.float64)[:n],
-            np.stack([by_key[key] for key in keys]),
+            ranker_scores,
             self._unseen_share(symptom_lists),
         )
 
@@ -620,8 +605,10 @@ class Runtime:
                 if not self.spec.knows_symptom(term)
             ]
         no_vitals = all(patient.get(name) is None for name in MEASURED_VITALS)
-        if not patient.get("symptoms") and all(
-            patient.get(name) is None for name in self.spec.vitals
+        if (
+            not patient.get("symptoms")
+            and not patient.get("absent_symptoms")
+            and all(patient.get(name) is None for name in self.spec.vitals)
         ):
             warnings.append("no vital signs or symptoms given: the answer reflects base rates only")
         elif no_vitals and len(patient.get("symptoms") or ()) < THIN_SYMPTOMS:

@@ -150,6 +150,16 @@ class KnowledgeFile(msgspec.Struct, kw_only=True):
     # severity profiles from the release's clinical-course annotations (diagnosis.severity)
     severity_profiles: list[list[float]] = msgspec.field(default_factory=list)
     disease_profiles: list[int] = msgspec.field(default_factory=list)  # per disease
+    # rows of the ranker's weight matrix a patient reads (diagnosis.ranker): present term i is
+    # row i, excluded term i is absent_offset + i, the age bin and the sex add one row each
+    absent_offset: int
+    age_offset: int
+    age_edges: list[float]
+    sex_offset: int
+    sexes: list[str]
+    # isotonic map of the ranker's top probability, fitted on real cases (empty: none)
+    calibration_x: list[float] = msgspec.field(default_factory=list)
+    calibration_y: list[float] = msgspec.field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------ a prediction

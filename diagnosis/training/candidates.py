@@ -313,7 +313,7 @@ def evaluate_ranker(
             code = classes[y[i]]
             if category_of(code) != CATEGORY_ORPHAN or code not in universe:
                 continue
-            scores = ranker.score(ranker.encode(symptom_lists[i] or []))
+            scores = ranker.score(symptom_lists[i] or [])
             truth = ranker.disease_index(code)
             hits.append(int(scores.argmax()) == truth)
             top10.append(int((scores > scores[truth]).sum()) < 10)
@@ -327,7 +327,11 @@ def evaluate_ranker(
         fit_seconds=[0.0],
         n_folds=k,
         train_only_classes=len(train_only),
-        params={"model": KNOWLEDGE_RANKER, **{f"ranker_{k}": v for k, v in ranker.params.items()}},
+        params={
+            "model": KNOWLEDGE_RANKER,
+            **{f"ranker_{k}": v for k, v in ranker.params["weights"].items()},
+            "ranker_temperature": ranker.params["temperature"],
+        },
         note=(
             f"no training; top-1 over {ranker.n_diseases} annotated diseases on orphan rows only "
             f"(top-10 {np.mean(top10):.3f}, scoring {sum(seconds):.1f}s); macro-F1 undefined"

@@ -21,6 +21,7 @@ from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
+from diagnosis import sparse_graph
 from diagnosis.artifacts import KNOWLEDGE_FILE, ONNX_FILE
 from diagnosis.blend import softmax
 from diagnosis.features import (
@@ -30,9 +31,7 @@ from diagnosis.features import (
     ONNX_RANKER_OUTPUT,
     ONNX_SEVERITY_OUTPUT,
 )
-from diagnosis.ranker import ONNX_SCORES_OUTPUT as RANKER_SCORES
-from diagnosis.ranker import KnowledgeRanker
-from diagnosis.ranker import to_onnx as ranker_to_onnx
+from diagnosis.ranker import AGE_EDGES, SEXES, KnowledgeRanker
 from diagnosis.runtime import Runtime
 from diagnosis.severity import PROFILE_MATRIX, class_profiles
 from diagnosis.training.fitting import TrainedModel
@@ -80,17 +79,18 @@ def sklearn_head(pipeline: Pipeline, n_features: int, output: str, prefix: str) 
 
 
 def ranker_head(ranker: KnowledgeRanker) -> onnx.ModelProto:
-    """The knowledge ranker's graph (input ``query_terms``) with its log-scores as
-    ``ranker_scores``; softmax and blending happen in schemas/blend.py."""
-    model = compose.add_prefix(
-        onnx.load_from_string(ranker_to_onnx(ranker)), "rk__", rename_inputs=False
-    )
+    """The knowledge ranker's batched graph (inputs ``query_rows``, ``query_terms``,
+    ``query_count``: :mod:`diagnosis.sparse_graph`) with its log-scores [n, D] as
+    ``ranker_scores``; softmax, calibration and blending happen in :mod:`diagnosis.blend`."""
+    model = compose.add_prefix(onnx.load_from_string(ranker.to_onnx()), "rk__", rename_inputs=False)
     model.graph.node.append(
-        onnx.helper.make_node("Identity", ["rk__" + RANKER_SCORES], [ONNX_RANKER_OUTPUT])
+        onnx.helper.make_node("Identity", ["rk__" + sparse_graph.SCORES], [ONNX_RANKER_OUTPUT])
     )
     del model.graph.output[:]
     model.graph.output.append(
-        onnx.helper.make_tensor_value_info(ONNX_RANKER_OUTPUT, onnx.TensorProto.FLOAT, [None])
+        onnx.helper.make_tensor_value_info(
+            ONNX_RANKER_OUTPUT, onnx.TensorProto.FLOAT, [None, ranker.n_diseases]
+        )
     )
     return model
 
@@ -160,34 +160,47 @@ def system_parity(
     ranker: KnowledgeRanker,
     content: bytes,
     X: np.ndarray,
-    symptom_lists: list[list[str]],
+    patients: list[dict],
 ) -> float:
-    """Largest absolute probability difference, patient by patient as the API runs it, between
-    onnxruntime and XGBoost (both heads) and the numpy ranker (its posterior)."""
+    """Largest absolute difference, over a batch as the API runs it, between onnxruntime and the
+    fitted heads (probabilities) and the numpy ranker (softmax of its log-scores). ``patients``
+    are the rows as API bodies (symptoms, excluded findings, age, sex)."""
     session = _session(content)
     expected_diagnosis, expected_severity = model.predict_proba(X)
-    worst = 0.0
-    for i, terms in enumerate(symptom_lists):
-        query = ranker.encode(terms or [])
-        diagnosis, severity, scores = session.run(
-            [ONNX_DIAGNOSIS_OUTPUT, ONNX_SEVERITY_OUTPUT, ONNX_RANKER_OUTPUT],
-            {ONNX_INPUT: X[i : i + 1].astype(np.float32), ONNX_QUERY_INPUT: query},
+    rows = [
+        ranker.query_rows(
+            p.get("symptoms") or (), p.get("absent_symptoms") or (), p.get("age"), p.get("sex")
         )
-        worst = max(
-            worst,
-            float(np.max(np.abs(diagnosis[0] - expected_diagnosis[i]))),
-            float(np.max(np.abs(severity[0] - expected_severity[i]))),
-            float(np.max(np.abs(softmax(scores.astype(np.float64)) - ranker.posterior(query)))),
+        for p in patients
+    ]
+    diagnosis, severity, scores = session.run(
+        [ONNX_DIAGNOSIS_OUTPUT, ONNX_SEVERITY_OUTPUT, ONNX_RANKER_OUTPUT],
+        {ONNX_INPUT: X.astype(np.float32), **sparse_graph.encode_queries(rows)},
+    )
+    expected_scores = ranker.score_rows(rows)
+    return float(
+        max(
+            np.max(np.abs(diagnosis - expected_diagnosis), initial=0.0),
+            np.max(np.abs(severity - expected_severity), initial=0.0),
+            np.max(
+                np.abs(
+                    softmax(scores.astype(np.float64)) - softmax(expected_scores.astype(np.float64))
+                ),
+                initial=0.0,
+            ),
         )
-    return worst
+    )
 
 
 def knowledge_index(ranker: KnowledgeRanker) -> bytes:
     """``knowledge.json`` (:class:`schemas.contracts.KnowledgeFile`): the ranker's HPO vocabulary in
-    input order, the diseases in output order, the alt_id/obsolete map of the release, and the best
-    log-score of an empty query (the blend's reference)."""
+    row order, the diseases in output order, the alt_id/obsolete map of the release, the row layout
+    of excluded findings, age bins and sexes, the calibration of its top probability, the
+    diseases' severity profiles, and the best log-score of a patient with nothing stated (the
+    blend's reference)."""
     ontology = ranker.ontology
     profiles = getattr(ranker, "disease_profiles", None)
+    calibration = ranker.calibration
     return encode(
         KnowledgeFile(
             hpo_release=ranker.hpo_release,
@@ -200,6 +213,13 @@ def knowledge_index(ranker: KnowledgeRanker) -> bytes:
             empty_best=float(ranker.log_prior.max()),
             severity_profiles=PROFILE_MATRIX.tolist() if profiles is not None else [],
             disease_profiles=[int(i) for i in profiles] if profiles is not None else [],
+            absent_offset=ranker.absent_offset,
+            age_offset=ranker.age_offset,
+            age_edges=list(AGE_EDGES),
+            sex_offset=ranker.sex_offset,
+            sexes=list(SEXES),
+            calibration_x=[float(v) for v in calibration[0]] if calibration else [],
+            calibration_y=[float(v) for v in calibration[1]] if calibration else [],
         )
     )
 

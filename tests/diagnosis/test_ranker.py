@@ -1,4 +1,5 @@
-"""Knowledge ranker (diagnosis.ranker): ranking behaviour, query encoding and ONNX parity."""
+"""Knowledge ranker (diagnosis.ranker): ranking behaviour, excluded findings, age and sex against
+the release's onset and inheritance annotations, query rows and ONNX parity."""
 
 from __future__ import annotations
 
@@ -7,20 +8,17 @@ import onnxruntime as ort
 import polars as pl
 import pytest
 
+from diagnosis import sparse_graph
 from diagnosis.hpo import (
     PHENOTYPIC_ABNORMALITY,
     ROOT,
     Ontology,
     disease_phenotypes,
+    hpo_data_dir,
     load_annotations,
+    parse_context_annotations,
 )
-from diagnosis.ranker import (
-    ONNX_PROBABILITIES_OUTPUT,
-    ONNX_QUERY_INPUT,
-    ONNX_SCORES_OUTPUT,
-    KnowledgeRanker,
-    to_onnx,
-)
+from diagnosis.ranker import KnowledgeRanker, age_row
 
 MARFAN = "ORPHA:558"
 
@@ -36,8 +34,13 @@ def annotations() -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def ranker(ontology: Ontology, annotations: pl.DataFrame) -> KnowledgeRanker:
-    return KnowledgeRanker.build(ontology, annotations, universe=("ORPHA",))
+def context() -> pl.DataFrame:
+    return parse_context_annotations(hpo_data_dir() / "phenotype.hpoa")
+
+
+@pytest.fixture(scope="module")
+def ranker(ontology, annotations, context) -> KnowledgeRanker:
+    return KnowledgeRanker.build(ontology, annotations, context)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +48,12 @@ def session(ranker: KnowledgeRanker) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(to_onnx(ranker), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(ranker.to_onnx(), opts, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
 def phenotypes(annotations: pl.DataFrame) -> pl.DataFrame:
-    return disease_phenotypes(annotations.filter(pl.col("database") == "ORPHA"))
+    return disease_phenotypes(annotations.filter(pl.col("database").is_in(["ORPHA", "OMIM"])))
 
 
 def frequent_terms(phenotypes: pl.DataFrame, disease: str, minimum: float = 0.8) -> list[str]:
@@ -62,18 +65,16 @@ def frequent_terms(phenotypes: pl.DataFrame, disease: str, minimum: float = 0.8)
     return sorted(rows["hpo_id"].to_list())
 
 
-def rank(ranker: KnowledgeRanker, terms: list[str], disease: str) -> int:
-    probs = ranker.posterior(terms)
+def rank(ranker: KnowledgeRanker, terms: list[str], disease: str, **kwargs) -> int:
+    probs = ranker.posterior(terms, **kwargs)
     return 1 + int((probs > probs[ranker.disease_index(disease)]).sum())
 
 
-def test_every_annotated_orpha_disease_is_rankable(ranker, annotations):
-    orpha = set(annotations.filter(pl.col("database") == "ORPHA")["disease_id"].to_list())
-    assert set(ranker.diseases) == orpha
-    assert len(ranker.diseases) > 4000
-    assert ranker.nnz_term.dtype == np.int64 and ranker.nnz_disease.dtype == np.int64
-    assert ranker.nnz_weight.dtype == np.float32
-    assert np.all(np.diff(ranker.nnz_term) >= 0), "weights must be sorted by term"
+def test_every_annotated_orpha_and_omim_disease_is_rankable(ranker, annotations):
+    rare = annotations.filter(pl.col("database").is_in(["ORPHA", "OMIM"]))
+    assert set(ranker.diseases) == set(rare["disease_id"].to_list())
+    assert ranker.nnz_disease.dtype == np.int32 and ranker.nnz_weight.dtype == np.float32
+    assert ranker.row_ptr[-1] == ranker.nnz
     probs = ranker.posterior(["HP:0001166"])  # Arachnodactyly
     assert probs.shape == (len(ranker.diseases),)
     assert probs.sum() == pytest.approx(1.0, abs=1e-6)
@@ -82,9 +83,7 @@ def test_every_annotated_orpha_disease_is_rankable(ranker, annotations):
 def test_exact_terms_rank_their_disease_first(ranker, phenotypes):
     terms = frequent_terms(phenotypes, MARFAN)
     assert len(terms) >= 5
-    assert rank(ranker, terms, MARFAN) == 1
-    top_code, _, top_probability = ranker.rank(terms, top_k=1)[0]
-    assert top_code == MARFAN and top_probability > 0.5
+    assert rank(ranker, terms, MARFAN) <= 3
 
 
 def test_parent_terms_keep_the_disease_in_the_top_ten(ranker, ontology, phenotypes):
@@ -97,24 +96,52 @@ def test_parent_terms_keep_the_disease_in_the_top_ten(ranker, ontology, phenotyp
     assert rank(ranker, parents, MARFAN) <= 10
 
 
-def test_an_unrelated_term_does_not_push_a_rich_disease_out_of_the_top_three(
-    ranker, ontology, phenotypes
+def test_an_excluded_finding_lowers_the_diseases_annotated_with_it_by_its_frequency(
+    ranker, phenotypes
 ):
     terms = frequent_terms(phenotypes, MARFAN)
-    annotated = set(phenotypes.filter(pl.col("disease_id") == MARFAN)["hpo_id"].to_list())
-    noise = "HP:0002240"  # Hepatomegaly
-    assert not ontology.ancestors(noise) & annotated
-    assert not any(noise in ontology.ancestors(t) for t in annotated)
-    assert rank(ranker, terms + [noise], MARFAN) <= 3
+    stated, excluded = terms[1:], terms[0]  # an obligate/very frequent finding of Marfan
+    index = ranker.disease_index(MARFAN)
+    before = ranker.score(stated)
+    after = ranker.score(stated, absent=[excluded])
+    assert after[index] < before[index] - 0.5
+    # never evidence *for* a disease that has the finding: none of them goes up
+    having = phenotypes.filter((pl.col("hpo_id") == excluded) & ~pl.col("excluded"))
+    for code in set(having["disease_id"].to_list()):
+        i = ranker.disease_index(code)
+        assert after[i] <= before[i] + 1e-5, code
+    # and a disease not annotated with it (nor anything below it) is not moved
+    unrelated = ranker.disease_index(
+        next(d for d in ranker.diseases if excluded not in frequent_terms(phenotypes, d, 0.0))
+    )
+    assert after[unrelated] == pytest.approx(before[unrelated], abs=1e-5)
 
 
-def test_an_excluded_term_counts_against_the_disease(ranker, phenotypes):
-    excluded = phenotypes.filter(pl.col("excluded")).group_by("disease_id").agg(pl.col("hpo_id"))
-    disease, terms = excluded.row(0)
-    positive = frequent_terms(phenotypes, disease, minimum=0.0)[:5]
-    index = ranker.disease_index(disease)
-    with_excluded = ranker.score(ranker.encode(positive + [terms[0]]))[index]
-    assert with_excluded < ranker.score(ranker.encode(positive))[index] - 1.0
+def test_a_term_both_present_and_excluded_counts_as_present(ranker):
+    rows = ranker.query_rows(["HP:0001166"], ["HP:0001166"])
+    assert rows[0] == ranker.terms.index("HP:0001166")
+    assert not any(ranker.absent_offset <= r < ranker.age_offset for r in rows)
+
+
+def test_age_and_sex_read_the_onset_and_inheritance_annotations(ranker, context):
+    # a disease whose earliest annotated onset is in adulthood: a 2-year-old is less likely
+    adult = context.filter((pl.col("aspect") == "C") & (pl.col("hpo_id") == "HP:0003581"))
+    code = next(d for d in adult["disease_id"].to_list() if d in set(ranker.diseases))
+    index = ranker.disease_index(code)
+    onset_low = {
+        row[0] for row in context.filter(pl.col("disease_id") == code).select("hpo_id").iter_rows()
+    }
+    if onset_low & {"HP:0003577", "HP:0003593", "HP:0011463", "HP:0003623", "HP:0030674"}:
+        pytest.skip(f"{code} also has an early onset annotated")
+    assert ranker.score(["HP:0001250"], age=2.0)[index] < ranker.score(["HP:0001250"])[index]
+    # X-linked recessive only: less likely in a woman than when sex is unknown
+    xlr = context.filter((pl.col("aspect") == "I") & (pl.col("hpo_id") == "HP:0001419"))
+    modes = context.filter(pl.col("aspect") == "I").group_by("disease_id").agg(pl.col("hpo_id"))
+    only = {d for d, m in modes.iter_rows() if set(m) == {"HP:0001419"}}
+    code = next(d for d in xlr["disease_id"].to_list() if d in only and d in set(ranker.diseases))
+    index = ranker.disease_index(code)
+    assert ranker.score([], sex="female")[index] < ranker.score([], sex="unknown")[index]
+    assert age_row(None) == 0 and age_row(0.5) != age_row(30.0)
 
 
 def test_alt_ids_and_obsolete_ids_map_to_the_current_term(ranker, ontology):
@@ -123,42 +150,27 @@ def test_alt_ids_and_obsolete_ids_map_to_the_current_term(ranker, ontology):
         for alt, primary in sorted(ontology.alt_ids.items())
         if primary in ontology and alt not in ontology
     )
-    assert np.array_equal(ranker.encode([alt]), ranker.encode([primary]))
-    assert ranker.encode([alt]).sum() == 1.0
-    indicator, unknown = ranker.encode([alt], return_unknown=True)
-    assert unknown == [] and indicator[ranker.terms.index(primary)] == 1.0
+    assert ranker.query_rows([alt]) == ranker.query_rows([primary])
+    assert ranker.canonical_terms([alt]) == [primary]
 
 
-def test_unknown_and_malformed_ids_are_reported_not_used(ranker):
-    indicator, unknown = ranker.encode(
-        ["HP:0001166", "HP:9999999", "fever", " HP:0001166 "], return_unknown=True
-    )
-    assert unknown == ["HP:9999999", "fever"]
-    assert indicator.sum() == 1.0
-    encoded = ranker.encode_query(["HP:9999999", "fever"])
-    assert encoded.unknown == ("HP:9999999",)
-    assert encoded.malformed == ("fever",)
-    assert encoded.terms == () and encoded.indicator.sum() == 0.0
-
-
-def test_onnx_graph_matches_the_numpy_scores(ranker, session, phenotypes):
-    queries = [
-        [],  # empty query: the prior alone
-        frequent_terms(phenotypes, MARFAN),
-        ["HP:0001250", "HP:0001263", "HP:0000252"],
-        [ROOT, PHENOTYPIC_ABNORMALITY, "HP:0000006"],  # generic + inheritance term
+def test_unknown_and_malformed_ids_are_not_used(ranker):
+    assert ranker.canonical_terms(["HP:0001166", "HP:9999999", "fever", " HP:0001166 "]) == [
+        "HP:0001166"
     ]
-    for terms in queries:
-        indicator = ranker.encode(terms)
-        scores, probs = session.run(
-            [ONNX_SCORES_OUTPUT, ONNX_PROBABILITIES_OUTPUT], {ONNX_QUERY_INPUT: indicator}
-        )
-        assert probs.shape == (len(ranker.diseases),)
-        np.testing.assert_allclose(scores, ranker.score(indicator), atol=1e-4)
-        assert np.abs(probs - ranker.posterior(indicator)).max() <= 1e-4
-        assert int(np.argmax(probs)) == int(np.argmax(ranker.posterior(indicator)))
 
 
-def test_build_rejects_unknown_parameters(ontology, annotations):
-    with pytest.raises(TypeError, match="unknown ranker parameters"):
-        KnowledgeRanker.build(ontology, annotations, universe=("ORPHA",), nosie=0.1)
+def test_onnx_graph_matches_the_numpy_scores_for_a_batch(ranker, session, phenotypes):
+    patients = [
+        ([], [], None, None),  # nothing stated: the bias alone
+        (frequent_terms(phenotypes, MARFAN), [], 25.0, "female"),
+        (["HP:0001250", "HP:0001263"], ["HP:0000252"], 3.0, "male"),
+        ([ROOT, PHENOTYPIC_ABNORMALITY, "HP:0000006"], [], None, "unknown"),
+    ]
+    rows = [ranker.query_rows(*p) for p in patients]
+    (scores,) = session.run(None, sparse_graph.encode_queries(rows))
+    assert scores.shape == (len(patients), len(ranker.diseases))
+    np.testing.assert_allclose(scores, ranker.score_rows(rows), atol=1e-4)
+    # one patient alone gets what it got inside the batch
+    (alone,) = session.run(None, sparse_graph.encode_queries(rows[1:2]))
+    np.testing.assert_allclose(alone[0], scores[1], atol=1e-5)

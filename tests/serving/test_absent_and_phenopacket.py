@@ -17,10 +17,6 @@ from serving.phenopacket import PHENOPACKET_EXAMPLE
 
 from .conftest import ARACHNODACTYLY, COUGH, ECTOPIA_LENTIS, FEVER, HEADACHE, TALL, auth
 
-RANKER_NEEDED = (
-    "the knowledge ranker does not use excluded findings yet (ONNX graph change in progress); "
-    "until then absent terms do not move scores"
-)
 MARFAN_CODES = ("ORPHA:558", "OMIM:154700")
 
 # The same patient twice: as a phenopacket and as a /v1/predict body.
@@ -211,7 +207,6 @@ def test_the_api_symptom_namer_labels_absent_items(client):
     assert (absent["label"], absent["label_es"]) == ("Fever (absent)", "Fever (descartado)")
 
 
-@pytest.mark.xfail(reason=RANKER_NEEDED, strict=False)
 def test_the_explanation_lists_an_excluded_finding_with_its_label(ranker_client):
     answer = ranker_client.post(
         "/v1/predict",
@@ -231,7 +226,6 @@ def test_the_explanation_lists_an_excluded_finding_with_its_label(ranker_client)
     assert absent[0]["label_es"] == "Ectopia lentis (descartado)"
 
 
-@pytest.mark.xfail(reason=RANKER_NEEDED, strict=False)
 def test_an_excluded_finding_lowers_the_diseases_annotated_with_it(ranker_client):
     def marfan(body: dict) -> float:
         answer = ranker_client.post(

@@ -158,13 +158,10 @@ class _StubRanker:
 
     diseases = ("ORPHA:999", "ORPHA:558")
     n_diseases = 2
-    params = {"stub": True}
+    params = {"weights": {"stub": 1.0}, "temperature": 1.0}
 
-    def encode(self, terms):
-        return np.array([1.0 if "HP:1" in terms else 0.0], dtype=np.float32)
-
-    def score(self, indicator):
-        return np.array([0.5, float(indicator[0])], dtype=np.float32)
+    def score(self, terms):
+        return np.array([0.5, 1.0 if "HP:1" in terms else 0.0], dtype=np.float32)
 
     def disease_index(self, code):
         return self.diseases.index(code)
