@@ -5,6 +5,16 @@ import dagster as dg
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
+from diagnosis.hpo import Ontology
+from diagnosis.reference import (
+    REFERENCE_SOURCE,
+    ReferenceCase,
+    canonicalise,
+    evaluate_runtime,
+    load_reference_cases,
+    reliability_figure,
+    reliability_markdown,
+)
 from diagnosis.runtime import ModelLoadError, load_deployment
 from diagnosis.training.evaluation import Evaluation, evaluate
 from diagnosis.training.export import Artifact
@@ -15,6 +25,36 @@ QUALITY_GATE_CHECK = "quality_gate"
 
 
 @dg.asset(
+    group_name="evaluation",
+    kinds={"json", "hpo"},
+    description="Real published rare-disease cases (GA4GH phenopacket-store, BSD 3-Clause; "
+    "diagnosis/data/README.md): 3,675 case reports of 276 OMIM diseases, the development set the "
+    "knowledge ranker's generic weights were fitted on (grouped by disease), read against the "
+    "HPO release in use (old ids mapped, unknown ids dropped). The gate scores every challenger "
+    "and the champion on them; cited and uncited cases are reported apart.",
+)
+def reference_cases(hpo_ontology: Ontology) -> dg.Output[list[ReferenceCase]]:
+    read = canonicalise(load_reference_cases(), hpo_ontology.canonical)
+    cases = read.cases
+    cited = sum(case.cited for case in cases)
+    return dg.Output(
+        cases,
+        metadata={
+            "dagster/row_count": len(cases),
+            "source": REFERENCE_SOURCE,
+            "diseases": len({case.truth for case in cases}),
+            "cited_share": round(cited / max(len(cases), 1), 3),
+            "uncited_share": round(1 - cited / max(len(cases), 1), 3),
+            "cases_with_excluded_findings": sum(bool(case.absent) for case in cases),
+            "terms_mapped_to_current_id": read.terms_mapped,
+            "terms_unknown_dropped": read.terms_dropped,
+            "cases_dropped": read.cases_dropped,
+            "hpo_release": hpo_ontology.release,
+        },
+    )
+
+
+@dg.asset(
     group_name="training",
     kinds={"onnx", "mlflow"},
     description="The served system (classifier + knowledge ranker + blend), scored through the "
@@ -22,7 +62,8 @@ QUALITY_GATE_CHECK = "quality_gate"
     "simulated from the annotations; accuracy, macro-F1, orphan recall and top-10, rare-disease "
     "top-1/top-10 for diseases with no training record, severity. The blend is fitted on the "
     "other half. The serving champion is scored by the same code on the same rows. Metrics and "
-    "the confusion matrix go to MLflow.",
+    "the confusion matrix go to MLflow. The same runtime scores the real published cases of "
+    "reference_cases (top-1/3/10, MRR, calibration; a reliability diagram in MLflow).",
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
@@ -31,6 +72,7 @@ def model_evaluation(
     policy: ModelPolicy,
     onnx_model: Artifact,
     training_table: pl.DataFrame,
+    reference_cases: list[ReferenceCase],
 ) -> dg.Output[Evaluation]:
     cases = knowledge_cases(policy.knowledge_cases, policy.random_seed + 1)
     champion = None
@@ -41,8 +83,19 @@ def model_evaluation(
         except ModelLoadError as exc:
             context.log.warning(f"the current champion cannot be loaded for comparison: {exc}")
     result = evaluate(onnx_model.runtime(), training_table, cases, policy.random_seed, champion)
+    # real published cases, through the same runtime, challenger and champion alike
+    real = evaluate_runtime(result.served, reference_cases)
+    result.metrics.update(real.metrics("real"))
+    result.real = real
+    if champion is not None:
+        champion_real = evaluate_runtime(champion, reference_cases)
+        result.metrics.update(champion_real.metrics("champion_real"))
     mlflow.log_params({f"blend_{k}": v for k, v in result.blend.to_dict().items()})
     mlflow.log_metrics(result.metrics)
+    mlflow.log_figure(
+        reliability_figure(real, "Real cases: top candidate"), "evaluation/reliability_real.png"
+    )
+    mlflow.log_dict({"bins": real.reliability}, "evaluation/reliability_real.json")
     mlflow.log_dict(
         {"classes": result.classes, "matrix": result.confusion_matrix},
         "evaluation/confusion_matrix.json",
@@ -50,10 +103,33 @@ def model_evaluation(
     return dg.Output(
         result,
         metadata={
-            k: dg.MetadataValue.float(v) if isinstance(v, float) else v
-            for k, v in result.metrics.items()
+            **{
+                k: dg.MetadataValue.float(v) if isinstance(v, float) else v
+                for k, v in result.metrics.items()
+            },
+            "real_cases": dg.MetadataValue.md(real_cases_markdown(result.metrics)),
+            "reliability_real": dg.MetadataValue.md(reliability_markdown(real)),
         },
     )
+
+
+def real_cases_markdown(metrics: dict) -> str:
+    """Challenger (and champion) on real cases, all / cited / uncited, side by side."""
+    lines = [
+        "| model | cases | top-1 | top-3 | top-10 | MRR | ECE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for who, prefix in (("challenger", "real"), ("champion", "champion_real")):
+        for group in ("all", "cited", "uncited"):
+            key = f"{prefix}_{group}"
+            if f"{key}_top1" not in metrics:
+                continue
+            lines.append(
+                f"| {who} {group} | {metrics[f'{key}_cases']} | {metrics[f'{key}_top1']:.3f} | "
+                f"{metrics[f'{key}_top3']:.3f} | {metrics[f'{key}_top10']:.3f} | "
+                f"{metrics[f'{key}_mrr']:.3f} | {metrics[f'{key}_ece']:.3f} |"
+            )
+    return "\n".join(lines)
 
 
 @dg.asset_check(
@@ -82,6 +158,28 @@ def quality_gate(policy: ModelPolicy, model_evaluation: Evaluation) -> dg.AssetC
             f"{model_evaluation.champion_version} ({champion_f1:.3f}) by more than "
             f"{policy.champion_tolerance}"
         )
+    real_top10 = metrics.get("real_all_top10")
+    champion_real_top10 = metrics.get("champion_real_all_top10")
+    if (
+        real_top10 is not None
+        and champion_real_top10 is not None
+        and real_top10 < champion_real_top10 - policy.real_top10_tolerance
+    ):
+        failures.append(
+            f"real-case top-10 {real_top10:.3f} is below the champion's "
+            f"({champion_real_top10:.3f}) by more than {policy.real_top10_tolerance}"
+        )
+    real_ece = metrics.get("real_all_ece")
+    champion_real_ece = metrics.get("champion_real_all_ece")
+    if (
+        real_ece is not None
+        and champion_real_ece is not None
+        and real_ece > champion_real_ece + policy.real_ece_tolerance
+    ):
+        failures.append(
+            f"real-case calibration error {real_ece:.3f} is above the champion's "
+            f"({champion_real_ece:.3f}) by more than {policy.real_ece_tolerance}"
+        )
     return dg.AssetCheckResult(
         passed=not failures,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -92,6 +190,10 @@ def quality_gate(policy: ModelPolicy, model_evaluation: Evaluation) -> dg.AssetC
             "rare_top10": metrics.get("rare_top10"),
             "champion_version": model_evaluation.champion_version or "none",
             "champion_macro_f1": champion_f1 if champion_f1 is not None else -1.0,
+            "real_all_top10": real_top10 if real_top10 is not None else -1.0,
+            "champion_real_all_top10": champion_real_top10
+            if champion_real_top10 is not None
+            else -1.0,
             "min_macro_f1": policy.min_macro_f1,
             "min_orphan_recall": policy.min_orphan_recall,
         },

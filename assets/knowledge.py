@@ -11,6 +11,8 @@ metadata; the deployment copies them into the manifest.
 """
 
 import hashlib
+import json
+from typing import Optional
 import time
 from collections import Counter
 
@@ -32,7 +34,7 @@ from diagnosis.hpo import (
     parse_context_annotations,
     read_hpo_release,
 )
-from diagnosis.ranker import KnowledgeRanker
+from diagnosis.ranker import KnowledgeRanker, load_params
 from diagnosis.severity import PROFILE_ORDER, knowledge_profiles
 from orchestration.resources import TriageStorage
 
@@ -221,6 +223,14 @@ def disease_catalogue(
 
 
 # ------------------------------------------------------------------------------ ranker
+class KnowledgeRankerConfig(dg.Config):
+    """Launchpad override of the ranker's generic weights (an experiment; the fitted weights in
+    diagnosis/data/ranker_params.json are the default): a JSON object, e.g. ``{"icm": 0.8}``.
+    Whatever it builds still has to pass the quality gate on real cases to be deployed."""
+
+    weights_json: Optional[str] = None
+
+
 @dg.asset(
     group_name="knowledge",
     kinds={"numpy", "hpo"},
@@ -235,6 +245,7 @@ def disease_catalogue(
 )
 def knowledge_ranker(
     context: dg.AssetExecutionContext,
+    config: KnowledgeRankerConfig,
     storage: TriageStorage,
     hpo_ontology: Ontology,
     disease_term_frequencies: pl.DataFrame,
@@ -257,7 +268,12 @@ def knowledge_ranker(
             "knowledge group together"
         )
     context_annotations = parse_context_annotations(content)
-    ranker = KnowledgeRanker.build(hpo_ontology, disease_term_frequencies, context_annotations)
+    overrides = json.loads(config.weights_json) if config.weights_json else {}
+    params = load_params()
+    params["weights"] = {**params["weights"], **overrides}
+    ranker = KnowledgeRanker.build(
+        hpo_ontology, disease_term_frequencies, context_annotations, params=params
+    )
     course = context_annotations.filter(pl.col("aspect") == "C")
     ranker.disease_profiles = np.asarray(knowledge_profiles(course, ranker.diseases))
     seconds = time.perf_counter() - started
@@ -265,7 +281,11 @@ def knowledge_ranker(
     universes = Counter(code.split(":")[0] for code in ranker.diseases)
     return dg.Output(
         ranker,
-        data_version=dg.DataVersion(release.get("hpo_files_sha256") or ranker.hpo_release),
+        # the release and the generic weights: either changing makes a new ranker
+        data_version=dg.DataVersion(
+            f"{release.get('hpo_files_sha256') or ranker.hpo_release}-"
+            + hashlib.sha256(json.dumps(ranker.params, sort_keys=True).encode()).hexdigest()[:12]
+        ),
         metadata={
             **release,
             "hpo_release": ranker.hpo_release or release.get("hpo_release", ""),

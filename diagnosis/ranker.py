@@ -54,6 +54,8 @@ from diagnosis.hpo import Ontology, disease_phenotypes
 __all__ = [
     "AGE_EDGES",
     "DEFAULT_PARAMS",
+    "Evidence",
+    "evidence",
     "KnowledgeRanker",
     "ONSET_RANGES",
     "PARAMS_FILE",
@@ -147,6 +149,25 @@ def _onset_ranges(ontology: Ontology) -> dict[str, tuple[float, float]]:
 
 
 @dataclass
+class Evidence:
+    """The model's evidence before weighing (:func:`evidence`): per kind, a [terms, D] matrix for
+    present and for excluded findings, a [D] vector for the biases, an [age rows, D] and a
+    [sexes, D] table. :meth:`KnowledgeRanker.compile` weighs them; a fitting script reads them
+    to fit the generic weights."""
+
+    ontology: Ontology
+    terms: tuple[str, ...]
+    diseases: tuple[str, ...]
+    disease_names: tuple[str, ...]
+    present: dict[str, Any]
+    absent: dict[str, Any]
+    bias: dict[str, np.ndarray]
+    age: dict[str, np.ndarray]
+    sex: dict[str, np.ndarray]
+    seconds: float = 0.0
+
+
+@dataclass
 class KnowledgeRanker:
     """The compiled ranker (see the module docstring): one CSR matrix over the row blocks."""
 
@@ -214,154 +235,57 @@ class KnowledgeRanker:
         universe: Sequence[str] = ("ORPHA", "OMIM"),
         params: Mapping[str, Any] | None = None,
     ) -> KnowledgeRanker:
-        """Build from phenotypic annotations (``disease_term_frequencies`` or
-        :func:`diagnosis.hpo.load_annotations` rows), the onset/inheritance annotations
-        (:func:`diagnosis.hpo.parse_context_annotations`, optional) and the generic weights
+        """Build from the release's annotations (:func:`evidence`) and the generic weights
         (:func:`load_params` by default). A few seconds for the full release."""
+        return cls.compile(evidence(ontology, annotations, context, universe), params)
+
+    @classmethod
+    def compile(cls, found: Evidence, params: Mapping[str, Any] | None = None) -> KnowledgeRanker:
+        """Weigh the evidence into one matrix ``W`` (temperature applied) and the bias."""
         import scipy.sparse as sp
 
         started = time.perf_counter()
         p = load_params() if params is None else {**load_params(), **params}
         w = {**DEFAULT_PARAMS["weights"], **p["weights"]}
         temperature = float(p["temperature"])
+        n_terms, n_diseases = len(found.terms), len(found.diseases)
 
-        terms = tuple(sorted(ontology.names))
-        t_index = {t: i for i, t in enumerate(terms)}
-        n_terms = len(terms)
-        canon = {t: ontology.canonical(t) for t in annotations["hpo_id"].unique().to_list()}
-        rows = (
-            disease_phenotypes(annotations.filter(pl.col("database").is_in(list(universe))))
-            .with_columns(
-                pl.col("hpo_id").replace_strict(canon, default=None, return_dtype=pl.Utf8)
-            )
-            .drop_nulls("hpo_id")
-            .group_by(["disease_id", "hpo_id"], maintain_order=True)
-            .agg(
-                pl.col("disease_name").first(),
-                pl.col("frequency").mean(),
-                pl.col("excluded").all(),
-            )
-        )
-        names = rows.group_by("disease_id").agg(pl.col("disease_name").first()).sort("disease_id")
-        diseases = tuple(names["disease_id"].to_list())
-        d_index = {d: i for i, d in enumerate(diseases)}
-        n_diseases = len(diseases)
-
-        # positive annotations and their closure: F[d, c] = max frequency at or below c
-        positive = rows.filter(~pl.col("excluded"))
-        pd_ = np.array([d_index[d] for d in positive["disease_id"].to_list()], dtype=np.int64)
-        pt = np.array([t_index[t] for t in positive["hpo_id"].to_list()], dtype=np.int64)
-        pf = positive["frequency"].fill_null(DEFAULT_FREQUENCY).clip(MIN_FREQUENCY, 1.0).to_numpy()
-        n_annotations = np.bincount(pd_, minlength=n_diseases).astype(np.float64)
-        sum_frequency = np.bincount(pd_, weights=pf, minlength=n_diseases)
-        ancestors = {
-            t: [t_index[a] for a in ontology.ancestors(terms[t])] for t in set(pt.tolist())
-        }
-        lengths = np.array([len(ancestors[t]) for t in pt.tolist()], dtype=np.int64)
-        closure_d = np.repeat(pd_, lengths)
-        closure_f = np.repeat(pf, lengths)
-        closure_t = np.concatenate([ancestors[t] for t in pt.tolist()]) if len(pt) else pt
-        key = closure_t * n_diseases + closure_d  # (term, disease), term-major
-        order = np.lexsort((-closure_f, key))
-        key, closure_f = key[order], closure_f[order]
-        first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
-        key, frequency = key[first], closure_f[first]
-        f_term, f_disease = key // n_diseases, key % n_diseases
-        per_term = np.bincount(f_term, minlength=n_terms).astype(np.float64)
-        ic = -np.log(np.maximum(per_term, 1.0) / max(n_diseases, 1))
-
-        # NOT annotations, closed downwards: NOT[d, q] = 1 for q at or below an excluded term
-        excluded = rows.filter(pl.col("excluded"))
-        not_t, not_d = [], []
-        for disease, term in excluded.select("disease_id", "hpo_id").iter_rows():
-            for below in ontology.descendants(term):
-                not_t.append(t_index[below])
-                not_d.append(d_index[disease])
-        not_t_arr = np.asarray(not_t, dtype=np.int64)
-        not_d_arr = np.asarray(not_d, dtype=np.int64)
-
-        def matrix(t: np.ndarray, d: np.ndarray, v: np.ndarray) -> sp.csr_matrix:
-            m = sp.csr_matrix((v, (t, d)), shape=(n_terms, n_diseases), dtype=np.float64)
-            m.sum_duplicates()
-            return m
-
-        matched = matrix(f_term, f_disease, np.ones(len(f_term)))
-        not_matrix = matrix(not_t_arr, not_d_arr, np.ones(len(not_t_arr)))
-        not_matrix.data[:] = 1.0
-        present = (
-            w["tm"] * matched
-            + w["icm"] * matrix(f_term, f_disease, ic[f_term])
-            + w["lf"] * matrix(f_term, f_disease, np.log(frequency))
-            + w["notp"] * not_matrix
-        )
-        absent = (
-            w["c_absent"]
-            * matrix(f_term, f_disease, np.log(1.0 - np.minimum(frequency, ABSENT_CAP)))
-            + w["a_not"] * not_matrix
-        )
-
-        # context: age bins and sexes against onset and inheritance annotations
-        onset_low = np.full(n_diseases, np.nan)
-        onset_high = np.full(n_diseases, np.nan)
-        xlr_only = np.zeros(n_diseases, dtype=bool)
-        xld = np.zeros(n_diseases, dtype=bool)
-        if context is not None and context.height:
-            ranges = _onset_ranges(ontology)
-            inheritance: dict[int, set[str]] = {}
-            for disease, term, aspect in context.select(
-                "disease_id", "hpo_id", "aspect"
-            ).iter_rows():
-                i = d_index.get(disease)
-                current = ontology.canonical(term)
-                if i is None or current is None:
-                    continue
-                if aspect == "C" and current in ranges:
-                    low, high = ranges[current]
-                    onset_low[i] = low if np.isnan(onset_low[i]) else min(onset_low[i], low)
-                    onset_high[i] = high if np.isnan(onset_high[i]) else max(onset_high[i], high)
-                elif aspect == "I":
-                    inheritance.setdefault(i, set()).add(current)
-            for i, modes in inheritance.items():
-                xlr_only[i] = modes == {XLR}
-                xld[i] = XLD in modes
-        edges = np.asarray(AGE_EDGES)
-        ages = [None, -0.5, *((edges[:-1] + edges[1:]) / 2).tolist(), edges[-1] + 10.0]
-        assert len(ages) == N_AGE_ROWS
-        age_rows = np.zeros((len(ages), n_diseases))
-        with np.errstate(invalid="ignore"):
-            for r, age in enumerate(ages):
-                if age is None:
-                    continue
-                age_rows[r] = w["too_young"] * (age < onset_low) + w["adult_early_only"] * (
-                    (age >= ADULT_AGE) & (onset_high <= 1.0)
-                )
-        sex_rows = np.zeros((len(SEXES), n_diseases))
-        sex_rows[SEXES.index("female")] = w["female_xlr"] * xlr_only
-        sex_rows[SEXES.index("male")] = w["male_xld"] * xld
+        def weighed(parts: Mapping[str, Any], shape: tuple[int, int]) -> sp.csr_matrix:
+            total = sp.csr_matrix(shape, dtype=np.float64)
+            for name, value in parts.items():
+                if w.get(name, 0.0):
+                    total = total + w[name] * sp.csr_matrix(value)
+            return total
 
         stacked = sp.vstack(
-            [present, absent, sp.csr_matrix(age_rows), sp.csr_matrix(sex_rows)], format="csr"
+            [
+                weighed(found.present, (n_terms, n_diseases)),
+                weighed(found.absent, (n_terms, n_diseases)),
+                weighed(found.age, (N_AGE_ROWS, n_diseases)),
+                weighed(found.sex, (len(SEXES), n_diseases)),
+            ],
+            format="csr",
         )
         stacked.data *= temperature
         stacked.eliminate_zeros()
         stacked.sort_indices()
-        bias = temperature * (w["b_logn"] * np.log1p(n_annotations) + w["b_sumf"] * sum_frequency)
+        bias = temperature * sum(w.get(name, 0.0) * value for name, value in found.bias.items())
         calibration = p.get("calibration")
         return cls(
-            ontology=ontology,
-            diseases=diseases,
-            disease_names=tuple(names["disease_name"].to_list()),
-            terms=terms,
+            ontology=found.ontology,
+            diseases=found.diseases,
+            disease_names=found.disease_names,
+            terms=found.terms,
             row_ptr=stacked.indptr.astype(np.int64),
             nnz_disease=stacked.indices.astype(np.int32),
             nnz_weight=stacked.data.astype(np.float32),
-            bias=bias.astype(np.float32),
+            bias=np.asarray(bias, dtype=np.float32) + np.zeros(n_diseases, dtype=np.float32),
             params={"weights": w, "temperature": temperature, "source": p.get("source", "")},
-            hpo_release=ontology.release,
+            hpo_release=found.ontology.release,
             calibration=(np.asarray(calibration["x"]), np.asarray(calibration["y"]))
             if calibration
             else None,
-            build_seconds=time.perf_counter() - started,
+            build_seconds=found.seconds + time.perf_counter() - started,
         )
 
     # -------------------------------------------------------------------------- queries
@@ -453,3 +377,145 @@ class KnowledgeRanker:
                 "n_terms": str(self.n_terms),
             },
         )
+
+
+def evidence(
+    ontology: Ontology,
+    annotations: pl.DataFrame,
+    context: pl.DataFrame | None = None,
+    universe: Sequence[str] = ("ORPHA", "OMIM"),
+) -> Evidence:
+    """Every kind of evidence of the model (module docstring), one matrix or table each, from
+    phenotypic annotations (``disease_term_frequencies`` or :func:`diagnosis.hpo.load_annotations`
+    rows) and the onset/inheritance annotations
+    (:func:`diagnosis.hpo.parse_context_annotations`, optional)."""
+    import scipy.sparse as sp
+
+    started = time.perf_counter()
+
+    terms = tuple(sorted(ontology.names))
+    t_index = {t: i for i, t in enumerate(terms)}
+    n_terms = len(terms)
+    canon = {t: ontology.canonical(t) for t in annotations["hpo_id"].unique().to_list()}
+    rows = (
+        disease_phenotypes(annotations.filter(pl.col("database").is_in(list(universe))))
+        .with_columns(pl.col("hpo_id").replace_strict(canon, default=None, return_dtype=pl.Utf8))
+        .drop_nulls("hpo_id")
+        .group_by(["disease_id", "hpo_id"], maintain_order=True)
+        .agg(
+            pl.col("disease_name").first(),
+            pl.col("frequency").mean(),
+            pl.col("excluded").all(),
+        )
+    )
+    names = rows.group_by("disease_id").agg(pl.col("disease_name").first()).sort("disease_id")
+    diseases = tuple(names["disease_id"].to_list())
+    d_index = {d: i for i, d in enumerate(diseases)}
+    n_diseases = len(diseases)
+
+    # positive annotations and their closure: F[d, c] = max frequency at or below c
+    positive = rows.filter(~pl.col("excluded"))
+    pd_ = np.array([d_index[d] for d in positive["disease_id"].to_list()], dtype=np.int64)
+    pt = np.array([t_index[t] for t in positive["hpo_id"].to_list()], dtype=np.int64)
+    pf = positive["frequency"].fill_null(DEFAULT_FREQUENCY).clip(MIN_FREQUENCY, 1.0).to_numpy()
+    n_annotations = np.bincount(pd_, minlength=n_diseases).astype(np.float64)
+    sum_frequency = np.bincount(pd_, weights=pf, minlength=n_diseases)
+    ancestors = {t: [t_index[a] for a in ontology.ancestors(terms[t])] for t in set(pt.tolist())}
+    lengths = np.array([len(ancestors[t]) for t in pt.tolist()], dtype=np.int64)
+    closure_d = np.repeat(pd_, lengths)
+    closure_f = np.repeat(pf, lengths)
+    closure_t = np.concatenate([ancestors[t] for t in pt.tolist()]) if len(pt) else pt
+    key = closure_t * n_diseases + closure_d  # (term, disease), term-major
+    order = np.lexsort((-closure_f, key))
+    key, closure_f = key[order], closure_f[order]
+    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    key, frequency = key[first], closure_f[first]
+    f_term, f_disease = key // n_diseases, key % n_diseases
+    per_term = np.bincount(f_term, minlength=n_terms).astype(np.float64)
+    ic = -np.log(np.maximum(per_term, 1.0) / max(n_diseases, 1))
+
+    # NOT annotations, closed downwards: NOT[d, q] = 1 for q at or below an excluded term
+    excluded = rows.filter(pl.col("excluded"))
+    not_t, not_d = [], []
+    for disease, term in excluded.select("disease_id", "hpo_id").iter_rows():
+        for below in ontology.descendants(term):
+            not_t.append(t_index[below])
+            not_d.append(d_index[disease])
+    not_t_arr = np.asarray(not_t, dtype=np.int64)
+    not_d_arr = np.asarray(not_d, dtype=np.int64)
+
+    def matrix(t: np.ndarray, d: np.ndarray, v: np.ndarray) -> sp.csr_matrix:
+        m = sp.csr_matrix((v, (t, d)), shape=(n_terms, n_diseases), dtype=np.float64)
+        m.sum_duplicates()
+        return m
+
+    matched = matrix(f_term, f_disease, np.ones(len(f_term)))
+    not_matrix = matrix(not_t_arr, not_d_arr, np.ones(len(not_t_arr)))
+    not_matrix.data[:] = 1.0
+    # a NOT annotation counts only where the disease has nothing at or below the term
+    not_absent = not_matrix - not_matrix.multiply(matched)
+    not_absent.eliminate_zeros()
+    present = {
+        "tm": matched,
+        "icm": matrix(f_term, f_disease, ic[f_term]),
+        "lf": matrix(f_term, f_disease, np.log(frequency)),
+        "notp": not_matrix,
+    }
+    absent = {
+        "c_absent": matrix(f_term, f_disease, np.log(1.0 - np.minimum(frequency, ABSENT_CAP))),
+        "a_not": not_absent,
+    }
+
+    # context: age bins and sexes against onset and inheritance annotations
+    onset_low = np.full(n_diseases, np.nan)
+    onset_high = np.full(n_diseases, np.nan)
+    xlr_only = np.zeros(n_diseases, dtype=bool)
+    xld = np.zeros(n_diseases, dtype=bool)
+    if context is not None and context.height:
+        ranges = _onset_ranges(ontology)
+        inheritance: dict[int, set[str]] = {}
+        for disease, term, aspect in context.select("disease_id", "hpo_id", "aspect").iter_rows():
+            i = d_index.get(disease)
+            current = ontology.canonical(term)
+            if i is None or current is None:
+                continue
+            if aspect == "C" and current in ranges:
+                low, high = ranges[current]
+                onset_low[i] = low if np.isnan(onset_low[i]) else min(onset_low[i], low)
+                onset_high[i] = high if np.isnan(onset_high[i]) else max(onset_high[i], high)
+            elif aspect == "I":
+                inheritance.setdefault(i, set()).add(current)
+        for i, modes in inheritance.items():
+            xlr_only[i] = modes == {XLR}
+            xld[i] = XLD in modes
+    edges = np.asarray(AGE_EDGES)
+    ages = [None, -0.5, *((edges[:-1] + edges[1:]) / 2).tolist(), edges[-1] + 10.0]
+    assert len(ages) == N_AGE_ROWS
+    age = {
+        "too_young": np.zeros((len(ages), n_diseases)),
+        "adult_early_only": np.zeros((len(ages), n_diseases)),
+    }
+    with np.errstate(invalid="ignore"):
+        for r, years in enumerate(ages):
+            if years is None:
+                continue
+            age["too_young"][r] = years < onset_low
+            age["adult_early_only"][r] = (years >= ADULT_AGE) & (onset_high <= 1.0)
+    sex = {
+        "female_xlr": np.zeros((len(SEXES), n_diseases)),
+        "male_xld": np.zeros((len(SEXES), n_diseases)),
+    }
+    sex["female_xlr"][SEXES.index("female")] = xlr_only
+    sex["male_xld"][SEXES.index("male")] = xld
+    return Evidence(
+        ontology=ontology,
+        terms=terms,
+        diseases=diseases,
+        disease_names=tuple(names["disease_name"].to_list()),
+        present=present,
+        absent=absent,
+        bias={"b_logn": np.log1p(n_annotations), "b_sumf": sum_frequency},
+        age=age,
+        sex=sex,
+        seconds=time.perf_counter() - started,
+    )

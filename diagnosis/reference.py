@@ -194,3 +194,83 @@ def summarise(ranks: Ranks, cited: Sequence[bool]) -> dict[str, dict[str, float]
             "top_accuracy": float(ranks.top_correct[mask].mean()),
         }
     return out
+
+
+@dataclass(frozen=True)
+class RealEvaluation:
+    """A runtime scored on real cases: per group (all / cited / uncited) top-1/3/10, MRR,
+    calibration of the top candidate; the reliability diagram's bins (all cases)."""
+
+    summary: dict[str, dict[str, float]]
+    reliability: list[dict[str, float]]
+
+    def metrics(self, prefix: str = "real") -> dict[str, float]:
+        """Flat metrics (``real_all_top10``, ``real_uncited_ece``, …) for MLflow and the gate."""
+        return {
+            f"{prefix}_{group}_{name}": value
+            for group, figures in self.summary.items()
+            for name, value in figures.items()
+            if name != "cases"
+        } | {f"{prefix}_{group}_cases": figures["cases"] for group, figures in self.summary.items()}
+
+
+def evaluate_runtime(runtime, cases: Sequence[ReferenceCase], batch: int = 500) -> RealEvaluation:
+    """Score ``cases`` through ``runtime`` (:class:`diagnosis.runtime.Runtime`, exactly as the API
+    scores a request: present and excluded findings, age, sex) and rank the true disease among the
+    OMIM entries of the served distribution; calibration is that of the top OMIM entry's served
+    probability."""
+    codes = runtime.codes
+    omim = np.array([c.startswith("OMIM:") for c in codes])
+    omim_codes = list(codes[omim])
+    patients = [case.patient() for case in cases]
+    parts = []
+    for start in range(0, len(patients), batch):
+        scores = runtime.score(patients[start : start + batch])
+        parts.append(scores.probabilities[:, omim])
+    probabilities = np.concatenate(parts) if parts else np.zeros((0, len(omim_codes)))
+    ranks = rank_truth(probabilities, omim_codes, [case.truth for case in cases])
+    return RealEvaluation(
+        summary=summarise(ranks, [case.cited for case in cases]),
+        reliability=reliability_bins(ranks.top_probability, ranks.top_correct),
+    )
+
+
+def reliability_figure(evaluation: RealEvaluation, title: str):
+    """A reliability diagram (matplotlib Figure): accuracy against mean confidence per bin, the
+    diagonal, and the number of cases per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 4.2))
+    ax = figure.add_subplot(1, 1, 1)
+    bins = [b for b in evaluation.reliability if b["cases"]]
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="perfect")
+    ax.plot(
+        [b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+        color="#1f77b4", label="top candidate",
+    )
+    for b in bins:
+        ax.annotate(str(b["cases"]), (b["confidence"], b["accuracy"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, -10))
+    ece = evaluation.summary.get("all", {}).get("ece", float("nan"))
+    ax.set_title(f"{title} (ECE {ece:.3f})", fontsize=10)
+    ax.set_xlabel("probability of the top candidate")
+    ax.set_ylabel("share that is the true disease")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def reliability_markdown(evaluation: RealEvaluation) -> str:
+    lines = ["| probability | cases | mean probability | right |", "|---|---|---|---|"]
+    for b in evaluation.reliability:
+        if b["cases"]:
+            lines.append(
+                f"| {b['low']:.1f}–{b['high']:.1f} | {b['cases']} | {b['confidence']:.3f} | "
+                f"{b['accuracy']:.3f} |"
+            )
+    return "\n".join(lines)

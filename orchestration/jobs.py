@@ -20,7 +20,9 @@ weekly_validation_job = dg.define_asset_job(
 # log files through the same reader, so a run never waits for days nobody materialised.
 training_job = dg.define_asset_job(
     "training",
-    selection=dg.AssetSelection.groups("knowledge", "training", "deployment", "monitoring")
+    selection=dg.AssetSelection.groups(
+        "knowledge", "evaluation", "training", "deployment", "monitoring"
+    )
     - PREDICTION_LOG,
     hooks={end_mlflow_on_run_finished},
     description=(

@@ -110,6 +110,9 @@ class ModelPolicy(dg.ConfigurableResource):
     knowledge_cases: int = 600
     max_onnx_abs_diff: float = 1e-4
     champion_tolerance: float = 0.02
+    # real published cases: refuse a challenger worse than the champion beyond these
+    real_top10_tolerance: float = 0.02
+    real_ece_tolerance: float = 0.03
 
 
 class MonitoringPolicy(dg.ConfigurableResource):

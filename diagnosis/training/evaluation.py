@@ -166,6 +166,12 @@ class Evaluation:
     # the held-out rows the system was scored on (API bodies) and what the runtime returned
     patients: list[dict[str, Any]] = field(default_factory=list)
     ranked: Ranked | None = None
+    served: Runtime | None = field(default=None, repr=False)  # the challenger as it was scored
+    real: Any = None  # diagnosis.reference.RealEvaluation, added by the caller
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the runtime holds an onnxruntime session: not stored with the asset value
+        return {**self.__dict__, "served": None}
 
     def summary(self) -> dict[str, Any]:
         """JSON-able: metrics, blend, champion, confusion matrix."""
@@ -271,4 +277,5 @@ def evaluate(
         classes=labels,
         patients=test_patients,
         ranked=ranked,
+        served=served,
     )

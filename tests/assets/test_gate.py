@@ -54,3 +54,22 @@ def test_a_worse_challenger_is_refused_and_the_served_model_stays(home_copy):
     assert dg.AssetKey("deployed_model") not in materialised
     assert json.loads((home_copy / "deployments" / "current.json").read_text()) == before
     assert load_deployment(home_copy / "deployments").version == served_before
+
+
+def test_a_challenger_worse_on_real_cases_is_refused_and_the_served_model_stays(home_copy):
+    """A knowledge ranker with its informative evidence switched off (launchpad override) ranks
+    real published cases far worse than the champion: the gate names the real-case shortfall."""
+    from orchestration.definitions import defs
+
+    before = json.loads((home_copy / "deployments" / "current.json").read_text())
+    blind = {"tm": 0.0, "icm": 0.0, "lf": 0.0, "notp": 0.0, "too_young": 0.0}
+    run_config = {"ops": {"knowledge_ranker": {"config": {"weights_json": json.dumps(blind)}}}}
+    with dg.DagsterInstance.from_config(str(home_copy / "dagster")) as instance:
+        result = defs.resolve_job_def("training").execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False
+        )
+    gate = {e.check_name: e for e in result.get_asset_check_evaluations()}["quality_gate"]
+    assert not gate.passed
+    assert "real-case top-10" in gate.description
+    assert gate.metadata["real_all_top10"].value < gate.metadata["champion_real_all_top10"].value
+    assert json.loads((home_copy / "deployments" / "current.json").read_text()) == before

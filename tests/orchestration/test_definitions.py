@@ -19,6 +19,7 @@ STAGES = {
     "model_selection": "training",
     "diagnosis_model": "training",
     "model_evaluation": "training",
+    "reference_cases": "evaluation",
     "onnx_model": "deployment",
     "deployed_model": "deployment",
     "drift_report": "monitoring",
