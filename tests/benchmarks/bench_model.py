@@ -58,15 +58,18 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from diagnosis.hpo import (  # noqa: E402
+from diagnosis import sparse_graph  # noqa: E402
+from diagnosis.hpo import (  # noqa: E402  # noqa: E402
     PHENOTYPIC_ABNORMALITY,
     ROOT,
     UNSPECIFIED_FREQUENCY,
     Ontology,
     disease_phenotypes,
+    hpo_data_dir,
     load_annotations,
+    parse_context_annotations,
 )
-from diagnosis.ranker import KnowledgeRanker, to_onnx  # noqa: E402
+from diagnosis.ranker import KnowledgeRanker, load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -226,7 +229,7 @@ def ranker_scorer(ranker: KnowledgeRanker, propagate: bool = False):
         terms = onto.canonicalise(query)
         if propagate:  # ablation: the query closed upwards (every implied ancestor as a term)
             terms = sorted({a for t in terms for a in onto.ancestors(t)})
-        return ranker.score_terms(index[t] for t in terms if t in index)
+        return ranker.score([t for t in terms if t in index])
 
     return score
 
@@ -267,9 +270,11 @@ import json, sys, time
 import numpy as np, onnxruntime as ort
 opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
 sess = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
-queries = np.load(sys.argv[2])
-for q in queries:
-    sess.run(None, {"query_terms": q})
+rows = np.load(sys.argv[2], allow_pickle=True)
+for r in rows:
+    r = np.asarray(r, dtype=np.int64)
+    sess.run(None, {"query_rows": np.zeros(len(r), dtype=np.int64), "query_terms": r,
+                    "query_count": np.array([1], dtype=np.int64)})
 fields = {}
 for line in open("/proc/self/status"):
     k, _, v = line.partition(":")
@@ -283,7 +288,7 @@ def onnx_report(ranker: KnowledgeRanker, queries: list[list[str]]) -> None:
     import onnxruntime as ort
 
     t0 = time.perf_counter()
-    content = to_onnx(ranker)
+    content = ranker.to_onnx()
     export_s = time.perf_counter() - t0
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -291,26 +296,32 @@ def onnx_report(ranker: KnowledgeRanker, queries: list[list[str]]) -> None:
     t0 = time.perf_counter()
     session = ort.InferenceSession(content, opts, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - t0
-    inputs = np.stack([ranker.encode(q) for q in queries])
+    rows = [ranker.query_rows(q) for q in queries]
 
     max_prob_diff = max_score_diff = 0.0
-    for row in inputs[:200]:
-        scores, probs = session.run(None, {"query_terms": row})
-        max_prob_diff = max(max_prob_diff, float(np.abs(probs - ranker.posterior(row)).max()))
-        max_score_diff = max(max_score_diff, float(np.abs(scores - ranker.score(row)).max()))
+    for row in rows[:200]:
+        (scores,) = session.run(None, sparse_graph.encode_queries([row]))
+        expected = ranker.score_rows([row])[0]
+        probs = np.exp(scores[0] - scores[0].max())
+        probs /= probs.sum()
+        ref = np.exp(expected - expected.max())
+        ref /= ref.sum()
+        max_prob_diff = max(max_prob_diff, float(np.abs(probs - ref).max()))
+        max_score_diff = max(max_score_diff, float(np.abs(scores[0] - expected).max()))
 
-    for row in inputs[:20]:  # warm-up
-        session.run(None, {"query_terms": row})
+    for row in rows[:20]:  # warm-up
+        session.run(None, sparse_graph.encode_queries([row]))
     times = []
-    for row in inputs:
+    for row in rows:
+        feeds = sparse_graph.encode_queries([row])
         t0 = time.perf_counter()
-        session.run(None, {"query_terms": row})
+        session.run(None, feeds)
         times.append(time.perf_counter() - t0)
     ms = np.array(times) * 1e3
     numpy_times = []
-    for row in inputs[:300]:
+    for row in rows[:300]:
         t0 = time.perf_counter()
-        ranker.posterior(row)
+        ranker.score_rows([row])
         numpy_times.append(time.perf_counter() - t0)
 
     print(
@@ -333,7 +344,7 @@ def onnx_report(ranker: KnowledgeRanker, queries: list[list[str]]) -> None:
         model_path = Path(tmp) / "ranker.onnx"
         model_path.write_bytes(content)
         query_path = Path(tmp) / "queries.npy"
-        np.save(query_path, inputs[:200])
+        np.save(query_path, np.array([np.asarray(r) for r in rows[:200]], dtype=object))
         probe = subprocess.run(
             [sys.executable, "-c", _SERVE_PROBE, str(model_path), str(query_path)],
             capture_output=True,
@@ -506,14 +517,11 @@ def served_report(home: Path | None, patients: int, cohort_seed: int) -> None:
 
 # ------------------------------------------------------------------------------ main
 ABLATIONS: list[tuple[str, dict, bool]] = [
-    ("no absent-term evidence (absent_weight=0)", {"absent_weight": 0.0}, False),
-    ("absent_weight=0.3", {"absent_weight": 0.3}, False),
+    ("no information content (icm=0)", {"icm": 0.0}, False),
+    ("no frequencies (lf=0)", {"lf": 0.0}, False),
+    ("no NOT annotations (notp=0)", {"notp": 0.0}, False),
+    ("no annotation-count bias (b_logn=b_sumf=0)", {"b_logn": 0.0, "b_sumf": 0.0}, False),
     ("query closed upwards (propagate)", {}, True),
-    ("no distance discount (up_decay=1)", {"up_decay": 1.0}, False),
-    ("no 'more specific' matches (max_down=0)", {"max_down": 0}, False),
-    ("no frequencies (all 0.5)", {"min_frequency": 0.5, "default_frequency": 0.5}, False),
-    ("noise=0.0002", {"noise": 0.0002}, False),
-    ("noise=0.02", {"noise": 0.02}, False),
 ]
 
 
@@ -553,16 +561,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cohort-patients", type=int, default=2000)
     args = parser.parse_args(argv)
-    params = {k: float(v) for k, v in (p.split("=", 1) for p in args.param)}
-    if "max_down" in params:
-        params["max_down"] = int(params["max_down"])
+    overrides = {k: float(v) for k, v in (p.split("=", 1) for p in args.param)}
+    params = load_params()
+    params["weights"] = {**params["weights"], **overrides}
+    context = parse_context_annotations(hpo_data_dir() / "phenotype.hpoa")
 
     t_start = time.perf_counter()
     ontology = Ontology.load()
     annotations = load_annotations()
     print(
         f"HPO release {ontology.release}; seed {args.seed}; {args.cases} cases per universe; "
-        f"params {params or 'default'}"
+        f"ranker weights {params['source']}; overrides {overrides or 'none'}"
     )
     rng = np.random.default_rng(args.seed)
     noise_imprecision_queries: list[list[str]] = []
@@ -572,7 +581,9 @@ def main(argv: list[str] | None = None) -> int:
         cases = simulate(ontology, universe, args.cases, rng)
         noise_imprecision_queries += [c.conditions["noise+imprecision"] for c in cases]
         t0 = time.perf_counter()
-        ranker = KnowledgeRanker.build(ontology, annotations, universe=(name,), **params)
+        ranker = KnowledgeRanker.build(
+            ontology, annotations, context, universe=(name,), params=params
+        )
         build_s = time.perf_counter() - t0
         assert list(ranker.diseases) == universe.diseases, (
             "ranker and protocol disagree on diseases"
@@ -600,7 +611,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ablations on {name} noise+imprecision (top-1 / top-10 / MRR):")
             for label, overrides, propagate in ABLATIONS:
                 variant = KnowledgeRanker.build(
-                    ontology, annotations, universe=(name,), **{**params, **overrides}
+                    ontology,
+                    annotations,
+                    context,
+                    universe=(name,),
+                    params={**params, "weights": {**params["weights"], **overrides}},
                 )
                 m = evaluate(
                     cases,
@@ -614,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_onnx:
         t0 = time.perf_counter()
         combined = KnowledgeRanker.build(
-            ontology, annotations, universe=("ORPHA", "OMIM"), **params
+            ontology, annotations, context, universe=("ORPHA", "OMIM"), params=params
         )
         print(f"\nbuild ORPHA+OMIM: {time.perf_counter() - t0:.2f} s")
         onnx_report(combined, noise_imprecision_queries)
