@@ -153,15 +153,18 @@ class Ranks:
 
 
 def rank_truth(probabilities: np.ndarray, codes: Sequence[str], truths: Sequence[str]) -> Ranks:
-    """Ranks of ``truths`` in rows of ``probabilities`` [n, E] over ``codes`` [E]. A truth that is
-    not among the codes gets rank E + 1."""
+    """Ranks of ``truths`` in rows of ``probabilities`` [n, E] over ``codes`` [E]: 1 + the entries
+    scored higher + the tied entries listed before it (a deterministic tie-break by catalogue
+    order, as the baselines of the development set's README count). A truth that is not among the
+    codes gets rank E + 1."""
     index = {code: i for i, code in enumerate(codes)}
     n, e = probabilities.shape
     ranks = np.full(n, e + 1, dtype=np.int64)
     for row, truth in enumerate(truths):
         j = index.get(truth)
         if j is not None:
-            ranks[row] = int((probabilities[row] >= probabilities[row, j]).sum())
+            p = probabilities[row]
+            ranks[row] = 1 + int((p > p[j]).sum()) + int((p[:j] == p[j]).sum())
     best = probabilities.argmax(axis=1)
     top_probability = probabilities[np.arange(n), best]
     top_correct = np.array([codes[b] == t for b, t in zip(best, truths)])
