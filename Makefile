@@ -19,7 +19,7 @@ UI_PORT ?= 3000
 API_WORKERS ?= 2
 export API_WORKERS
 
-.PHONY: install pipeline serve ui run test lint bench-validate bench-model bench-api clean help
+.PHONY: install pipeline serve ui run test lint bench-validate bench-model bench-real bench-api fit-ranker clean help
 
 help:
 	@echo "make run       install, run the pipeline, then start the Dagster UI and the API"
@@ -29,6 +29,7 @@ help:
 	@echo "make pipeline  seed demo data if needed and materialise every asset (headless)"
 	@echo "make serve     start the API on $(HOST):$(API_PORT)"
 	@echo "make ui        start the Dagster UI on $(HOST):$(UI_PORT)"
+	@echo "make bench-real  the differential on real published cases (README, Real patients)"
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -66,6 +67,14 @@ bench-validate: install
 
 bench-model: install
 	$(VENV)/bin/python tests/benchmarks/bench_model.py --seed 11 --cases 1000
+
+# real published cases through the served runtime, baselines, ablations, targets (README)
+bench-real: install
+	$(VENV)/bin/python tests/benchmarks/bench_real.py $(BENCH_REAL_ARGS)
+
+# refit the ranker's generic weights on the development cases (grouped CV figures printed)
+fit-ranker: install
+	$(VENV)/bin/python tests/benchmarks/fit_ranker.py --cv
 
 # the shipped server (uvicorn, 2 workers); BENCH_API_ARGS=--compare adds 1 worker and granian
 bench-api: install
