@@ -104,7 +104,7 @@ def test_an_excluded_finding_lowers_the_diseases_annotated_with_it_by_its_freque
     index = ranker.disease_index(MARFAN)
     before = ranker.score(stated)
     after = ranker.score(stated, absent=[excluded])
-    assert after[index] < before[index] - 0.5
+    assert after[index] < before[index] - 0.2  # 0.1 x T x -log(0.05) for an obligate finding
     # never evidence *for* a disease that has the finding: none of them goes up
     having = phenotypes.filter((pl.col("hpo_id") == excluded) & ~pl.col("excluded"))
     for code in set(having["disease_id"].to_list()):
