@@ -219,22 +219,32 @@ class RealEvaluation:
 
 def evaluate_runtime(runtime, cases: Sequence[ReferenceCase], batch: int = 500) -> RealEvaluation:
     """Score ``cases`` through ``runtime`` (:class:`diagnosis.runtime.Runtime`, exactly as the API
-    scores a request: present and excluded findings, age, sex) and rank the true disease among the
-    OMIM entries of the served distribution; calibration is that of the top OMIM entry's served
-    probability."""
+    scores a request: present and excluded findings, age, sex). The true disease is ranked among
+    the OMIM entries of the served distribution (the truths are OMIM diseases; comparable with the
+    baselines); calibration is that of what a clinician reads: the probability of the first entry
+    of the whole served differential, right when it is the true disease."""
     codes = runtime.codes
     omim = np.array([c.startswith("OMIM:") for c in codes])
     omim_codes = list(codes[omim])
+    truths = [case.truth for case in cases]
     patients = [case.patient() for case in cases]
-    parts = []
+    ranks, top_probability, top_correct = [], [], []
     for start in range(0, len(patients), batch):
         scores = runtime.score(patients[start : start + batch])
-        parts.append(scores.probabilities[:, omim])
-    probabilities = np.concatenate(parts) if parts else np.zeros((0, len(omim_codes)))
-    ranks = rank_truth(probabilities, omim_codes, [case.truth for case in cases])
+        part = rank_truth(scores.probabilities[:, omim], omim_codes, truths[start : start + batch])
+        ranks.append(part.rank)
+        first = runtime.top(scores.probabilities, 1)[:, 0]
+        top_probability.append(scores.probabilities[np.arange(len(first)), first])
+        top_correct.append(codes[first] == np.asarray(truths[start : start + batch]))
+    empty = np.zeros(0)
+    result = Ranks(
+        np.concatenate(ranks) if ranks else empty.astype(np.int64),
+        np.concatenate(top_probability) if top_probability else empty,
+        np.concatenate(top_correct) if top_correct else empty.astype(bool),
+    )
     return RealEvaluation(
-        summary=summarise(ranks, [case.cited for case in cases]),
-        reliability=reliability_bins(ranks.top_probability, ranks.top_correct),
+        summary=summarise(result, [case.cited for case in cases]),
+        reliability=reliability_bins(result.top_probability, result.top_correct),
     )
 
 
@@ -251,12 +261,20 @@ def reliability_figure(evaluation: RealEvaluation, title: str):
     bins = [b for b in evaluation.reliability if b["cases"]]
     ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="perfect")
     ax.plot(
-        [b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
-        color="#1f77b4", label="top candidate",
+        [b["confidence"] for b in bins],
+        [b["accuracy"] for b in bins],
+        marker="o",
+        color="#1f77b4",
+        label="top candidate",
     )
     for b in bins:
-        ax.annotate(str(b["cases"]), (b["confidence"], b["accuracy"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, -10))
+        ax.annotate(
+            str(b["cases"]),
+            (b["confidence"], b["accuracy"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(4, -10),
+        )
     ece = evaluation.summary.get("all", {}).get("ece", float("nan"))
     ax.set_title(f"{title} (ECE {ece:.3f})", fontsize=10)
     ax.set_xlabel("probability of the top candidate")
