@@ -265,11 +265,11 @@ def test_the_knowledge_assets_materialise_from_the_dropped_files(home, instance)
         assert metadata(key)["hpo_release"] == "2099-01-01", key
         assert metadata(key)["hpo_files_sha256"] == new.sha256, key
         assert metadata(key)["phenotype_hpoa_sha256"] == new.hpoa_sha256, key
+        # the release's hash (the ranker's adds the hash of its generic weights)
         assert (
-            instance.get_latest_materialization_event(key).asset_materialization.tags[
-                "dagster/data_version"
-            ]
-            == new.sha256
+            instance.get_latest_materialization_event(key)
+            .asset_materialization.tags["dagster/data_version"]
+            .startswith(new.sha256)
         )
     assert metadata(DISEASE_TERM_FREQUENCIES)["diseases"]["ORPHA"] > 4000
 
