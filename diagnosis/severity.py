@@ -5,7 +5,9 @@ The hospital's scale has five categories (``not_ill``, ``mild``, ``acute``, ``ch
 patient whose differential is nearly all disease, "terminal" 9 % for influenza). Here severity is
 what the differential implies:
 
-    P(severity | x) ∝ Σ_e P(e | x) · profile_e(severity) · (head(severity | x) / prior(severity))^β
+    P(not ill | x) = Σ_e P(e | x) · profile_e(not ill)      (= P(no disease): only NONE has it)
+    P(s | x) ∝ Σ_e P(e | x) · profile_e(s) · (head(s | x) / prior(s))^β   for the ill categories s,
+               scaled to share the rest of the mass
 
 * ``P(e | x)`` is the served differential (every entry: NONE, the common conditions, the learned
   orphan classes and every ORPHA/OMIM disease of the ranker);
@@ -15,8 +17,8 @@ what the differential implies:
   the release's clinical-course annotations (:func:`knowledge_profiles`) — mortality terms such as
   *Death in infancy* make ``terminal`` likely, a progressive course ``chronic``, an acute course
   ``acute`` — since no hospital record of them exists;
-* the severity head (learned from vitals, age and symptoms) sharpens it within the entry's profile:
-  a pneumonia with a high heart rate is more likely acute than mild. ``β`` (0 ≤ β ≤ 1) weighs it.
+* the severity head (learned from vitals, age and symptoms) sharpens the ill categories: a
+  pneumonia with a high heart rate is more likely acute than mild. ``β`` (0 ≤ β ≤ 1) weighs it.
 
 So ``not_ill`` is at most the probability of NONE, and a disease never gets a category its
 records or annotations never showed.
@@ -121,13 +123,21 @@ def coherent_severity(
     head_prior: np.ndarray,
     beta: float,
 ) -> np.ndarray:
-    """[n, 5]: the differential's severity mix ``entry_probabilities [n, E] @ profiles [E, 5]``,
-    re-weighted by the severity head's likelihood ratio ``(head / head_prior) ** beta``."""
+    """[n, 5]: the differential's severity mix ``entry_probabilities [n, E] @ profiles [E, 5]``.
+    ``not_ill`` keeps exactly the mass the mix gives it (only the healthy class carries it, so it
+    equals the probability of no disease); the rest is shared among the ill categories in
+    proportion to the mix times the severity head's likelihood ratio ``(head / prior) ** beta``."""
     mix = entry_probabilities @ profiles
     ratio = np.clip(head, 1e-6, 1.0) / np.clip(head_prior, 1e-6, 1.0)
-    weighted = mix * ratio**beta
+    well = _I[NOT_ILL]
+    ill = np.ones(mix.shape[1], dtype=bool)
+    ill[well] = False
+    weighted = mix[:, ill] * ratio[:, ill] ** beta
     total = weighted.sum(axis=1, keepdims=True)
-    return np.where(total > 0, weighted / np.maximum(total, 1e-12), mix)
+    ill_mass = mix[:, ill].sum(axis=1, keepdims=True)
+    out = mix.copy()
+    out[:, ill] = np.where(total > 0, weighted / np.maximum(total, 1e-12) * ill_mass, mix[:, ill])
+    return out
 
 
 def incoherent(severity_label: str, healthy_probability: float) -> bool:
