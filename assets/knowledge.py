@@ -12,9 +12,9 @@ metadata; the deployment copies them into the manifest.
 
 import hashlib
 import json
-from typing import Optional
 import time
 from collections import Counter
+from typing import Optional
 
 import dagster as dg
 import numpy as np
