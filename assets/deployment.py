@@ -150,6 +150,8 @@ def deployed_model(
         version=version,
         trained_at=trained_at.isoformat(),
         blend=model_evaluation.blend.to_spec(),
+        # the severity spec as the gate scored it (its beta fitted in the evaluation)
+        severity=model_evaluation.severity or onnx_model.manifest.severity,
         metrics={**model_evaluation.metrics, "onnx_max_abs_diff": onnx_model.max_abs_diff},
         mlflow_run_id=diagnosis_model.mlflow_run_id,
         mlflow_model_name=model_name,

@@ -167,6 +167,7 @@ class Evaluation:
     patients: list[dict[str, Any]] = field(default_factory=list)
     ranked: Ranked | None = None
     served: Runtime | None = field(default=None, repr=False)  # the challenger as it was scored
+    severity: Any = None  # schemas.contracts.SeveritySpec as fitted (beta), for the manifest
     real: Any = None  # diagnosis.reference.RealEvaluation, added by the caller
 
     def __getstate__(self) -> dict[str, Any]:
@@ -278,4 +279,5 @@ def evaluate(
         patients=test_patients,
         ranked=ranked,
         served=served,
+        severity=served.manifest.severity,
     )

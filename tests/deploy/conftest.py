@@ -25,8 +25,8 @@ LIBRARY_READERS: dict[str, tuple[str, str]] = {
 
 # What runs in each of the project's images: the packages of this repository, the configuration
 # files the processes load, and the libraries above that are installed there.
-PIPELINE_PACKAGES = ("orchestration", "assets", "schemas", "serving")
-API_PACKAGES = ("serving", "schemas")
+PIPELINE_PACKAGES = ("orchestration", "assets", "diagnosis", "schemas", "serving")
+API_PACKAGES = ("serving", "diagnosis", "schemas")
 PIPELINE_CONFIGS = ("orchestration/deploy/dagster.yaml", "orchestration/deploy/celery.yaml")
 PIPELINE_LIBRARIES = frozenset({"botocore", "mlflow", "dagster"})
 API_LIBRARIES = frozenset({"botocore"})
