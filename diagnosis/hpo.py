@@ -515,11 +515,6 @@ def parse_context_annotations(
     )
 
 
-def parse_course_annotations(content: bytes | str | Path) -> pl.DataFrame:
-    """The clinical-course annotations (aspect ``C``) only."""
-    return parse_context_annotations(content, ("C",))
-
-
 def parse_annotations(content: bytes | str | Path) -> pl.DataFrame:
     """:func:`load_annotations` without the cache, from the bytes of a ``phenotype.hpoa`` (or
     its path)."""

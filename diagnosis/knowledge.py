@@ -19,6 +19,14 @@ import numpy as np
 from schemas.contracts import ContractError, KnowledgeFile, decode
 
 
+def age_row(age: float | None, edges: Sequence[float]) -> int:
+    """The ranker's age-bin row for an age in years: 0 when unknown, then one row below the first
+    edge, one per ``[edge_i, edge_i+1)`` and one past the last edge."""
+    if age is None or not np.isfinite(float(age)):
+        return 0
+    return 1 + int(np.searchsorted(np.asarray(edges), float(age), side="right"))
+
+
 class KnowledgeLoadError(RuntimeError):
     """The index is missing, corrupt or does not match its manifest."""
 
@@ -109,11 +117,7 @@ class KnowledgeIndex:
         absent = [
             self.absent_offset + self._term_index[t] for t in patient.get("absent_symptoms") or ()
         ]
-        age = patient.get("age")
-        if age is None or not np.isfinite(float(age)):
-            age_bin = 0
-        else:
-            age_bin = 1 + int(np.searchsorted(np.asarray(self.age_edges), float(age), side="right"))
+        age_bin = age_row(patient.get("age"), self.age_edges)
         sex = patient.get("sex")
         sex_row = self.sexes.index(sex) if sex in self.sexes else 0
         return [*present, *absent, self.age_offset + age_bin, self.sex_offset + sex_row]

@@ -50,6 +50,7 @@ import polars as pl
 
 from diagnosis import sparse_graph
 from diagnosis.hpo import Ontology, disease_phenotypes
+from diagnosis.knowledge import age_row as knowledge_age_row
 
 __all__ = [
     "AGE_EDGES",
@@ -129,10 +130,8 @@ def load_params(path: Path | None = None) -> dict[str, Any]:
 
 
 def age_row(age: float | None) -> int:
-    """The age-bin row (0: unknown)."""
-    if age is None or not np.isfinite(age):
-        return 0
-    return 1 + int(np.searchsorted(np.asarray(AGE_EDGES), age, side="right"))
+    """The age-bin row of :data:`AGE_EDGES` (0: unknown); the runtime reads the same bins."""
+    return knowledge_age_row(age, AGE_EDGES)
 
 
 def _onset_ranges(ontology: Ontology) -> dict[str, tuple[float, float]]:

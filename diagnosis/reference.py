@@ -105,18 +105,15 @@ def expected_calibration_error(
     confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> float:
     """Standard ECE over equal-width bins: Σ_b (n_b / n) |accuracy_b - mean confidence_b|."""
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    if confidence.size == 0:
+    n = np.asarray(confidence).size
+    if n == 0:
         return 0.0
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(total)
+    return float(
+        sum(
+            b["cases"] / n * abs(b["accuracy"] - b["confidence"])
+            for b in reliability_bins(confidence, correct, bins)
+        )
+    )
 
 
 def reliability_bins(

@@ -91,7 +91,8 @@ def course_profile(terms: set[str]) -> str:
 
 def knowledge_profiles(course: pl.DataFrame, diseases: Sequence[str]) -> list[int]:
     """Per disease (in ``diseases`` order), the index into :data:`PROFILE_ORDER` from its
-    clinical-course annotations (:func:`diagnosis.hpo.parse_course_annotations`)."""
+    clinical-course annotations (the aspect ``C`` rows of
+    :func:`diagnosis.hpo.parse_context_annotations`)."""
     by_disease: dict[str, set[str]] = {}
     for disease, term in course.select("disease_id", "hpo_id").iter_rows():
         by_disease.setdefault(disease, set()).add(term)

@@ -112,10 +112,8 @@ def table_row(label: str, summary: dict) -> str:
     return f"| {label:<52} | " + " | ".join(cells) + " |"
 
 
-def ranked(probabilities: np.ndarray, codes: list[str], cases, mask=None) -> dict:
-    """``probabilities`` over ``codes`` (already restricted to ``mask`` when given)."""
-    if mask is not None:
-        codes = [c for c, m in zip(codes, mask) if m]
+def ranked(probabilities: np.ndarray, codes: list[str], cases) -> dict:
+    """Summary per group of the truths' ranks in ``probabilities`` [n, len(codes)]."""
     return summarise(
         rank_truth(probabilities, codes, [c.truth for c in cases]), [c.cited for c in cases]
     )
@@ -177,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ranker = KnowledgeRanker.build(ontology, annotations, context, params=params)
     scores = score_cases(ranker, cases)
     codes = list(ranker.diseases)
+    omim_codes = [c for c in codes if c.startswith("OMIM:")]
     omim = np.array([c.startswith("OMIM:") for c in codes])
     from diagnosis.blend import calibrate
 
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration = ranker.calibration
     omim_probs = softmax_rows(scores[:, omim])
     full_probs = calibrate(softmax_rows(scores), calibration)
-    summaries["ranker_omim"] = ranked(omim_probs, codes, cases, omim)
+    summaries["ranker_omim"] = ranked(omim_probs, omim_codes, cases)
     summaries["ranker_full"] = ranked(full_probs, codes, cases)
     oof = params.get("oof") or {}
 
@@ -237,14 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         base = score_cases(baseline, cases)
         print(
-            table_row(f"baseline: {label}", ranked(softmax_rows(base[:, omim]), codes, cases, omim))
+            table_row(f"baseline: {label}", ranked(softmax_rows(base[:, omim]), omim_codes, cases))
         )
     for label, off in ABLATIONS:
         variant = KnowledgeRanker.compile(
             found, {**params, "weights": {**params["weights"], **off}}
         )
         s = score_cases(variant, cases)
-        print(table_row(f"ablation: {label}", ranked(softmax_rows(s[:, omim]), codes, cases, omim)))
+        print(table_row(f"ablation: {label}", ranked(softmax_rows(s[:, omim]), omim_codes, cases)))
 
     # simulated Orphanet benchmark, bench_model.py's protocol
     rng = np.random.default_rng(7)
