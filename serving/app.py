@@ -10,6 +10,7 @@ This package never imports dagster, orchestration or assets: it only reads the d
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,12 @@ from litestar._openapi.schema_generation.plugins import StructSchemaPlugin
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, Schema, SecurityScheme
-from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 from litestar.typing import FieldDefinition
 
 from diagnosis.remote import DeploymentFollower, LogShipper, RemoteError
@@ -40,6 +46,7 @@ from serving.controllers import (
 )
 from serving.dependencies import SearchUnavailable, Services, dependencies
 from serving.model_store import NoModelError
+from serving.scoring import ScoringAbandoned, WorkBudgetExceeded
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
@@ -47,7 +54,7 @@ from serving.ui import WebController, static_router
 
 log = logging.getLogger("triage.serving")
 
-API_VERSION = "1.3.0"  # the README's contract version (OpenAPI info.version)
+API_VERSION = "1.4.0"  # the README's contract version (OpenAPI info.version)
 
 
 # ------------------------------------------------------------------ exception -> HTTP mapping
@@ -81,8 +88,25 @@ def _on_search_unavailable(_: Request, __: SearchUnavailable) -> Response[ErrorB
     )
 
 
+def _on_over_budget(_: Request, exc: WorkBudgetExceeded) -> Response[ErrorBody]:
+    return _error(HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc), exc.problems)
+
+
+def _on_abandoned(request: Request, exc: ScoringAbandoned) -> Response[ErrorBody]:
+    log.warning("scoring of %s stopped: %s", request.scope.get("path_template"), exc.reason)
+    return _error(
+        HTTP_503_SERVICE_UNAVAILABLE,
+        f"scoring stopped: {exc.reason}; nothing was logged, please retry",
+        headers={"Retry-After": "5"},
+    )
+
+
 def _on_http_exception(_: Request, exc: HTTPException) -> Response[ErrorBody]:
     problems: list[Problem] = []
+    detail = str(exc.detail)
+    if isinstance(exc, ValidationException):
+        # Litestar's own text repeats the whole URL with its query string: name the fields only
+        detail = "invalid request parameters"
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
         for item in exc.extra:
             if isinstance(item, dict):
@@ -93,7 +117,7 @@ def _on_http_exception(_: Request, exc: HTTPException) -> Response[ErrorBody]:
                         message=str(item.get("message", "invalid")),
                     )
                 )
-    return _error(exc.status_code, str(exc.detail), problems, headers=exc.headers)
+    return _error(exc.status_code, detail, problems, headers=exc.headers)
 
 
 def _on_remote_error(_: Request, exc: RemoteError) -> Response[ErrorBody]:
@@ -104,11 +128,59 @@ def _on_remote_error(_: Request, exc: RemoteError) -> Response[ErrorBody]:
     )
 
 
-def _on_unexpected(_: Request, exc: Exception) -> Response[ErrorBody]:
+def _undecodable_body(exc: BaseException) -> bool:
+    """A JSON body msgspec could not decode without a ``DecodeError`` (nested too deep, or a string
+    that is not UTF-8): Litestar's ``decode_json`` is in the traceback."""
+    if not isinstance(exc, (RecursionError, UnicodeDecodeError)):
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name in ("decode_json", "decode_msgpack"):
+            return True
+        frame = frame.tb_next
+    return False
+
+
+_BODY_NOT_DECODABLE = "nested too deeply, or a string is not valid UTF-8"
+
+
+def _on_unexpected(request: Request, exc: Exception) -> Response[ErrorBody]:
+    if _undecodable_body(exc):  # a client error on a route without a body hook: no traceback
+        return _error(
+            HTTP_400_BAD_REQUEST,
+            "request body is not valid JSON",
+            [Problem(field="body", value=None, message=_BODY_NOT_DECODABLE)],
+        )
     reference = uuid.uuid4().hex[:12]
     # type and traceback only: the request body is never logged
     log.error("unhandled %s (reference %s)", type(exc).__name__, reference, exc_info=exc)
     return _error(500, f"internal error (reference {reference})")
+
+
+class RejectBadPaths:
+    """ASGI middleware: a URL path with a NUL or another control character (``/static/x%00``)
+    names no resource: 404 before any handler (the file system would raise on it)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and _CONTROL.search(scope["path"]):
+            body = msgspec.json.encode(ErrorBody(detail=_BAD_PATH))
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+_BAD_PATH = "no resource at this path (it contains a control character)"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # ------------------------------------------------------------------ OpenAPI
@@ -205,6 +277,7 @@ def _lifespan(services: Services):
         try:
             yield
         finally:
+            services.scoring_pool.stopping = True  # chunks not started yet are not scored
             if follower is not None:
                 follower.stop()
             if shipper is not None:
@@ -246,6 +319,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     exception_handlers: dict[Any, Any] = {
         RequestProblems: _on_request_problems,
         NoModelError: _on_no_model,
+        WorkBudgetExceeded: _on_over_budget,
+        ScoringAbandoned: _on_abandoned,
         SearchUnavailable: _on_search_unavailable,
         RemoteError: _on_remote_error,
         HTTPException: _on_http_exception,
@@ -260,7 +335,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         WebController,
         static_router(),
     ]
-    middleware: list[Any] = []
+    middleware: list[Any] = [RejectBadPaths]
     request_metrics = metrics.request_metrics_middleware()
     if request_metrics is not None:
         route_handlers.append(metrics.MetricsController)
@@ -299,7 +374,7 @@ def serve(
     """
     import uvicorn
 
-    Settings.from_env()  # fail fast with a readable message before uvicorn forks workers
+    settings = Settings.from_env()  # fail fast with a readable message before uvicorn forks workers
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -308,4 +383,7 @@ def serve(
         workers=workers,
         log_level=log_level,
         access_log=access_log,
+        # SIGTERM: stop accepting, let requests in flight finish for this long, then cancel them
+        # (their scoring stops at the next chunk: serving.scoring); uvicorn's default waits forever
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )

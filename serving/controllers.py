@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, get, post
@@ -42,6 +43,7 @@ from serving.phenopacket import (
     validate_phenopacket_body,
 )
 from serving.prediction_log import PredictionIndex, PredictionLog
+from serving.scoring import ScoringPool, request_work
 from serving.search import (
     QUERY_MAX_LENGTH,
     SEARCH_LIMIT_DEFAULT,
@@ -116,7 +118,11 @@ _QUERY_RESPONSES = {
 }
 _ERROR_RESPONSES = {  # operations with a JSON body
     **_QUERY_RESPONSES,
-    413: ResponseSpec(data_container=ErrorBody, description="The request body is too large."),
+    413: ResponseSpec(
+        data_container=ErrorBody,
+        description="The request body is too large, or the request needs more work than the "
+        "per-request budget allows (`problems` names the limit; v1.4).",
+    ),
     422: ResponseSpec(
         data_container=ErrorBody, description="Invalid input; `problems` lists every problem."
     ),
@@ -142,10 +148,15 @@ async def _json_body(request: Request) -> Any:
     try:
         return await request.json()
     except SerializationException as exc:
-        raise RequestProblems(
-            "request body is not valid JSON",
-            [Problem(field="body", value=None, message=str(exc.detail or exc)[:200])],
-        ) from None
+        message = str(exc.detail or exc)[:200]
+    except RecursionError:  # msgspec's limit on nesting (a patient body is 3 levels deep)
+        message = "JSON nested too deeply"
+    except UnicodeDecodeError as exc:
+        message = f"a string is not valid UTF-8 (byte {exc.start} of the string)"
+    raise RequestProblems(
+        "request body is not valid JSON",
+        [Problem(field="body", value=None, message=message)],
+    )
 
 
 def _raise_if(problems: list[Problem], what: str) -> None:
@@ -192,18 +203,55 @@ PhenopacketBody = Annotated[
 ]
 
 
-def _score(
+class DisconnectWatch:
+    """Notices a client that hung up while its request is being scored.
+
+    Once the body has been read, the next ASGI ``receive`` only returns when the connection
+    closes (``http.disconnect``); a task waiting on it sets :attr:`gone`, which the scoring pool
+    checks between chunks."""
+
+    def __init__(self, request: Request) -> None:
+        self._receive = request.receive
+        self.gone = False
+
+    async def run(self) -> None:
+        while not self.gone:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.gone = True
+
+
+async def _score(
+    request: Request,
     store: ModelStore,
+    pool: ScoringPool,
     patients: list[Patient],
     top_k: int,
     explain: bool,
     prediction_log: PredictionLog | None,
     symptom_names: SymptomNamer | None,
 ) -> list[Prediction]:
+    """Price the request (413 over the budget), then score it in chunks in the scoring pool's
+    threads (:mod:`serving.scoring`); log and count the answers."""
+    model = store.require()  # one model for the whole request, even across a hot reload
     inputs = [patient_input(p) for p in patients]
-    answers = store.require().predict(inputs, top_k, explain=explain, symptom_name=symptom_names)
+    costs = request_work(inputs, explain, model.spec.vitals)
+    pool.check_budget(costs, explain)
+
+    def score(part: range) -> list[Prediction]:
+        return model.predict(
+            [inputs[i] for i in part], top_k, explain=explain, symptom_name=symptom_names
+        )
+
+    watch = DisconnectWatch(request)
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch.run)
+        try:
+            answers = await pool.run_chunks(costs, score, lambda: watch.gone)
+        finally:
+            group.cancel_scope.cancel()
     if prediction_log is not None:
-        prediction_log.record(inputs, answers)
+        prediction_log.record(inputs, answers)  # one write syscall
     metrics.count_predictions(answers)
     return answers
 
@@ -224,8 +272,10 @@ class PredictionController(Controller):
     )
     async def predict(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[Patient],
         model_store: ModelStore,
+        scoring_pool: ScoringPool,
         prediction_log: PredictionLog | None,
         symptom_names: SymptomNamer | None,
         top_k: TopK = TOP_K_DEFAULT,
@@ -236,7 +286,17 @@ class PredictionController(Controller):
         Every body field is optional; ``body_temperature`` is in °C. Invalid input answers 422 with
         every problem listed (field, value, allowed range).
         """
-        return _score(model_store, [data], top_k, explain, prediction_log, symptom_names)[0]
+        answers = await _score(
+            request,
+            model_store,
+            scoring_pool,
+            [data],
+            top_k,
+            explain,
+            prediction_log,
+            symptom_names,
+        )
+        return answers[0]
 
     @post(
         "/predict/batch",
@@ -249,8 +309,10 @@ class PredictionController(Controller):
     )
     async def predict_batch(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[PredictBatch],
         model_store: ModelStore,
+        scoring_pool: ScoringPool,
         prediction_log: PredictionLog | None,
         symptom_names: SymptomNamer | None,
         top_k: TopK = TOP_K_DEFAULT,
@@ -261,11 +323,17 @@ class PredictionController(Controller):
         Problems are reported with paths like ``patients[3].heart_rate``; one bad patient rejects
         the whole batch (nothing is scored).
         """
-        return BatchPredictions(
-            predictions=_score(
-                model_store, data.patients, top_k, explain, prediction_log, symptom_names
-            )
+        answers = await _score(
+            request,
+            model_store,
+            scoring_pool,
+            data.patients,
+            top_k,
+            explain,
+            prediction_log,
+            symptom_names,
         )
+        return BatchPredictions(predictions=answers)
 
     @post(
         "/predict/phenopacket",
@@ -277,8 +345,10 @@ class PredictionController(Controller):
     )
     async def predict_phenopacket(
         self,
+        request: Request[Any, Any, Any],
         data: PhenopacketBody,
         model_store: ModelStore,
+        scoring_pool: ScoringPool,
         prediction_log: PredictionLog | None,
         symptom_names: SymptomNamer | None,
         top_k: TopK = TOP_K_DEFAULT,
@@ -295,7 +365,17 @@ class PredictionController(Controller):
         """
         patient, _ = validate_phenopacket_body(data)  # the hook let only a valid one through
         typed = msgspec.convert(patient, Patient)
-        return _score(model_store, [typed], top_k, explain, prediction_log, symptom_names)[0]
+        answers = await _score(
+            request,
+            model_store,
+            scoring_pool,
+            [typed],
+            top_k,
+            explain,
+            prediction_log,
+            symptom_names,
+        )
+        return answers[0]
 
 
 def model_card(model: Runtime) -> ModelCard:

@@ -6,7 +6,7 @@ injection (``Provide``), never looked up on ``app.state`` by a handler.
 fills in what needs I/O (the model's first load, the search indexes) and starts and stops the
 background threads (S3 follower and log shipper). :func:`dependencies` is the app-level
 ``dependencies`` mapping: a handler names the parameter (``model_store``, ``prediction_log``,
-``prediction_index``, ``label_store``, ``search``, ``symptom_names``, ``settings``) and gets the
+``prediction_index``, ``label_store``, ``scoring_pool``, ``search``, ``symptom_names``, ``settings``) and gets the
 one instance of this app.
 
 The same objects stay reachable on ``app.state`` (``model_store``, ``prediction_index``, …) for
@@ -31,6 +31,7 @@ from serving.explain_params import symptom_namer
 from serving.labels import LabelStore
 from serving.model_store import ModelStore
 from serving.prediction_log import PredictionIndex, PredictionLog
+from serving.scoring import ScoringPool
 from serving.search import Knowledge
 from serving.settings import Settings
 
@@ -51,6 +52,7 @@ class Services:
     prediction_index: PredictionIndex
     prediction_log: PredictionLog | None
     label_store: LabelStore
+    scoring_pool: ScoringPool
     remote: RemoteStore | None = None
     knowledge: Knowledge | None = field(default=None)  # set by the lifespan (None: search 503)
 
@@ -79,6 +81,11 @@ class Services:
                 else None
             ),
             label_store=LabelStore(settings.labels_dir, remote),
+            scoring_pool=ScoringPool(
+                threads=settings.scoring_threads,
+                max_work=settings.max_request_work,
+                deadline_s=settings.request_deadline_s,
+            ),
             remote=remote,
         )
 
@@ -93,6 +100,7 @@ class Services:
                 "prediction_index": self.prediction_index,
                 "prediction_log": self.prediction_log,
                 "label_store": self.label_store,
+                "scoring_pool": self.scoring_pool,
             }
         )
 
@@ -136,6 +144,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "prediction_log": Provide(lambda: services.prediction_log, sync_to_thread=False),
         "prediction_index": Provide(lambda: services.prediction_index, sync_to_thread=False),
         "label_store": Provide(lambda: services.label_store, sync_to_thread=False),
+        "scoring_pool": Provide(lambda: services.scoring_pool, sync_to_thread=False),
         "search": Provide(provide_search, sync_to_thread=False),
         "symptom_names": Provide(provide_symptom_names, sync_to_thread=False),
     }

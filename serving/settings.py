@@ -16,6 +16,11 @@ Environment:
   credentials): the deployed model is read from S3, labels are written there before the 202 and the
   prediction log is shipped there every ``TRIAGE_S3_LOG_INTERVAL`` seconds (default 10); the local
   folders above stay as this host's working copy (see :mod:`diagnosis.remote`).
+- ``TRIAGE_MAX_REQUEST_WORK``: the work budget of one prediction request in work units (default
+  5000; :mod:`serving.scoring`); above it the request answers 413 naming the limit.
+- ``TRIAGE_REQUEST_DEADLINE``: seconds after which a request's remaining chunks are not scored
+  (default 30; 503). ``TRIAGE_SCORING_THREADS``: scoring threads per worker process (default 1).
+- ``TRIAGE_SHUTDOWN_GRACE``: seconds a stopping worker waits for requests in flight (default 5).
 """
 
 from __future__ import annotations
@@ -97,6 +102,20 @@ def _parse_float(name: str, raw: str | None, default: float) -> float:
     return value
 
 
+def _parse_positive(
+    name: str, raw: str | None, default: float, unit: str, most: float = 1e9
+) -> float:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of {unit}, got {raw!r}") from None
+    if not 1 <= value <= most:
+        raise SettingsError(f"{name} must be between 1 and {most:g} {unit}, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     triage_home: Path
@@ -105,6 +124,10 @@ class Settings:
     log_predictions: bool = True
     s3: S3Location | None = None
     s3_log_interval_s: float = 10.0
+    max_request_work: float = 5000.0
+    request_deadline_s: float = 30.0
+    scoring_threads: int = 1
+    shutdown_grace_s: float = 5.0
 
     @property
     def paths(self) -> TriagePaths:
@@ -149,5 +172,19 @@ class Settings:
             s3=S3Location.from_env(env),
             s3_log_interval_s=_parse_float(
                 "TRIAGE_S3_LOG_INTERVAL", env.get("TRIAGE_S3_LOG_INTERVAL"), 10.0
+            ),
+            max_request_work=_parse_positive(
+                "TRIAGE_MAX_REQUEST_WORK", env.get("TRIAGE_MAX_REQUEST_WORK"), 5000.0, "work units"
+            ),
+            request_deadline_s=_parse_float(
+                "TRIAGE_REQUEST_DEADLINE", env.get("TRIAGE_REQUEST_DEADLINE"), 30.0
+            ),
+            scoring_threads=int(
+                _parse_positive(
+                    "TRIAGE_SCORING_THREADS", env.get("TRIAGE_SCORING_THREADS"), 1, "threads", 64
+                )
+            ),
+            shutdown_grace_s=_parse_float(
+                "TRIAGE_SHUTDOWN_GRACE", env.get("TRIAGE_SHUTDOWN_GRACE"), 5.0
             ),
         )
