@@ -273,13 +273,17 @@ LABEL_FORMAT = 1
 
 class LabelRecord(msgspec.Struct, kw_only=True):
     """``labels/<prediction_id>.json``: a clinician's confirmed diagnosis of an earlier
-    prediction, written by the API, read by the ``clinician_labels`` asset."""
+    prediction (its latest revision), written by the API, read by the ``clinician_labels`` asset.
+    Every revision is also kept, never overwritten, as ``labels/revisions/<prediction_id>.<n>.json``
+    (API v1.4). Records written before v1.4 lack the last two fields: revision 1, no name."""
 
     format: int = LABEL_FORMAT
     prediction_id: str
     diagnosis: str
     severity: str
     labelled_at: str
-    labelled_by: str
+    labelled_by: str  # the role of the token
     model_version: str | None = None
     predicted_at: str | None = None
+    revision: int = 1  # 1 for the first label of a prediction, n + 1 for a correction of n
+    confirmed_by: str | None = None  # the name of the API token (TRIAGE_API_KEYS), never the token

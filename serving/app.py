@@ -269,6 +269,8 @@ def _lifespan(services: Services):
         async with anyio.create_task_group() as group:
             group.start_soon(anyio.to_thread.run_sync, store.load)
             group.start_soon(_install_knowledge, services)
+            # the label endpoint's index of the prediction log: built once, then fed new lines
+            group.start_soon(anyio.to_thread.run_sync, services.prediction_index.catch_up)
         if store.model is None:
             log.warning("starting without a model: %s", store.last_error)
         if remote is not None and settings.log_predictions:

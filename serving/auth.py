@@ -3,7 +3,8 @@
 Tokens come from ``TRIAGE_API_KEYS`` (see :mod:`serving.settings`). The guard hashes the presented
 token and compares it with ``hmac.compare_digest`` against *every* configured token (no early exit,
 equal-length digests), so neither the position of a match nor a prefix leaks through timing.
-The matching role is attached to the request as ``request.user`` (a :class:`Principal`).
+The matching role and the token's name are attached to the request as ``request.user`` (a
+:class:`Principal`).
 Tokens are never logged or echoed; a failure answers 401 with ``WWW-Authenticate: Bearer``.
 
 A handler may narrow access with ``opt={"roles": ("clinician", "admin")}``; a known token of another
@@ -16,6 +17,7 @@ endpoint                   clinician  auditor  admin
 =========================  =========  =======  =====
 POST /v1/predict[/batch]   yes        403      yes
 POST /v1/labels            yes        403      yes
+GET  /v1/labels/{id}       403        yes      yes
 GET  /v1/symptoms          yes        yes      yes
 GET  /v1/diseases          yes        yes      yes
 GET  /v1/model             403        yes      yes
@@ -48,6 +50,7 @@ _MAX_TOKEN_LENGTH = 4096
 @dataclass(frozen=True, slots=True)
 class Principal:
     role: str
+    name: str = ""  # the token's name (TRIAGE_API_KEYS), never the token
 
 
 class TokenTable:
@@ -56,20 +59,26 @@ class TokenTable:
     __slots__ = ("_entries",)
 
     def __init__(self, keys: tuple[ApiKey, ...]) -> None:
-        self._entries: tuple[tuple[bytes, str], ...] = tuple(
-            (hashlib.sha256(k.token.encode("utf-8")).digest(), k.role) for k in keys
+        self._entries: tuple[tuple[bytes, str, str], ...] = tuple(
+            (hashlib.sha256(k.token.encode("utf-8")).digest(), k.role, k.name or k.role)
+            for k in keys
         )
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def role_for(self, token: str) -> str | None:
+        found = self.principal_for(token)
+        return None if found is None else found.role
+
+    def principal_for(self, token: str) -> Principal | None:
+        """The role and name of ``token``, or ``None``."""
         presented = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        role: str | None = None
-        for digest, entry_role in self._entries:  # compare with every entry, never break early
+        found: Principal | None = None
+        for digest, role, name in self._entries:  # compare with every entry, never break early
             if hmac.compare_digest(presented, digest):
-                role = entry_role
-        return role
+                found = Principal(role=role, name=name)
+        return found
 
 
 def _unauthorized(detail: str) -> NotAuthorizedException:
@@ -98,10 +107,11 @@ async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler)
     if token is None:
         raise _unauthorized("missing bearer token (Authorization: Bearer <token>)")
     table: TokenTable = connection.app.state.tokens
-    role = table.role_for(token)
-    if role is None:
+    principal = table.principal_for(token)
+    if principal is None:
         raise _unauthorized("unknown or revoked token")
-    connection.scope["user"] = Principal(role=role)
+    connection.scope["user"] = principal
+    role = principal.role
     allowed = handler.opt.get("roles")
     if allowed and role not in allowed:
         raise PermissionDeniedException(detail=f"role {role!r} may not call this endpoint")

@@ -2,7 +2,8 @@
 
 - ``PredictionController`` (clinician, admin): ``POST /v1/predict``, ``POST /v1/predict/batch``,
   ``POST /v1/predict/phenopacket``.
-- ``LabelController`` (clinician, admin): ``POST /v1/labels``.
+- ``LabelController`` (clinician, admin): ``POST /v1/labels``; (auditor, admin)
+  ``GET /v1/labels/{prediction_id}``, every revision of a label (v1.4).
 - ``SearchController`` (every role): ``GET /v1/symptoms``, ``GET /v1/diseases``.
 - ``ModelController`` (auditor, admin): ``GET /v1/model``.
 - ``HealthController`` (public): ``GET /health``, ``GET /ready``.
@@ -42,7 +43,7 @@ from serving.phenopacket import (
     PHENOPACKET_SCHEMA,
     validate_phenopacket_body,
 )
-from serving.prediction_log import PredictionIndex, PredictionLog
+from serving.prediction_log import PREDICTION_ID_RE, PredictionIndex, PredictionLog
 from serving.scoring import ScoringPool, request_work
 from serving.search import (
     QUERY_MAX_LENGTH,
@@ -62,7 +63,9 @@ from serving.structs import (
     ErrorBody,
     Health,
     Label,
+    LabelHistory,
     LabelRequest,
+    LabelRevision,
     ModelCard,
     Patient,
     PredictBatch,
@@ -448,25 +451,71 @@ class LabelController(Controller):
         data: JSONBody[LabelRequest],
         prediction_index: PredictionIndex,
         label_store: LabelStore,
+        model_store: ModelStore,
     ) -> Label:
         """Record the confirmed diagnosis and severity of an earlier prediction.
 
-        Answers 202 once the label is durably on disk (one JSON file per prediction under
-        ``$TRIAGE_HOME/labels``, written atomically; a second label for the same prediction
-        replaces the first and says ``replaced: true``). Unknown prediction ids answer 404; bad
-        codes 422 with every problem. Severity may be given in English or Spanish.
+        Answers 202 once the label is durably on disk (under ``$TRIAGE_HOME/labels``, written
+        atomically). The diagnosis must be a code of the catalogue the deployed model serves
+        (its classes and ranker diseases, or NONE), else 422 naming the field (v1.4). A second
+        label for the same prediction is a correction: it becomes the next ``revision``, the
+        earlier ones are kept (``GET /v1/labels/{prediction_id}``) and the answer says
+        ``replaced: true``. ``confirmed_by`` is the name of the token used (v1.4). Unknown
+        prediction ids answer 404; bad codes 422 with every problem. Severity may be given in
+        English or Spanish.
         """
         fields = canonical_label(data)
+        _raise_if(
+            label_store.catalogue.problems(fields["diagnosis"], model_store.require()), "label"
+        )
         prediction = await anyio.to_thread.run_sync(prediction_index.find, fields["prediction_id"])
         if prediction is None:
             raise NotFoundException(detail="no prediction with this id was logged")
+        user = request.user
         record, replaced = await anyio.to_thread.run_sync(
-            label_store.write, fields, request.user.role, prediction
+            label_store.write, fields, user.role, prediction, user.name or None
         )
         metrics.count_label(fields["diagnosis"])
         stored = msgspec.structs.asdict(record)
         stored.pop("format")
         return Label(**stored, replaced=replaced)
+
+    @get(
+        "/{prediction_id:str}",
+        operation_id="getLabelHistory",
+        responses={
+            **_AUTH_RESPONSES,
+            404: ResponseSpec(
+                data_container=ErrorBody, description="No label was recorded for this id."
+            ),
+        },
+        opt={"roles": AUDIT_ROLES},
+    )
+    async def history(self, prediction_id: str, label_store: LabelStore) -> LabelHistory:
+        """Every revision of a prediction's label, oldest first: who confirmed what, and when
+        (v1.4, auditors and admins). The last revision is the one training uses."""
+        key = prediction_id.strip().lower()
+        if PREDICTION_ID_RE.match(key) is None:
+            raise NotFoundException(detail="no label for this id (not a prediction id)")
+        records = await anyio.to_thread.run_sync(label_store.history, key)
+        if not records:
+            raise NotFoundException(detail="no label was recorded for this prediction")
+        return LabelHistory(
+            prediction_id=key,
+            revisions=[
+                LabelRevision(
+                    revision=r.revision,
+                    diagnosis=r.diagnosis,
+                    severity=r.severity,
+                    labelled_at=r.labelled_at,
+                    labelled_by=r.labelled_by,
+                    confirmed_by=r.confirmed_by,
+                    model_version=r.model_version,
+                    predicted_at=r.predicted_at,
+                )
+                for r in records
+            ],
+        )
 
 
 SearchQuery = Annotated[
@@ -597,6 +646,19 @@ class HealthController(Controller):
                     last_reload_error=store.last_error,
                 ),
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        fallback = store.fallback
+        if fallback is not None and fallback.served == model.version:
+            return Response(
+                Readiness(
+                    status="ready",
+                    model_version=model.version,
+                    detail=f"serving the last known good version {fallback.served}: "
+                    f"current.json names {fallback.pointer_version}, which failed its checks",
+                    last_reload_error=store.last_error,
+                    last_known_good=True,
+                    pointer_version=fallback.pointer_version,
+                )
             )
         return Response(
             Readiness(

@@ -176,6 +176,12 @@ class _AppCollector:
             "1 when a model is loaded, else 0.",
             value=0.0 if model is None else 1.0,
         )
+        yield GaugeMetricFamily(  # API v1.4 (serving.model_store: last known good)
+            f"{PREFIX}_model_last_known_good",
+            "1 when serving the newest version that passes its checks instead of the one "
+            "current.json names (which failed them), else 0.",
+            value=0.0 if store.fallback is None else 1.0,
+        )
         yield CounterMetricFamily(
             f"{PREFIX}_model_reload_failures",
             "Deployments that could not be loaded (the previous model stays).",

@@ -5,17 +5,27 @@ manifest + onnxruntime session, built only after its hashes and a smoke predicti
 swaps the reference when ``deployments/current.json`` changes. A request takes the reference once,
 so it is never served by half of one model and half of another. A failed load keeps the previous
 model and records the error (shown by ``/ready``).
+
+Last known good (API v1.4): when there is no model yet (start-up) and the version ``current.json``
+names fails its checks, the store serves the newest other deployed version that passes them
+(newest by deployment time), logs it and says so (:attr:`ModelStore.fallback`, shown by ``/ready``
+and ``/metrics``) until the pointer names a version that loads.
+
+Errors shown over HTTP (``/ready``, the 503 body) have digests removed (:func:`public_reason`); the
+log keeps the full message.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from diagnosis.runtime import ModelLoadError, Runtime, load_deployment
+from diagnosis.runtime import ModelLoadError, Runtime, load_deployment, read_pointer
 
 __all__ = ["ModelLoadError", "ModelStore", "NoModelError", "Runtime"]
 
@@ -24,6 +34,23 @@ log = logging.getLogger("triage.serving.model")
 
 class NoModelError(RuntimeError):
     """No model is loaded (nothing deployed yet, or every load so far failed)."""
+
+
+_DIGEST = re.compile(r"\b[0-9a-fA-F]{16,}\b")
+
+
+def public_reason(message: str) -> str:
+    """A load error as shown over HTTP: hashes replaced by ``<digest>``, at most 300 characters."""
+    return _DIGEST.sub("<digest>", message)[:300]
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Serving a last known good version because the pointer's version failed its checks."""
+
+    served: str  # the version served instead
+    pointer_version: str | None  # what current.json names
+    reason: str  # why the pointer's version was refused (public form)
 
 
 class ModelStore:
@@ -41,6 +68,7 @@ class ModelStore:
         self._model: Runtime | None = None
         self.last_error: str | None = None
         self.load_failures = 0  # deployments that could not be loaded (exported as a metric)
+        self.fallback: Fallback | None = None
         self._signature: tuple[int, int, int] | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -77,19 +105,73 @@ class ModelStore:
         try:
             model = load_deployment(self.deployments_dir)
         except ModelLoadError as exc:
-            self.last_error = str(exc)
+            self.last_error = public_reason(str(exc))
             self.load_failures += 1
             log.error(
                 "model load failed, keeping %s: %s",
                 self._model.version if self._model else "no model",
                 exc,
             )
+            if self._model is None:
+                return self._fall_back(self.last_error)
             return False
         previous = self._model
         self._model = model  # atomic reference swap
         self.last_error = None
+        self.fallback = None
         log.info("serving model %s (was %s)", model.version, previous.version if previous else None)
         return True
+
+    def _pointer_version(self) -> str | None:
+        try:
+            return read_pointer(self.deployments_dir).version
+        except ModelLoadError:
+            return None
+
+    def candidates(self, exclude: str | None) -> list[Path]:
+        """Deployed version folders other than ``exclude``, newest deployment first."""
+        found = []
+        try:
+            entries = list(os.scandir(self.deployments_dir))
+        except OSError:
+            return []
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == exclude or not entry.is_dir():
+                continue
+            manifest = Path(entry.path) / "manifest.json"
+            try:
+                found.append((manifest.stat().st_mtime_ns, entry.name, manifest))
+            except OSError:
+                continue
+        return [manifest for _, _, manifest in sorted(found, reverse=True)]
+
+    def _fall_back(self, reason: str) -> bool:
+        """No model yet and the pointer's version was refused: serve the newest version that
+        passes its checks (the same checks as any load)."""
+        pointer_version = self._pointer_version()
+        for manifest in self.candidates(pointer_version):
+            try:
+                model = Runtime.from_manifest(manifest)
+            except ModelLoadError as exc:
+                log.warning("last known good: %s refused too: %s", manifest.parent.name, exc)
+                continue
+            if model.version != manifest.parent.name:
+                log.warning(
+                    "last known good: %s names version %s", manifest.parent.name, model.version
+                )
+                continue
+            self._model = model
+            self.fallback = Fallback(model.version, pointer_version, reason)
+            log.warning(
+                "serving last known good version %s: current.json names %s, which failed its "
+                "checks (%s)",
+                model.version,
+                pointer_version,
+                reason,
+            )
+            return True
+        log.error("no deployed version passes its checks: starting without a model")
+        return False
 
     def reload_due(self) -> bool:
         """Cheap: at most one ``stat`` per ``interval_s``; True when the pointer file changed."""

@@ -13,15 +13,18 @@ every request writes whole lines in one ``O_APPEND`` write, which the kernel kee
 
 :class:`PredictionIndex` answers "was this prediction id served?" for the label endpoint: ids this
 process logged are kept in memory (the newest :data:`RECENT_IDS_MAX`); any other id (logged by
-another worker, or before a restart) is looked up by scanning the log files, newest first, with a
-byte search over a memory map (about 1 ms per 10 MB; run it in a worker thread).
+another worker, or before a restart) is found through an index of the log files built once and
+then fed only the bytes appended since (no scan of the history per look-up).
+
+Privacy: the files hold patients' findings: they are created 0600 in a 0700 folder (a folder or
+file found wider is narrowed).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import mmap
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+import numpy as np
 
 from schemas.contracts import LoggedEntry, LoggedInputs, Prediction, PredictionLogLine
 
@@ -39,10 +43,28 @@ _INPUT_FIELDS = ("age", "sex", "heart_rate", "body_temperature", "systolic_bp", 
 FILE_GLOB = "predictions-*.jsonl"
 PREDICTION_ID_RE = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex, as the model store issues them
 RECENT_IDS_MAX = 200_000
+_MERGE_AT = 50_000  # ids read since the last merge into the sorted arrays
+_LINE_START = re.compile(rb'^\{"prediction_id":"([0-9a-f]{32})"', re.MULTILINE)
+
+
+def private_directory(directory: Path) -> None:
+    """Create ``directory`` (and parents) if needed and make it 0700: it holds patient data."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.stat().st_mode & 0o077:
+        os.chmod(directory, 0o700)
 
 
 class PredictionIndex:
-    """Known prediction ids -> ``{"prediction_id", "time", "model_version"}``."""
+    """Known prediction ids -> ``{"prediction_id", "time", "model_version"}``.
+
+    Ids this process logged are kept in memory with their time and model version (the newest
+    :data:`RECENT_IDS_MAX`). Every other id is found through an index of the log files, built once
+    (at start-up) and then brought up to date by reading only the bytes appended since (by any
+    worker): a sorted array of each id's first 64 bits with the line's location (16 bytes per
+    prediction), plus a dict of the ids read since the last merge. A hit is confirmed by reading
+    the one line at its location, so an unknown id costs a ``stat`` per log file and the new bytes,
+    never a scan of the history (``bytes_read`` counts what was read, for tests and metrics).
+    """
 
     def __init__(
         self,
@@ -55,7 +77,14 @@ class PredictionIndex:
         self.recent_max = recent_max
         self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
-        self.scans = 0  # how many lookups needed the files (for tests and metrics)
+        self._index_lock = threading.Lock()
+        self._files: list[str] = []  # file names, numbered in the order first seen
+        self._read_upto: dict[str, int] = {}  # bytes of each file already indexed
+        self._keys = np.empty(0, dtype=np.uint64)  # sorted first 64 bits of the ids
+        self._where = np.empty(0, dtype=np.int64)  # file number << 40 | line offset
+        self._pending: dict[str, int] = {}  # ids indexed since the last merge
+        self.scans = 0  # look-ups that had to read the log files' new bytes
+        self.bytes_read = 0  # log bytes read by the index so far
 
     def remember(self, prediction_id: str, time: str, model_version: str) -> None:
         with self._lock:
@@ -74,42 +103,96 @@ class PredictionIndex:
             known = self._recent.get(prediction_id)
         if known is not None:
             return {"prediction_id": prediction_id, "time": known[0], "model_version": known[1]}
-        self.scans += 1
-        found = self._scan(prediction_id)
+        found = self._lookup(prediction_id)
+        if found is None:
+            self.scans += 1
+            self.catch_up()
+            found = self._lookup(prediction_id)
         if found is None and self.fallback is not None:
             found = self.fallback(prediction_id)
         return found
 
-    def _scan(self, prediction_id: str) -> dict[str, Any] | None:
-        needle = b'{"prediction_id":"' + prediction_id.encode("ascii") + b'"'
+    # ---------------------------------------------------------------- the file index
+    def catch_up(self) -> int:
+        """Index the lines appended to the log files since the last call; the bytes read."""
+        with self._index_lock:
+            try:
+                names = sorted(p.name for p in self.directory.glob(FILE_GLOB))
+            except OSError:
+                return 0
+            read = 0
+            for name in names:
+                read += self._index_file(name)
+            if len(self._pending) > _MERGE_AT:
+                self._merge()
+            self.bytes_read += read
+            return read
+
+    def _index_file(self, name: str) -> int:
+        done = self._read_upto.get(name, 0)
+        path = self.directory / name
         try:
-            files = sorted(self.directory.glob(FILE_GLOB), reverse=True)  # newest day first
-        except OSError:
-            return None
-        for path in files:
-            try:
-                with path.open("rb") as handle:
-                    if path.stat().st_size == 0:
-                        continue
-                    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                        at = view.find(needle)
-                        if at < 0 or (at > 0 and view[at - 1 : at] != b"\n"):
-                            continue
-                        end = view.find(b"\n", at)
-                        line = view[at : end if end >= 0 else len(view)]
-            except (OSError, ValueError) as exc:
-                log.warning("cannot scan %s: %s", path.name, exc)
-                continue
-            try:
-                entry = msgspec.json.decode(line)
-            except msgspec.DecodeError:
-                continue  # a torn last line being written right now
-            return {
-                "prediction_id": prediction_id,
-                "time": str(entry.get("time")),
-                "model_version": str(entry.get("model_version")),
-            }
+            size = path.stat().st_size
+            if size <= done:
+                return 0
+            with path.open("rb") as handle:
+                handle.seek(done)
+                chunk = handle.read(size - done)
+        except OSError as exc:
+            log.warning("cannot index %s: %s", name, exc.strerror)
+            return 0
+        complete = chunk.rfind(b"\n") + 1  # a line being written right now waits for next time
+        if complete == 0:
+            return 0
+        if name not in self._read_upto:
+            self._files.append(name)
+        number = self._files.index(name)
+        for match in _LINE_START.finditer(chunk, 0, complete):
+            location = (number << 40) | (done + match.start())
+            self._pending[match.group(1).decode("ascii")] = location
+        self._read_upto[name] = done + complete
+        return complete
+
+    def _merge(self) -> None:
+        ids = list(self._pending)
+        keys = np.fromiter((int(i[:16], 16) for i in ids), dtype=np.uint64, count=len(ids))
+        where = np.fromiter(self._pending.values(), dtype=np.int64, count=len(ids))
+        keys = np.concatenate([self._keys, keys])
+        where = np.concatenate([self._where, where])
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._where = keys[order], where[order]
+        self._pending = {}
+
+    def _lookup(self, prediction_id: str) -> dict[str, Any] | None:
+        with self._index_lock:
+            locations = []
+            pending = self._pending.get(prediction_id)
+            if pending is not None:
+                locations.append(pending)
+            key = np.uint64(int(prediction_id[:16], 16))
+            lo = int(np.searchsorted(self._keys, key, side="left"))
+            hi = int(np.searchsorted(self._keys, key, side="right"))
+            locations.extend(int(w) for w in self._where[lo:hi])
+            files = list(self._files)
+        for location in locations:
+            entry = self._line_at(files[location >> 40], location & ((1 << 40) - 1))
+            if entry is not None and entry.get("prediction_id") == prediction_id:
+                return {
+                    "prediction_id": prediction_id,
+                    "time": str(entry.get("time")),
+                    "model_version": str(entry.get("model_version")),
+                }
         return None
+
+    def _line_at(self, name: str, offset: int) -> dict[str, Any] | None:
+        try:
+            with (self.directory / name).open("rb") as handle:
+                handle.seek(offset)
+                line = handle.readline()
+            entry = msgspec.json.decode(line)
+        except (OSError, msgspec.DecodeError):  # removed by retention, or damaged
+            return None
+        return entry if isinstance(entry, dict) else None
 
 
 class PredictionLog:
@@ -128,9 +211,12 @@ class PredictionLog:
     def _handle_for(self, day: str) -> IO[bytes]:
         if self._handle is None or self._day != day:
             self.close()
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_directory(self.directory)
+            fd = os.open(self.path_for(day), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if os.fstat(fd).st_mode & 0o077:  # a file created before the API made it private
+                os.fchmod(fd, 0o600)
             # unbuffered: the request's lines are gathered in memory and written with one call
-            self._handle = open(self.path_for(day), "ab", buffering=0)  # noqa: SIM115
+            self._handle = open(fd, "ab", buffering=0)  # noqa: SIM115
             self._day = day
         return self._handle
 

@@ -8,8 +8,10 @@ Environment:
 - ``TRIAGE_HOME``: root of the deployed artefacts (default ``./.triage``), resolved to an absolute
   path. The model is read from ``<home>/deployments``, predictions are logged under
   ``<home>/predictions`` and clinicians' confirmed diagnoses are written to ``<home>/labels``.
-- ``TRIAGE_API_KEYS``: ``"role:token,role:token"`` with roles ``clinician``, ``auditor``,
-  ``admin``. Empty or unset means no key is accepted (every protected endpoint answers 401).
+- ``TRIAGE_API_KEYS``: ``"role:token,role/name:token"`` with roles ``clinician``, ``auditor``,
+  ``admin``; the optional name (API v1.4) is recorded as ``confirmed_by`` in the labels the token
+  confirms (default ``<role>-<position in the list>``). Empty or unset means no key is accepted
+  (every protected endpoint answers 401).
 - ``TRIAGE_RELOAD_INTERVAL``: seconds between checks of ``deployments/current.json`` (default 1).
 - ``TRIAGE_PREDICTION_LOG``: ``"0"``/``"false"`` turns the prediction log off (default on).
 - ``TRIAGE_S3_BUCKET`` (with ``TRIAGE_S3_PREFIX``, ``AWS_ENDPOINT_URL`` and the usual AWS
@@ -26,6 +28,7 @@ Environment:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,20 +47,28 @@ class SettingsError(ValueError):
 class ApiKey:
     role: str
     token: str = field(repr=False)  # never shown in reprs or logs
+    name: str = ""  # who holds it: recorded with the labels it confirms (never the token)
+
+
+TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 
 
 def parse_api_keys(raw: str | None) -> tuple[ApiKey, ...]:
-    """Parse ``"role:token,role:token"``; raise :class:`SettingsError` naming the bad entry's position."""
+    """Parse ``"role:token,role/name:token"``; raise :class:`SettingsError` naming the bad entry's
+    position. A token without a name is named ``<role>-<position>`` (its place in the list)."""
     if raw is None or not raw.strip():
         return ()
     keys: list[ApiKey] = []
     seen_tokens: set[str] = set()
+    seen_names: set[str] = set()
     for position, entry in enumerate(raw.split(","), start=1):
         entry = entry.strip()
         if not entry:
             raise SettingsError(f"TRIAGE_API_KEYS entry {position} is empty (expected role:token)")
-        role, sep, token = entry.partition(":")
-        role, token = role.strip(), token.strip()
+        holder, sep, token = entry.partition(":")
+        token = token.strip()
+        role, slash, name = holder.strip().partition("/")
+        role, name = role.strip(), name.strip()
         if not sep or not token:
             raise SettingsError(
                 f"TRIAGE_API_KEYS entry {position} is malformed (expected role:token)"
@@ -67,6 +78,14 @@ def parse_api_keys(raw: str | None) -> tuple[ApiKey, ...]:
                 f"TRIAGE_API_KEYS entry {position} has unknown role {role!r} "
                 f"(allowed: {', '.join(ROLES)})"
             )
+        if slash and not TOKEN_NAME_RE.match(name):
+            raise SettingsError(
+                f"TRIAGE_API_KEYS entry {position}: the name after {role}/ must be 1–64 letters, "
+                "digits or . _ @ -"
+            )
+        name = name or f"{role}-{position}"
+        if name in seen_names:
+            raise SettingsError(f"TRIAGE_API_KEYS entry {position} repeats the name {name!r}")
         if any(ch.isspace() for ch in token):
             raise SettingsError(f"TRIAGE_API_KEYS entry {position}: the token contains whitespace")
         if token in seen_tokens:
@@ -75,7 +94,8 @@ def parse_api_keys(raw: str | None) -> tuple[ApiKey, ...]:
                 "each token must map to exactly one role"
             )
         seen_tokens.add(token)
-        keys.append(ApiKey(role=role, token=token))
+        seen_names.add(name)
+        keys.append(ApiKey(role=role, token=token, name=name))
     return tuple(keys)
 
 

@@ -139,6 +139,9 @@ class Readiness(msgspec.Struct, kw_only=True):
     model_version: str | None = None
     detail: str | None = None
     last_reload_error: str | None = None
+    # v1.4: serving the newest version that passes its checks, not the one current.json names
+    last_known_good: bool = False
+    pointer_version: str | None = None
 
 
 _ACUTE = {"a": "á", "e": "é", "i": "í", "o": "ó", "u": "ú"}
@@ -198,7 +201,8 @@ class LabelRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Label(msgspec.Struct, kw_only=True):
-    """A stored label (canonical codes); ``replaced`` when it corrected an earlier label."""
+    """A stored label (canonical codes); ``replaced`` when it corrected an earlier label, which
+    is kept as an earlier ``revision`` (v1.4)."""
 
     prediction_id: str
     diagnosis: str
@@ -208,6 +212,28 @@ class Label(msgspec.Struct, kw_only=True):
     model_version: str | None
     predicted_at: str | None
     replaced: bool
+    revision: int = 1
+    confirmed_by: str | None = None  # the name of the token that confirmed it (v1.4)
+
+
+class LabelRevision(msgspec.Struct, kw_only=True):
+    """One revision of a prediction's label, as stored."""
+
+    revision: int
+    diagnosis: str
+    severity: str
+    labelled_at: str
+    labelled_by: str
+    confirmed_by: str | None
+    model_version: str | None
+    predicted_at: str | None
+
+
+class LabelHistory(msgspec.Struct, kw_only=True):
+    """Every revision of a prediction's label, oldest first; the last one is the one in force."""
+
+    prediction_id: str
+    revisions: list[LabelRevision]
 
 
 class SymptomMatch(msgspec.Struct, kw_only=True):

@@ -31,7 +31,14 @@ def _predict(client) -> dict:
 
 
 def _label_files(home: Path) -> list[Path]:
-    return sorted((home / "labels").iterdir()) if (home / "labels").exists() else []
+    """The latest label of each prediction (what the pipeline reads), not the revisions folder."""
+    folder = home / "labels"
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.exists() else []
+
+
+def _revision_files(home: Path) -> list[Path]:
+    folder = home / "labels" / "revisions"
+    return sorted(p for p in folder.glob("*.json")) if folder.exists() else []
 
 
 def test_label_is_written_as_one_canonical_json_file_before_202(client, served_home):
@@ -60,8 +67,12 @@ def test_label_is_written_as_one_canonical_json_file_before_202(client, served_h
         "labelled_by": "clinician",
         "model_version": served["model_version"],
         "predicted_at": stored["predicted_at"],
+        "revision": 1,
+        "confirmed_by": "clinician-1",  # the token's name (first of TRIAGE_API_KEYS), not the token
     }
     assert stored["predicted_at"] <= stored["labelled_at"]
+    assert (body["revision"], body["confirmed_by"]) == (1, "clinician-1")
+    assert "clin-token" not in files[0].read_text()
 
 
 @pytest.mark.parametrize(
@@ -92,8 +103,8 @@ def test_spanish_and_english_severities_are_stored_canonically(
     assert stored["labelled_by"] == "admin"
 
 
-@pytest.mark.parametrize("code", ["NONE", "J10", "E11", "N39.0", "ORPHA:558", "omim:154700"])
-def test_every_diagnosis_form_of_the_contract_is_accepted(client, code):
+@pytest.mark.parametrize("code", ["NONE", "J10", "j18.9", "ORPHA:558", "orpha:558 "])
+def test_codes_of_the_deployed_catalogue_are_accepted(client, code):
     served = _predict(client)
     response = client.post(
         "/v1/labels",
@@ -101,18 +112,102 @@ def test_every_diagnosis_form_of_the_contract_is_accepted(client, code):
         json={"prediction_id": served["prediction_id"], "diagnosis": code, "severity": "mild"},
     )
     assert response.status_code == 202, response.text
-    assert response.json()["diagnosis"] == code.upper()
+    assert response.json()["diagnosis"] == code.strip().upper()
 
 
-def test_a_second_label_replaces_the_first_and_says_so(client, served_home):
+@pytest.mark.parametrize("code", ["E11", "N39.0", "OMIM:154700", "OMIM:99999999999", "O73.BD3I"])
+def test_well_formed_codes_outside_the_catalogue_are_422_naming_the_field(
+    client, served_home, code
+):
+    served = _predict(client)
+    response = client.post(
+        "/v1/labels",
+        headers=auth(),
+        json={"prediction_id": served["prediction_id"], "diagnosis": code, "severity": "mild"},
+    )
+    assert response.status_code == 422, response.text
+    (problem,) = response.json()["problems"]
+    assert problem["field"] == "diagnosis" and "catalogue" in problem["message"]
+    assert "2026-01-12-a" in problem["message"]  # the deployed version it was checked against
+    assert _label_files(served_home) == [] and _revision_files(served_home) == []
+
+
+def test_ranker_diseases_are_in_the_catalogue_too(ranker_client):
+    served = ranker_client.post("/v1/predict", json=PATIENT, headers=auth()).json()
+    body = {"prediction_id": served["prediction_id"], "severity": "chronic"}
+    ok = ranker_client.post("/v1/labels", headers=auth(), json={**body, "diagnosis": "OMIM:154700"})
+    assert ok.status_code == 202, ok.text
+    refused = ranker_client.post("/v1/labels", headers=auth(), json={**body, "diagnosis": "E11"})
+    assert refused.status_code == 422
+
+
+def test_a_second_label_is_a_revision_and_both_are_kept_for_auditors(client, served_home):
     served = _predict(client)
     first = {"prediction_id": served["prediction_id"], "diagnosis": "J10", "severity": "mild"}
-    assert client.post("/v1/labels", json=first, headers=auth()).json()["replaced"] is False
-    second = client.post("/v1/labels", json={**first, "diagnosis": "J18.9"}, headers=auth())
-    assert second.status_code == 202 and second.json()["replaced"] is True
+    answer = client.post("/v1/labels", json=first, headers=auth()).json()
+    assert (answer["replaced"], answer["revision"]) == (False, 1)
+    second = client.post("/v1/labels", json={**first, "diagnosis": "J18.9"}, headers=auth("admin"))
+    assert second.status_code == 202
+    assert (second.json()["replaced"], second.json()["revision"]) == (True, 2)
     files = _label_files(served_home)
     assert len(files) == 1  # no temporary files left behind either
-    assert json.loads(files[0].read_text())["diagnosis"] == "J18.9"
+    latest = json.loads(files[0].read_text())
+    assert (latest["diagnosis"], latest["revision"], latest["confirmed_by"]) == (
+        "J18.9",
+        2,
+        "admin-3",
+    )
+    assert [json.loads(f.read_text())["diagnosis"] for f in _revision_files(served_home)] == [
+        "J10",
+        "J18.9",
+    ]
+    history = client.get(f"/v1/labels/{served['prediction_id']}", headers=auth("auditor"))
+    assert history.status_code == 200, history.text
+    revisions = history.json()["revisions"]
+    assert [(r["revision"], r["diagnosis"], r["confirmed_by"]) for r in revisions] == [
+        (1, "J10", "clinician-1"),
+        (2, "J18.9", "admin-3"),
+    ]
+    assert revisions[0]["labelled_at"] <= revisions[1]["labelled_at"]
+    assert client.get(f"/v1/labels/{served['prediction_id']}", headers=auth()).status_code == 403
+    assert client.get(f"/v1/labels/{'0' * 32}", headers=auth("auditor")).status_code == 404
+
+
+def test_a_label_written_before_revisions_is_kept_as_revision_1(client, served_home):
+    served = _predict(client)
+    old = {  # a v1.3 record: no revision, no confirmed_by
+        "format": 1,
+        "prediction_id": served["prediction_id"],
+        "diagnosis": "J10",
+        "severity": "mild",
+        "labelled_at": "2026-01-13T10:00:00.000+00:00",
+        "labelled_by": "clinician",
+        "model_version": served["model_version"],
+        "predicted_at": None,
+    }
+    (served_home / "labels").mkdir()
+    (served_home / "labels" / f"{served['prediction_id']}.json").write_text(json.dumps(old))
+    body = {"prediction_id": served["prediction_id"], "diagnosis": "NONE", "severity": "not_ill"}
+    answer = client.post("/v1/labels", json=body, headers=auth()).json()
+    assert answer["revision"] == 2
+    history = client.get(f"/v1/labels/{served['prediction_id']}", headers=auth("admin")).json()
+    assert [(r["revision"], r["diagnosis"], r["confirmed_by"]) for r in history["revisions"]] == [
+        (1, "J10", None),
+        (2, "NONE", "clinician-1"),
+    ]
+
+
+def test_label_files_and_folders_are_private(client, served_home):
+    served = _predict(client)
+    body = {"prediction_id": served["prediction_id"], "diagnosis": "J10", "severity": "mild"}
+    assert client.post("/v1/labels", json=body, headers=auth()).status_code == 202
+    labels = served_home / "labels"
+    for folder in (labels, labels / "revisions", served_home / "predictions"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    for path in [*_label_files(served_home), *_revision_files(served_home)]:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    for path in (served_home / "predictions").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
 
 
 def test_unknown_prediction_id_is_404_and_writes_nothing(client, served_home):
@@ -177,11 +272,10 @@ def test_prediction_logged_by_another_process_is_found_in_the_log_files(client, 
         )
         assert response.status_code == 202, response.text
         assert response.json()["model_version"] == served["model_version"]
-        assert other.app.state.prediction_index.scans == 1
     assert client.app.state.prediction_index.scans == 0
 
 
-def test_log_scan_reads_older_day_files_and_ignores_ids_not_at_a_line_start(tmp_path):
+def test_log_index_reads_older_day_files_and_ignores_ids_not_at_a_line_start(tmp_path):
     directory = tmp_path / "predictions"
     directory.mkdir()
     old, other = "a" * 32, "b" * 32
@@ -205,6 +299,51 @@ def test_log_scan_reads_older_day_files_and_ignores_ids_not_at_a_line_start(tmp_
     assert index.find("not-an-id") is None
 
 
+def test_unknown_ids_read_only_the_new_bytes_never_the_history_again(tmp_path):
+    directory = tmp_path / "predictions"
+    directory.mkdir()
+    log = directory / "predictions-2026-01-05.jsonl"
+
+    def line(prediction_id: str) -> str:
+        entry = {"prediction_id": prediction_id, "time": "t", "model_version": "v1"}
+        return json.dumps(entry, separators=(",", ":")) + "\n"
+
+    ids = [f"{i:032x}" for i in range(1, 3001)]
+    log.write_text("".join(line(i) for i in ids))
+    index = PredictionIndex(directory)
+    history = index.catch_up()  # built once (the app does it at start-up)
+    assert history == log.stat().st_size
+    for _ in range(20):  # unknown ids: a stat per file, no byte read
+        assert index.find("f" * 32) is None
+    assert index.bytes_read == history
+    with log.open("a") as handle:  # another worker appends; a torn last line waits
+        handle.write(line("e" * 32) + '{"prediction_id":"' + "d" * 32)
+    assert index.find("e" * 32)["model_version"] == "v1"
+    assert index.find("d" * 32) is None
+    assert index.bytes_read == history + len(line("e" * 32))
+    assert index.find(ids[1234]) is not None and index.find(ids[0]) is not None
+
+
+def test_the_index_merges_into_sorted_arrays_and_still_finds_every_id(tmp_path, monkeypatch):
+    from serving import prediction_log
+
+    monkeypatch.setattr(prediction_log, "_MERGE_AT", 10)
+    directory = tmp_path / "predictions"
+    directory.mkdir()
+    ids = [f"{i:016x}{i:016x}" for i in range(1, 101)] + ["0" * 16 + "f" * 16]  # a shared prefix
+    lines = "".join(
+        json.dumps({"prediction_id": i, "time": "t", "model_version": "v"}, separators=(",", ":"))
+        + "\n"
+        for i in ids
+    )
+    (directory / "predictions-2026-01-05.jsonl").write_text(lines)
+    index = PredictionIndex(directory)
+    index.catch_up()
+    assert len(index._pending) == 0 and len(index._keys) == len(ids)
+    assert all(index.find(i) is not None for i in ids)
+    assert index.find("0" * 16 + "e" * 16) is None  # same first 64 bits as two others, not logged
+
+
 def test_in_memory_index_is_bounded_and_evicted_ids_are_still_found_on_disk(served_home, client):
     index: PredictionIndex = client.app.state.prediction_index
     index.recent_max = 2
@@ -220,7 +359,7 @@ def test_write_is_fsynced_and_atomic(client, served_home, monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     body = {"prediction_id": served["prediction_id"], "diagnosis": "J10", "severity": "acute"}
     assert client.post("/v1/labels", json=body, headers=auth()).status_code == 202
-    assert len(synced) == 2  # the file, then its directory after the rename
+    assert len(synced) == 4  # the revision and the latest file, each then its directory
 
     def refuse(*_args):
         raise OSError(28, "No space left on device")
@@ -232,6 +371,8 @@ def test_write_is_fsynced_and_atomic(client, served_home, monkeypatch):
     files = _label_files(served_home)
     assert [f.name for f in files] == [f"{served['prediction_id']}.json"]  # no temp file left
     assert json.loads(files[0].read_text())["diagnosis"] == "J10"  # the old label is intact
+    assert [f.name for f in _revision_files(served_home)] == [f"{served['prediction_id']}.1.json"]
+    assert not [p for p in (served_home / "labels" / "revisions").iterdir() if ".tmp" in p.name]
 
 
 def test_without_the_prediction_log_no_id_can_be_confirmed(served_home):
