@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ from serving.controllers import (
 )
 from serving.dependencies import SearchUnavailable, Services, dependencies
 from serving.model_store import NoModelError
-from serving.scoring import ScoringAbandoned, WorkBudgetExceeded
+from serving.scoring import ScoringAbandoned, ScoringPool, WorkBudgetExceeded
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
@@ -273,6 +275,7 @@ def _lifespan(services: Services):
             group.start_soon(anyio.to_thread.run_sync, services.prediction_index.catch_up)
         if store.model is None:
             log.warning("starting without a model: %s", store.last_error)
+        restore_signals = _stop_scoring_on_signals(services.scoring_pool)
         if remote is not None and settings.log_predictions:
             shipper = LogShipper(remote, settings.prediction_log_dir, settings.s3_log_interval_s)
             shipper.start()
@@ -280,6 +283,7 @@ def _lifespan(services: Services):
             yield
         finally:
             services.scoring_pool.stopping = True  # chunks not started yet are not scored
+            restore_signals()
             if follower is not None:
                 follower.stop()
             if shipper is not None:
@@ -288,6 +292,32 @@ def _lifespan(services: Services):
                 services.prediction_log.close()
 
     return lifespan
+
+
+def _stop_scoring_on_signals(pool: ScoringPool) -> Callable[[], None]:
+    """On SIGTERM/SIGINT, stop scoring at the next chunk (the request answers 503), then let the
+    server's own handler begin its graceful shutdown: requests in flight end within a chunk
+    instead of the whole shutdown grace period. Returns what restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        if not callable(handler):
+            continue
+
+        def stop(signum: int, frame: Any, chained: Callable[..., Any] = handler) -> None:
+            pool.stopping = True
+            chained(signum, frame)
+
+        previous[sig] = handler
+        signal.signal(sig, stop)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 async def _install_knowledge(services: Services) -> None:

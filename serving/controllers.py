@@ -247,12 +247,17 @@ async def _score(
         )
 
     watch = DisconnectWatch(request)
+    failure: Exception | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(watch.run)
         try:
             answers = await pool.run_chunks(costs, score, lambda: watch.gone)
+        except Exception as exc:  # raised below, not wrapped in the task group's ExceptionGroup
+            failure = exc
         finally:
             group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     if prediction_log is not None:
         prediction_log.record(inputs, answers)  # one write syscall
     metrics.count_predictions(answers)

@@ -40,7 +40,7 @@ from serving.structs import Problem
 TERMS_PER_UNIT = 32
 CHUNK_WORK = 250.0  # about 0.1–0.3 s of CPU: the granularity of fairness and of abandonment
 DEFAULT_MAX_WORK = 5000.0
-DEFAULT_DEADLINE_S = 30.0
+DEFAULT_DEADLINE_S = 60.0
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ Environment:
 - ``TRIAGE_MAX_REQUEST_WORK``: the work budget of one prediction request in work units (default
   5000; :mod:`serving.scoring`); above it the request answers 413 naming the limit.
 - ``TRIAGE_REQUEST_DEADLINE``: seconds after which a request's remaining chunks are not scored
-  (default 30; 503). ``TRIAGE_SCORING_THREADS``: scoring threads per worker process (default 1).
+  (default 60; 503). ``TRIAGE_SCORING_THREADS``: scoring threads per worker process (default 1).
 - ``TRIAGE_SHUTDOWN_GRACE``: seconds a stopping worker waits for requests in flight (default 5).
 """
 
@@ -145,7 +145,7 @@ class Settings:
     s3: S3Location | None = None
     s3_log_interval_s: float = 10.0
     max_request_work: float = 5000.0
-    request_deadline_s: float = 30.0
+    request_deadline_s: float = 60.0
     scoring_threads: int = 1
     shutdown_grace_s: float = 5.0
 
@@ -197,7 +197,7 @@ class Settings:
                 "TRIAGE_MAX_REQUEST_WORK", env.get("TRIAGE_MAX_REQUEST_WORK"), 5000.0, "work units"
             ),
             request_deadline_s=_parse_float(
-                "TRIAGE_REQUEST_DEADLINE", env.get("TRIAGE_REQUEST_DEADLINE"), 30.0
+                "TRIAGE_REQUEST_DEADLINE", env.get("TRIAGE_REQUEST_DEADLINE"), 60.0
             ),
             scoring_threads=int(
                 _parse_positive(
