@@ -104,8 +104,10 @@ def request_work(
     return [patient_work(p, explain, vitals) for p in patients]
 
 
-def chunks(costs: Sequence[float], limit: float = CHUNK_WORK) -> list[range]:
-    """Consecutive index ranges whose cost stays within ``limit`` (a patient alone may exceed it)."""
+def chunks(costs: Sequence[float], limit: float | None = None) -> list[range]:
+    """Consecutive index ranges whose cost stays within ``limit`` (default :data:`CHUNK_WORK`;
+    a patient alone may exceed it)."""
+    limit = CHUNK_WORK if limit is None else limit
     out: list[range] = []
     start, total = 0, 0.0
     for i, cost in enumerate(costs):
