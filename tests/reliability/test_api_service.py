@@ -194,7 +194,7 @@ def cpu_seconds(pid: int) -> float:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         pids += [int(p) for p in children.read_text().split()]
-    assert len(pids) == 3, f"expected the supervisor and 2 workers, found {pids}"
+    assert len(pids) >= 3, f"expected the supervisor and 2 workers, found {pids}"
     for p in pids:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / tick
@@ -322,9 +322,10 @@ def test_kill_9_during_label_writes_keeps_every_accepted_label(home, serve):
     def post_labels(worker: int) -> None:
         i = worker
         while True:
+            # 40 predictions for 4 writers on 2 workers: corrections race each other
             label = {
-                "prediction_id": ids[i % len(ids)],
-                "diagnosis": codes[i % 4],
+                "prediction_id": ids[(7 * i) % 40],
+                "diagnosis": codes[(i // 4) % 4],
                 "severity": "mild",
             }
             code, answer = call(server, "POST", "/v1/labels", label, timeout=10)
