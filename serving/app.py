@@ -106,9 +106,9 @@ def _on_abandoned(request: Request, exc: ScoringAbandoned) -> Response[ErrorBody
 def _on_http_exception(_: Request, exc: HTTPException) -> Response[ErrorBody]:
     problems: list[Problem] = []
     detail = str(exc.detail)
-    if isinstance(exc, ValidationException):
-        # Litestar's own text repeats the whole URL with its query string: name the fields only
-        detail = "invalid request parameters"
+    if isinstance(exc, ValidationException) and "?" in detail:
+        # Litestar's text repeats the whole URL with its query string: keep up to the path
+        detail = detail.split("?", 1)[0]
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
         for item in exc.extra:
             if isinstance(item, dict):
@@ -271,8 +271,11 @@ def _lifespan(services: Services):
         async with anyio.create_task_group() as group:
             group.start_soon(anyio.to_thread.run_sync, store.load)
             group.start_soon(_install_knowledge, services)
-            # the label endpoint's index of the prediction log: built once, then fed new lines
-            group.start_soon(anyio.to_thread.run_sync, services.prediction_index.catch_up)
+        # the label endpoint's index of the prediction log, built once (seconds for a long history)
+        # without delaying readiness; a label look-up meanwhile waits for it
+        threading.Thread(
+            target=services.prediction_index.catch_up, name="prediction-index", daemon=True
+        ).start()
         if store.model is None:
             log.warning("starting without a model: %s", store.last_error)
         restore_signals = _stop_scoring_on_signals(services.scoring_pool)

@@ -44,7 +44,8 @@ FILE_GLOB = "predictions-*.jsonl"
 PREDICTION_ID_RE = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex, as the model store issues them
 RECENT_IDS_MAX = 200_000
 _MERGE_AT = 50_000  # ids read since the last merge into the sorted arrays
-_LINE_START = re.compile(rb'^\{"prediction_id":"([0-9a-f]{32})"', re.MULTILINE)
+_LINE_START = re.compile(rb'\{"prediction_id":"([0-9a-f]{32})"')
+_BLOCK = 8 << 20  # bytes of log read at once while indexing
 
 
 def private_directory(directory: Path) -> None:
@@ -135,23 +136,31 @@ class PredictionIndex:
             size = path.stat().st_size
             if size <= done:
                 return 0
+            if name not in self._read_upto:
+                self._files.append(name)
+                self._read_upto[name] = 0
+            number = self._files.index(name)
+            read = 0
             with path.open("rb") as handle:
                 handle.seek(done)
-                chunk = handle.read(size - done)
+                while done < size:  # in blocks: a long history never sits in memory at once
+                    block = handle.read(min(_BLOCK, size - done))
+                    complete = block.rfind(b"\n") + 1  # a line being written waits for next time
+                    if complete == 0:
+                        break
+                    for match in _LINE_START.finditer(block, 0, complete):
+                        at = match.start()
+                        if at == 0 or block[at - 1] == 0x0A:  # only a line's opening bytes
+                            key = match.group(1).decode("ascii")
+                            self._pending[key] = (number << 40) | (done + at)
+                    done += complete
+                    read += complete
+                    handle.seek(done)
         except OSError as exc:
             log.warning("cannot index %s: %s", name, exc.strerror)
             return 0
-        complete = chunk.rfind(b"\n") + 1  # a line being written right now waits for next time
-        if complete == 0:
-            return 0
-        if name not in self._read_upto:
-            self._files.append(name)
-        number = self._files.index(name)
-        for match in _LINE_START.finditer(chunk, 0, complete):
-            location = (number << 40) | (done + match.start())
-            self._pending[match.group(1).decode("ascii")] = location
-        self._read_upto[name] = done + complete
-        return complete
+        self._read_upto[name] = done
+        return read
 
     def _merge(self) -> None:
         ids = list(self._pending)

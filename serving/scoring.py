@@ -21,8 +21,11 @@ symptoms (the ranker's cost grows with them; measured on the full catalogue, abo
 with no symptom and 7 ms with 256). A patient is one row, or with its explanation one row per input
 (each symptom, absent symptom, measured vital sign and the sex) plus one.
 
-Chunking keeps each patient's answer identical: rows are scored independently, and an explained
-patient is always scored whole (tests/serving/test_budget.py compares both).
+Chunking does not change what is scored: rows are scored independently and an explained patient
+is always scored whole (its explanation is one batch of its occlusion rows). The one difference is
+float rounding: the severity is a matrix product over the whole catalogue whose last bits (about
+1e-15) depend on how many rows are multiplied at once, as they already differ between
+``/v1/predict`` and a batch (tests/serving/test_budget.py compares chunked and unchunked answers).
 """
 
 from __future__ import annotations
