@@ -43,7 +43,7 @@ from serving.phenopacket import (
     PHENOPACKET_SCHEMA,
     validate_phenopacket_body,
 )
-from serving.prediction_log import PREDICTION_ID_RE, PredictionIndex, PredictionLog
+from serving.prediction_log import PredictionIndex, PredictionLog
 from serving.scoring import ScoringPool, request_work
 from serving.search import (
     QUERY_MAX_LENGTH,
@@ -431,6 +431,15 @@ async def check_label_request(request: Request) -> None:
     _raise_if(problems, "label")
 
 
+LabelledId = Annotated[
+    str,
+    Parameter(
+        pattern=r"^[0-9a-fA-F]{32}$",
+        description="The prediction_id the label confirms (32 hex characters).",
+    ),
+]
+
+
 class LabelController(Controller):
     path = "/v1/labels"
     tags = ["labels"]
@@ -470,12 +479,12 @@ class LabelController(Controller):
         English or Spanish.
         """
         fields = canonical_label(data)
-        _raise_if(
-            label_store.catalogue.problems(fields["diagnosis"], model_store.require()), "label"
-        )
         prediction = await anyio.to_thread.run_sync(prediction_index.find, fields["prediction_id"])
         if prediction is None:
             raise NotFoundException(detail="no prediction with this id was logged")
+        _raise_if(
+            label_store.catalogue.problems(fields["diagnosis"], model_store.require()), "label"
+        )
         user = request.user
         record, replaced = await anyio.to_thread.run_sync(
             label_store.write, fields, user.role, prediction, user.name or None
@@ -489,19 +498,17 @@ class LabelController(Controller):
         "/{prediction_id:str}",
         operation_id="getLabelHistory",
         responses={
-            **_AUTH_RESPONSES,
+            **_QUERY_RESPONSES,
             404: ResponseSpec(
                 data_container=ErrorBody, description="No label was recorded for this id."
             ),
         },
         opt={"roles": AUDIT_ROLES},
     )
-    async def history(self, prediction_id: str, label_store: LabelStore) -> LabelHistory:
+    async def history(self, prediction_id: LabelledId, label_store: LabelStore) -> LabelHistory:
         """Every revision of a prediction's label, oldest first: who confirmed what, and when
         (v1.4, auditors and admins). The last revision is the one training uses."""
-        key = prediction_id.strip().lower()
-        if PREDICTION_ID_RE.match(key) is None:
-            raise NotFoundException(detail="no label for this id (not a prediction id)")
+        key = prediction_id.lower()  # the pattern let only 32 hex characters through
         records = await anyio.to_thread.run_sync(label_store.history, key)
         if not records:
             raise NotFoundException(detail="no label was recorded for this prediction")

@@ -171,6 +171,9 @@ def test_a_second_label_is_a_revision_and_both_are_kept_for_auditors(client, ser
     assert revisions[0]["labelled_at"] <= revisions[1]["labelled_at"]
     assert client.get(f"/v1/labels/{served['prediction_id']}", headers=auth()).status_code == 403
     assert client.get(f"/v1/labels/{'0' * 32}", headers=auth("auditor")).status_code == 404
+    malformed = client.get("/v1/labels/../../etc", headers=auth("auditor"))
+    assert malformed.status_code in (400, 404)
+    assert client.get("/v1/labels/not-an-id", headers=auth("auditor")).status_code == 400
 
 
 def test_a_label_written_before_revisions_is_kept_as_revision_1(client, served_home):
