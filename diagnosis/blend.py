@@ -67,13 +67,29 @@ def gate_features(
 ) -> np.ndarray:
     """The three gate features for n patients: ``classifier_probs`` [n, C], ``ranker_scores``
     [n, D], ``unseen_share`` [n]. Returns [n, 3]."""
+    return gate_features_of_best(
+        classifier_probs, orphan_mask, ranker_scores.max(axis=1), empty_best, unseen_share
+    )
+
+
+def gate_features_of_best(
+    classifier_probs: np.ndarray,
+    orphan_mask: np.ndarray,
+    best_score: np.ndarray,
+    empty_best: float,
+    unseen_share: np.ndarray,
+) -> np.ndarray:
+    """:func:`gate_features` from each row's best ranker log-score [n] (all the gate reads of
+    the ranker)."""
     orphan_share = classifier_probs[:, orphan_mask].sum(axis=1)
-    evidence = ranker_scores.max(axis=1) - empty_best
+    evidence = np.asarray(best_score, dtype=np.float64) - empty_best
     return np.column_stack([_logit(orphan_share), evidence, unseen_share]).astype(np.float64)
 
 
 def orphan_probability(features: np.ndarray, params: BlendParams) -> np.ndarray:
-    z = features @ np.asarray(params.coef, dtype=np.float64) + params.intercept
+    # a row's sum of products, not a matrix product: BLAS rounds a 1-row product differently
+    # from a batch's, and a patient must get the same answer alone as in a batch
+    z = (features * np.asarray(params.coef, dtype=np.float64)).sum(axis=1) + params.intercept
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
@@ -148,3 +164,68 @@ def blend(
     disease_probs *= (p_orphan / np.maximum(total, _EPS))[:, None]
     class_probs[:, unmapped_orphans] *= (p_orphan / np.maximum(total, _EPS))[:, None]
     return class_probs, disease_probs, p_orphan
+
+
+@dataclass(frozen=True)
+class CandidateBlend:
+    """:func:`blend` for the entries that can reach a top-k, without a row over the catalogue.
+
+    Per row, from the graph (:mod:`diagnosis.sparse_graph`): the best log-score ``best`` [n], the
+    softmax denominator ``norm`` [n] (``Σ_d exp(score_d - best)``), the log-scores ``scores``
+    [n, Q] of some diseases no classifier class maps to, and ``probe_scores`` [n, M] of the
+    diseases the mapped classes point to (in the order of ``np.flatnonzero(class_to_disease >=
+    0)``). The result is what :func:`blend` gives those entries, to float rounding: ``class_probs``
+    [n, C] (mapped orphan classes 0, their mass on their disease), ``disease_probs`` [n, Q],
+    ``probe_probs`` [n, M], ``p_orphan`` [n] and ``scale`` [n]: a disease's probability is
+    ``scale · ((1 - alpha) · exp(score - best) / norm + alpha · learned share)``."""
+
+    class_probs: np.ndarray
+    disease_probs: np.ndarray
+    probe_probs: np.ndarray
+    p_orphan: np.ndarray
+    scale: np.ndarray
+    learned: np.ndarray  # [n, C] the classifier's share of each orphan class it learned
+
+    @classmethod
+    def of(
+        cls,
+        classifier_probs: np.ndarray,
+        orphan_mask: np.ndarray,
+        class_to_disease: np.ndarray,
+        best: np.ndarray,
+        norm: np.ndarray,
+        scores: np.ndarray,
+        probe_scores: np.ndarray,
+        empty_best: float,
+        unseen_share: np.ndarray,
+        params: BlendParams,
+    ) -> CandidateBlend:
+        best = np.asarray(best, dtype=np.float64)
+        norm = np.asarray(norm, dtype=np.float64)
+        p_orphan = orphan_probability(
+            gate_features_of_best(classifier_probs, orphan_mask, best, empty_best, unseen_share),
+            params,
+        )
+        orphan_share = classifier_probs[:, orphan_mask].sum(axis=1)
+        non_orphan = np.where(orphan_mask, 0.0, classifier_probs)
+        scale_common = (1 - p_orphan) / np.maximum(1 - orphan_share, _EPS)
+        class_probs = non_orphan * scale_common[:, None]
+        learned = (
+            np.where(orphan_mask, classifier_probs, 0.0) / np.maximum(orphan_share, _EPS)[:, None]
+        )
+        mapped = class_to_disease >= 0
+        unmapped_orphans = orphan_mask & ~mapped
+        # the softmax sums to 1, so the blend's total needs no catalogue row
+        total = (1 - params.alpha) + params.alpha * learned[:, orphan_mask].sum(axis=1)
+        scale = p_orphan / np.maximum(total, _EPS)
+
+        def ranker(values: np.ndarray) -> np.ndarray:
+            shifted = np.asarray(values, dtype=np.float64) - best[:, None]
+            return (1 - params.alpha) * (np.exp(shifted) / norm[:, None])
+
+        disease_probs = ranker(scores) * scale[:, None]
+        probe_probs = (ranker(probe_scores) + params.alpha * learned[:, mapped]) * scale[:, None]
+        class_probs[:, unmapped_orphans] = (
+            params.alpha * learned[:, unmapped_orphans] * scale[:, None]
+        )
+        return cls(class_probs, disease_probs, probe_probs, p_orphan, scale, learned)

@@ -128,7 +128,14 @@ def coherent_severity(
     ``not_ill`` keeps exactly the mass the mix gives it (only the healthy class carries it, so it
     equals the probability of no disease); the rest is shared among the ill categories in
     proportion to the mix times the severity head's likelihood ratio ``(head / prior) ** beta``."""
-    mix = entry_probabilities @ profiles
+    return severity_of_mix(entry_probabilities @ profiles, head, head_prior, beta)
+
+
+def severity_of_mix(
+    mix: np.ndarray, head: np.ndarray, head_prior: np.ndarray, beta: float
+) -> np.ndarray:
+    """:func:`coherent_severity` from the differential's severity mix [n, 5] (the runtime sums
+    the catalogue's part in the ONNX graph)."""
     ratio = np.clip(head, 1e-6, 1.0) / np.clip(head_prior, 1e-6, 1.0)
     well = _I[NOT_ILL]
     ill = np.ones(mix.shape[1], dtype=bool)
