@@ -176,15 +176,20 @@ class CandidateBlend:
     diseases the mapped classes point to (in the order of ``np.flatnonzero(class_to_disease >=
     0)``). The result is what :func:`blend` gives those entries, to float rounding: ``class_probs``
     [n, C] (mapped orphan classes 0, their mass on their disease), ``disease_probs`` [n, Q],
-    ``probe_probs`` [n, M], ``p_orphan`` [n] and ``scale`` [n]: a disease's probability is
-    ``scale · ((1 - alpha) · exp(score - best) / norm + alpha · learned share)``."""
+    ``probe_probs`` [n, M], ``p_orphan`` [n]; a disease's probability is ``ranker_weight ·
+    exp(score - best) + mapped_weight · (its class's classifier probability)``, and
+    ``class_weights`` [n, C] is each class's share of the differential once its mapped mass is
+    moved (what the severity mix weighs the classes' profiles by).
+
+    A handful of vectorised operations on [n, C + Q + M] values: the same arithmetic for a row
+    alone as in a batch (no matrix product, whose rounding depends on the number of rows)."""
 
     class_probs: np.ndarray
     disease_probs: np.ndarray
     probe_probs: np.ndarray
     p_orphan: np.ndarray
-    scale: np.ndarray
-    learned: np.ndarray  # [n, C] the classifier's share of each orphan class it learned
+    ranker_weight: np.ndarray  # [n]: P(d) = ranker_weight · exp(score_d - best) for unmapped d
+    class_weights: np.ndarray  # [n, C]: class_probs plus, on mapped classes, their moved mass
 
     @classmethod
     def of(
@@ -201,31 +206,26 @@ class CandidateBlend:
         params: BlendParams,
     ) -> CandidateBlend:
         best = np.asarray(best, dtype=np.float64)
-        norm = np.asarray(norm, dtype=np.float64)
-        p_orphan = orphan_probability(
-            gate_features_of_best(classifier_probs, orphan_mask, best, empty_best, unseen_share),
-            params,
+        alpha = params.alpha
+        orphan_share = (classifier_probs * orphan_mask).sum(axis=1)
+        features = np.column_stack(
+            [_logit(orphan_share), best - empty_best, np.asarray(unseen_share, dtype=np.float64)]
         )
-        orphan_share = classifier_probs[:, orphan_mask].sum(axis=1)
-        non_orphan = np.where(orphan_mask, 0.0, classifier_probs)
-        scale_common = (1 - p_orphan) / np.maximum(1 - orphan_share, _EPS)
-        class_probs = non_orphan * scale_common[:, None]
-        learned = (
-            np.where(orphan_mask, classifier_probs, 0.0) / np.maximum(orphan_share, _EPS)[:, None]
-        )
-        mapped = class_to_disease >= 0
-        unmapped_orphans = orphan_mask & ~mapped
-        # the softmax sums to 1, so the blend's total needs no catalogue row
-        total = (1 - params.alpha) + params.alpha * learned[:, orphan_mask].sum(axis=1)
+        p_orphan = orphan_probability(features, params)
+        inverse = 1.0 / np.maximum(orphan_share, _EPS)
+        # the softmax sums to 1 and the learned shares to orphan_share / max(orphan_share, eps)
+        total = (1 - alpha) + alpha * orphan_share * inverse
         scale = p_orphan / np.maximum(total, _EPS)
-
-        def ranker(values: np.ndarray) -> np.ndarray:
-            shifted = np.asarray(values, dtype=np.float64) - best[:, None]
-            return (1 - params.alpha) * (np.exp(shifted) / norm[:, None])
-
-        disease_probs = ranker(scores) * scale[:, None]
-        probe_probs = (ranker(probe_scores) + params.alpha * learned[:, mapped]) * scale[:, None]
-        class_probs[:, unmapped_orphans] = (
-            params.alpha * learned[:, unmapped_orphans] * scale[:, None]
-        )
-        return cls(class_probs, disease_probs, probe_probs, p_orphan, scale, learned)
+        learned = alpha * scale * inverse  # [n]: a learned orphan class's weight
+        mapped = class_to_disease >= 0
+        common = (1 - p_orphan) / np.maximum(1 - orphan_share, _EPS)
+        # per class: common classes scaled to 1 - p_orphan, unmapped orphans their learned share
+        weights = np.where(orphan_mask, learned[:, None], common[:, None])
+        class_weights = classifier_probs * weights
+        class_probs = np.where(mapped, 0.0, class_weights)
+        ranker_weight = (1 - alpha) * scale / np.asarray(norm, dtype=np.float64)
+        disease_probs = np.exp(np.asarray(scores, dtype=np.float64) - best[:, None])
+        disease_probs *= ranker_weight[:, None]
+        probe_probs = np.exp(np.asarray(probe_scores, dtype=np.float64) - best[:, None])
+        probe_probs = probe_probs * ranker_weight[:, None] + class_weights[:, mapped]
+        return cls(class_probs, disease_probs, probe_probs, p_orphan, ranker_weight, class_weights)

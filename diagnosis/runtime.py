@@ -203,8 +203,13 @@ class Runtime:
     # the ranker's entry of the same code, so the class's own column is 0 and only a duplicate)
     _hidden: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
     _severity_profiles: np.ndarray | None = field(default=None, repr=False)
+    # [C, 5] each class's profile, a mapped class's that of its ranker disease (its mass is there)
+    _class_mix_profiles: np.ndarray | None = field(default=None, repr=False)
     # the ranker's diseases the mapped classes point to (graph input query_probe), in class order
     _probe: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
+    _is_probe: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    _class_entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    _probe_entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     _entry_codes: tuple[str, ...] = field(default=(), repr=False)
     _entry_names: tuple[str, ...] = field(default=(), repr=False)
     _entry_categories: tuple[str, ...] = field(default=(), repr=False)
@@ -292,9 +297,15 @@ class Runtime:
                 else np.empty(0, dtype=np.int64)
             ),
         )
-        object.__setattr__(runtime, "_severity_profiles", runtime._profiles())
+        runtime._set_profiles()
         if class_to_disease is not None:
-            object.__setattr__(runtime, "_probe", class_to_disease[class_to_disease >= 0])
+            probe = class_to_disease[class_to_disease >= 0]
+            is_probe = np.zeros(len(knowledge.codes), dtype=bool)
+            is_probe[probe] = True
+            object.__setattr__(runtime, "_probe", probe)
+            object.__setattr__(runtime, "_is_probe", is_probe)
+            object.__setattr__(runtime, "_class_entries", np.arange(len(classes)))
+            object.__setattr__(runtime, "_probe_entries", len(classes) + probe)
             runtime._check_graph()
         object.__setattr__(runtime, "_entry_codes", tuple(e.code for e in entries))
         object.__setattr__(runtime, "_entry_names", tuple(e.name for e in entries))
@@ -509,8 +520,19 @@ class Runtime:
         runtime = dataclasses.replace(
             self, manifest=msgspec.structs.replace(self.manifest, severity=spec)
         )
-        object.__setattr__(runtime, "_severity_profiles", runtime._profiles())
+        runtime._set_profiles()
         return runtime
+
+    def _set_profiles(self) -> None:
+        profiles = self._profiles()
+        object.__setattr__(self, "_severity_profiles", profiles)
+        if profiles is None or self._class_to_disease is None:
+            return
+        n_classes = len(self.classes)
+        mapped = self._class_to_disease >= 0
+        own = profiles[:n_classes].copy()
+        own[mapped] = profiles[n_classes + self._class_to_disease[mapped]]
+        object.__setattr__(self, "_class_mix_profiles", own)
 
     def _profiles(self) -> np.ndarray | None:
         """[E, 5] severity mix of every entry: learned classes from their training records, the
@@ -588,7 +610,7 @@ class Runtime:
 
             def blend_and_severity() -> None:
                 b, _ = self._blend_raw(scored, raw)
-                self._severity_fast(b, raw[1], raw[5] / raw[4][:, None])
+                self._severity_fast(b, raw[1], raw[5])
 
             costs = {
                 "scoring": timer(lambda: self._run(scored, k, None)),
@@ -699,7 +721,7 @@ class Runtime:
         return Ranking(
             order,
             probabilities,
-            self._severity_fast(blended, raw[1], raw[5] / raw[4][:, None]),
+            self._severity_fast(blended, raw[1], raw[5]),
             np.clip(blended.p_orphan, 0.0, 1.0),
         )
 
@@ -744,33 +766,27 @@ class Runtime:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Order the candidate entries by probability, then entry index; k per row."""
         top_index = raw[3]
-        n = len(top_index)
-        n_classes = len(self.classes)
-        lead_rows = np.arange(n) if lead is None else np.asarray(lead, dtype=np.int64)
+        n, n_top = top_index.shape
+        c = len(self.classes)
+        lead_rows = None if lead is None else np.asarray(lead, dtype=np.int64)
+        diseases = top_index if lead_rows is None else top_index[lead_rows]
         # candidate entries: every class, the lead row's top diseases, the probed diseases
-        diseases = top_index[lead_rows]
-        entries = np.concatenate(
-            [
-                np.broadcast_to(np.arange(n_classes), (n, n_classes)),
-                n_classes + diseases,
-                np.broadcast_to(n_classes + self._probe, (n, len(self._probe))),
-            ],
-            axis=1,
-        )
-        probabilities = np.clip(
-            np.concatenate(
-                [blended.class_probs, blended.disease_probs, blended.probe_probs], axis=1
-            ),
-            0.0,
-            1.0,
-        )
+        width = c + n_top + len(self._probe)
+        entries = np.empty((n, width), dtype=np.int64)
+        entries[:, :c] = self._class_entries
+        np.add(diseases, c, out=entries[:, c : c + n_top])
+        entries[:, c + n_top :] = self._probe_entries
+        probabilities = np.empty((n, width))
+        probabilities[:, :c] = blended.class_probs
+        probabilities[:, c : c + n_top] = blended.disease_probs
+        probabilities[:, c + n_top :] = blended.probe_probs
+        np.clip(probabilities, 0.0, 1.0, out=probabilities)
+        keys = -probabilities if lead_rows is None else -probabilities[lead_rows]
         # never returned: the hidden classes, and a probed disease among the top ones (it is
         # listed once, with its learned mass, as a probed disease)
-        dropped = np.zeros(entries.shape, dtype=bool)
-        dropped[:, self._hidden] = True
-        dropped[:, n_classes : n_classes + diseases.shape[1]] = np.isin(diseases, self._probe)
-        keys = np.where(dropped, 2.0, -probabilities)
-        order = np.lexsort((entries, keys[lead_rows]), axis=1)[:, :k]
+        keys[:, self._hidden] = 2.0
+        keys[:, c : c + n_top][self._is_probe[diseases]] = 2.0
+        order = np.lexsort((entries, keys), axis=1)[:, :k]
         return (
             np.take_along_axis(entries, order, axis=1),
             np.take_along_axis(probabilities, order, axis=1),
@@ -779,23 +795,16 @@ class Runtime:
     def _severity_fast(
         self, blended: CandidateBlend, head: np.ndarray, mix: np.ndarray
     ) -> np.ndarray:
-        """:meth:`severity_of` from the blended classes and the ranker's softmax-weighted profile
-        mix ``mix`` [n, 5] (the graph's profile mix over its norm): ``Σ_d P(d) profile_d =
-        scale ((1 - alpha) mix + alpha Σ_mapped learned profile)``, no catalogue row in Python."""
+        """:meth:`severity_of` without a catalogue row: the differential's severity mix is the
+        classes' (a mapped class's mass with its disease's profile) plus the ranker's weight
+        times the graph's profile mix ``mix`` [n, 5] (``Σ_d exp(score_d - best) profile_d``)."""
         spec = self.manifest.severity
-        profiles = self._severity_profiles
-        if spec is None or profiles is None:
+        if spec is None or self._class_mix_profiles is None:
             return np.clip(head, 0.0, 1.0)
-        n_classes = len(self.classes)
-        alpha = self.blend_params.alpha
-        mapped = self._class_to_disease >= 0
-        disease_part = blended.scale[:, None] * (
-            (1 - alpha) * mix
-            + alpha * _row_product(blended.learned[:, mapped], profiles[n_classes + self._probe])
-        )
-        classes = _row_product(np.clip(blended.class_probs, 0.0, 1.0), profiles[:n_classes])
-        total = classes + disease_part
-        return np.clip(severity_of_mix(total, head, np.asarray(spec.head_prior), spec.beta), 0, 1)
+        weights = np.clip(blended.class_weights, 0.0, 1.0)
+        total = _row_product(weights, self._class_mix_profiles)
+        total += blended.ranker_weight[:, None] * mix
+        return np.clip(severity_of_mix(total, head, spec.head_prior, spec.beta), 0.0, 1.0)
 
     def warnings_for(self, patient: Mapping[str, Any]) -> list[str]:
         """What the answer says about the request: ids the release lacks or reads as another, and

@@ -84,14 +84,13 @@ def ranker_head(ranker: KnowledgeRanker) -> onnx.ModelProto:
     outputs named ``ranker_<output>`` (the log-scores [n, D] as ``ranker_scores``); the blend of
     the top entries happens in :mod:`diagnosis.runtime`."""
     model = compose.add_prefix(onnx.load_from_string(ranker.to_onnx()), "rk__", rename_inputs=False)
-    outputs = {o.name: o for o in model.graph.output}
-    del model.graph.output[:]
-    for name in sparse_graph.OUTPUTS:
-        public = sparse_graph.public_name(name)
-        model.graph.node.append(onnx.helper.make_node("Identity", ["rk__" + name], [public]))
-        value = outputs["rk__" + name]
-        value.name = public
-        model.graph.output.append(value)
+    # the outputs renamed where they are made (an Identity node per output costs every call)
+    public = {"rk__" + name: sparse_graph.public_name(name) for name in sparse_graph.OUTPUTS}
+    for node in model.graph.node:
+        node.input[:] = [public.get(name, name) for name in node.input]
+        node.output[:] = [public.get(name, name) for name in node.output]
+    for value in model.graph.output:
+        value.name = public[value.name]
     return model
 
 
