@@ -54,7 +54,7 @@ class BlendParams:
 
 def _logit(p: np.ndarray) -> np.ndarray:
     # Clipped at 1e-4: below that the classifier only says "never seen", not "how unlikely".
-    p = np.clip(p, 1e-4, 1 - 1e-4)
+    p = np.minimum(np.maximum(p, 1e-4), 1 - 1e-4)
     return np.log(p / (1 - p))
 
 
@@ -90,7 +90,7 @@ def orphan_probability(features: np.ndarray, params: BlendParams) -> np.ndarray:
     # a row's sum of products, not a matrix product: BLAS rounds a 1-row product differently
     # from a batch's, and a patient must get the same answer alone as in a batch
     z = (features * np.asarray(params.coef, dtype=np.float64)).sum(axis=1) + params.intercept
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -50.0), 50.0)))
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

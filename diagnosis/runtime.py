@@ -722,7 +722,7 @@ class Runtime:
             order,
             probabilities,
             self._severity_fast(blended, raw[1], raw[5]),
-            np.clip(blended.p_orphan, 0.0, 1.0),
+            _unit(blended.p_orphan),
         )
 
     def _run(
@@ -739,7 +739,7 @@ class Runtime:
         out = self.session.run(
             names, {m.onnx_input: features, **self._queries(rows, k + len(self._probe), lead)}
         )
-        out[0] = np.clip(np.asarray(out[0][:n], dtype=np.float64), 0.0, 1.0)
+        out[0] = _unit(np.asarray(out[0][:n], dtype=np.float64))
         out[1] = np.asarray(out[1][:n], dtype=np.float64)
         return out
 
@@ -780,7 +780,7 @@ class Runtime:
         probabilities[:, :c] = blended.class_probs
         probabilities[:, c : c + n_top] = blended.disease_probs
         probabilities[:, c + n_top :] = blended.probe_probs
-        np.clip(probabilities, 0.0, 1.0, out=probabilities)
+        np.minimum(np.maximum(probabilities, 0.0, out=probabilities), 1.0, out=probabilities)
         keys = -probabilities if lead_rows is None else -probabilities[lead_rows]
         # never returned: the hidden classes, and a probed disease among the top ones (it is
         # listed once, with its learned mass, as a probed disease)
@@ -800,11 +800,11 @@ class Runtime:
         times the graph's profile mix ``mix`` [n, 5] (``Σ_d exp(score_d - best) profile_d``)."""
         spec = self.manifest.severity
         if spec is None or self._class_mix_profiles is None:
-            return np.clip(head, 0.0, 1.0)
-        weights = np.clip(blended.class_weights, 0.0, 1.0)
+            return _unit(head)
+        weights = _unit(blended.class_weights)
         total = _row_product(weights, self._class_mix_profiles)
         total += blended.ranker_weight[:, None] * mix
-        return np.clip(severity_of_mix(total, head, spec.head_prior, spec.beta), 0.0, 1.0)
+        return _unit(severity_of_mix(total, head, spec.head_prior, spec.beta))
 
     def warnings_for(self, patient: Mapping[str, Any]) -> list[str]:
         """What the answer says about the request: ids the release lacks or reads as another, and
@@ -845,6 +845,12 @@ class Ranking:
     probabilities: np.ndarray
     severity: np.ndarray
     orphan: np.ndarray
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    """``np.clip(values, 0, 1)`` in two ufunc calls (np.clip's wrappers cost more on small
+    arrays)."""
+    return np.minimum(np.maximum(values, 0.0), 1.0)
 
 
 def _row_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:

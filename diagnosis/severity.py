@@ -137,7 +137,9 @@ def severity_of_mix(
 ) -> np.ndarray:
     """:func:`coherent_severity` from the differential's severity mix [n, 5] (the runtime sums
     the catalogue's part in the ONNX graph)."""
-    ratio = np.clip(head, 1e-6, 1.0) / np.clip(head_prior, 1e-6, 1.0)
+    ratio = np.minimum(np.maximum(head, 1e-6), 1.0) / np.minimum(
+        np.maximum(np.asarray(head_prior, dtype=np.float64), 1e-6), 1.0
+    )
     ill = slice(1, None)  # every category but not_ill, the first
     weighted = mix[:, ill] * ratio[:, ill] ** beta
     total = weighted.sum(axis=1, keepdims=True)
