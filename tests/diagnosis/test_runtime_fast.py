@@ -25,7 +25,7 @@ from diagnosis.blend import BlendParams
 from diagnosis.features import FeatureSpec
 from diagnosis.hpo import Ontology, hpo_data_dir, load_annotations, parse_context_annotations
 from diagnosis.ranker import KnowledgeRanker
-from diagnosis.runtime import Components, ModelLoadError, Runtime
+from diagnosis.runtime import CHUNK_ROWS, Components, ModelLoadError, Runtime
 from diagnosis.severity import knowledge_profiles
 from schemas.clinical import SEVERITIES
 
@@ -210,7 +210,7 @@ def test_the_pipelines_full_catalogue_scores_rank_as_the_served_path(runtime, ra
 
 
 def test_a_batch_answers_each_patient_exactly_as_a_single_request(runtime, ranker):
-    patients = _patients(ranker, 30, seed=13)
+    patients = _patients(ranker, CHUNK_ROWS + 10, seed=13)  # more than one onnxruntime call
     batch = runtime.predict(patients, TOP_K)
     for patient, answer in zip(patients, batch):
         (alone,) = runtime.predict([patient], TOP_K)
@@ -219,6 +219,17 @@ def test_a_batch_answers_each_patient_exactly_as_a_single_request(runtime, ranke
         ]
         assert alone.severity == answer.severity
         assert alone.orphan_probability == answer.orphan_probability
+
+
+def test_an_explained_batch_answers_each_patient_as_an_explained_single_request(runtime, ranker):
+    patients = _patients(ranker, 12, seed=17)  # about 120 occlusion rows: several calls
+    batch = runtime.predict(patients, TOP_K, explain=True)
+    for patient, answer in zip(patients, batch):
+        (alone,) = runtime.predict([patient], TOP_K, explain=True)
+        assert [(e.code, e.probability, e.explanation) for e in alone.differential] == [
+            (e.code, e.probability, e.explanation) for e in answer.differential
+        ]
+        assert alone.severity == answer.severity
 
 
 def test_explained_effects_are_reproduced_by_resending_without_the_input(runtime, ranker):
