@@ -20,13 +20,17 @@ Scoring a patient:
 
 1. the patient as the model reads it (:meth:`Runtime.as_scored`): old HPO ids read as their
    current id, ids the release lacks dropped (the answer warns), repeats counted once;
-2. :meth:`Runtime.components`: one onnxruntime run gives the classifier's diagnosis and severity
-   probabilities and the ranker's log-scores over every ORPHA/OMIM disease;
-3. :func:`diagnosis.blend.blend` combines them into one distribution over the classifier's classes
-   followed by the ranker's diseases, and the orphan probability;
-4. :meth:`Runtime.predict` takes the top k and, when asked, explains the first entries by occlusion
-   (:mod:`diagnosis.explain`): the occlusion rows are scored by the same arithmetic, so re-sending a
-   patient without one input reproduces the reported effect exactly.
+2. :meth:`Runtime.predict` (the API): ONE onnxruntime call (:meth:`Runtime.rank`) gives the
+   classifier's diagnosis and severity probabilities and, from the ranker's graph
+   (:mod:`diagnosis.sparse_graph`), each patient's top diseases, softmax sums and severity-profile
+   mix; :class:`diagnosis.blend.CandidateBlend` blends only the entries that can reach the top k,
+   never a row over the ~12,700 entries of the catalogue. An explanation's occlusion rows
+   (:mod:`diagnosis.explain`) go through the same call, scored by the same arithmetic, so
+   re-sending a patient without one input reproduces the reported effect exactly;
+3. the pipeline's evaluation and gate read the full distribution instead:
+   :meth:`Runtime.components` (the graph's log-scores over every ORPHA/OMIM disease),
+   :meth:`Runtime.blend` (:func:`diagnosis.blend.blend`) and :meth:`Runtime.top`; the two paths
+   agree (``tests/diagnosis/test_runtime_fast.py``, ``tests/e2e/test_gate_equals_served.py``).
 """
 
 from __future__ import annotations
