@@ -629,7 +629,7 @@ class Runtime:
                 "top-k": timer(lambda: self._top_raw(raw, blended, k, None)),
             }
         total = timer(lambda: self.predict(patients, top_k))
-        costs["answer objects"] = total - sum(costs.values())
+        costs["answer and the rest"] = total - sum(costs.values())
         return costs
 
     # ---------------------------------------------------------------- answers

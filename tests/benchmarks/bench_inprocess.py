@@ -74,7 +74,7 @@ def cpu_us(call: Callable[[], Any], repeat: int) -> float:
     return float(np.median(per_block))
 
 
-def touched_weights(model: Runtime, patient: dict[str, Any]) -> int:
+def touched_weights(model: Runtime, patient: dict[str, Any], home: Path) -> int:
     """How many of the ranker's weights the patient's findings add (present and excluded terms;
     age and sex are the same for many patients): read from the deployed graph's CSR row lengths."""
     import onnx
@@ -82,7 +82,6 @@ def touched_weights(model: Runtime, patient: dict[str, Any]) -> int:
 
     if model.knowledge is None:
         return 0
-    home = Path(os.environ.get("TRIAGE_HOME", ".triage")).resolve()
     path = home / "deployments" / model.version / model.manifest.onnx_file
     graph = onnx.load(str(path)).graph
     lengths = next(
@@ -92,7 +91,7 @@ def touched_weights(model: Runtime, patient: dict[str, Any]) -> int:
     return int(lengths[rows].sum())
 
 
-def stage_table(model: Runtime, repeat: int) -> list[tuple[str, float, float, str]]:
+def stage_table(model: Runtime, repeat: int, home: Path) -> list[tuple[str, float, float, str]]:
     """(stage, µs per request, limit µs, what the limit is) for one patient, top_k=10."""
     body = msgspec.json.encode(PATIENT)
     parsed = msgspec.json.decode(body)
@@ -119,7 +118,7 @@ def stage_table(model: Runtime, repeat: int) -> list[tuple[str, float, float, st
     stages = model.stage_costs([patient], TOP_K, lambda call: cpu_us(call, repeat))
     n_entries = len(model.entries)
     scores = np.random.default_rng(0).normal(size=n_entries)
-    touched = touched_weights(model, patient)
+    touched = touched_weights(model, patient, home)
     weights = np.ones(touched, dtype=np.float32)
     cells = np.random.default_rng(1).integers(0, n_entries, size=touched)
     row = np.zeros(n_entries, dtype=np.float32)
@@ -211,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         f"in-process cost model, model {model.version} ({len(model.entries)} entries), "
         f"thread CPU time, load average {os.getloadavg()[0]:.2f} at start"
     )
-    rows = stage_table(model, args.repeat)
+    rows = stage_table(model, args.repeat, home)
     print(f"  {'stage (one patient, top_k=10)':<28} | {'CPU µs':>8} | {'limit µs':>8} | limit")
+    # "answer objects" is the rest of Runtime.predict: building the answer, and the stages
+    # running colder in sequence than alone
     for name, value, limit, what in rows:
         shown = f"{limit:>8.1f}" if limit else f"{'':>8}"
         print(f"  {name:<28} | {value:>8.1f} | {shown} | {what}")
