@@ -54,7 +54,7 @@ class BlendParams:
 
 def _logit(p: np.ndarray) -> np.ndarray:
     # Clipped at 1e-4: below that the classifier only says "never seen", not "how unlikely".
-    p = np.clip(p, 1e-4, 1 - 1e-4)
+    p = np.minimum(np.maximum(p, 1e-4), 1 - 1e-4)
     return np.log(p / (1 - p))
 
 
@@ -67,14 +67,30 @@ def gate_features(
 ) -> np.ndarray:
     """The three gate features for n patients: ``classifier_probs`` [n, C], ``ranker_scores``
     [n, D], ``unseen_share`` [n]. Returns [n, 3]."""
+    return gate_features_of_best(
+        classifier_probs, orphan_mask, ranker_scores.max(axis=1), empty_best, unseen_share
+    )
+
+
+def gate_features_of_best(
+    classifier_probs: np.ndarray,
+    orphan_mask: np.ndarray,
+    best_score: np.ndarray,
+    empty_best: float,
+    unseen_share: np.ndarray,
+) -> np.ndarray:
+    """:func:`gate_features` from each row's best ranker log-score [n] (all the gate reads of
+    the ranker)."""
     orphan_share = classifier_probs[:, orphan_mask].sum(axis=1)
-    evidence = ranker_scores.max(axis=1) - empty_best
+    evidence = np.asarray(best_score, dtype=np.float64) - empty_best
     return np.column_stack([_logit(orphan_share), evidence, unseen_share]).astype(np.float64)
 
 
 def orphan_probability(features: np.ndarray, params: BlendParams) -> np.ndarray:
-    z = features @ np.asarray(params.coef, dtype=np.float64) + params.intercept
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+    # a row's sum of products, not a matrix product: BLAS rounds a 1-row product differently
+    # from a batch's, and a patient must get the same answer alone as in a batch
+    z = (features * np.asarray(params.coef, dtype=np.float64)).sum(axis=1) + params.intercept
+    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -50.0), 50.0)))
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -148,3 +164,68 @@ def blend(
     disease_probs *= (p_orphan / np.maximum(total, _EPS))[:, None]
     class_probs[:, unmapped_orphans] *= (p_orphan / np.maximum(total, _EPS))[:, None]
     return class_probs, disease_probs, p_orphan
+
+
+@dataclass(frozen=True)
+class CandidateBlend:
+    """:func:`blend` for the entries that can reach a top-k, without a row over the catalogue.
+
+    Per row, from the graph (:mod:`diagnosis.sparse_graph`): the best log-score ``best`` [n], the
+    softmax denominator ``norm`` [n] (``Σ_d exp(score_d - best)``), the log-scores ``scores``
+    [n, Q] of some diseases no classifier class maps to, and ``probe_scores`` [n, M] of the
+    diseases the mapped classes point to (in the order of ``np.flatnonzero(class_to_disease >=
+    0)``). The result is what :func:`blend` gives those entries, to float rounding: ``class_probs``
+    [n, C] (mapped orphan classes 0, their mass on their disease), ``disease_probs`` [n, Q],
+    ``probe_probs`` [n, M], ``p_orphan`` [n]; a disease's probability is ``ranker_weight ·
+    exp(score - best) + mapped_weight · (its class's classifier probability)``, and
+    ``class_weights`` [n, C] is each class's share of the differential once its mapped mass is
+    moved (what the severity mix weighs the classes' profiles by).
+
+    A handful of vectorised operations on [n, C + Q + M] values: the same arithmetic for a row
+    alone as in a batch (no matrix product, whose rounding depends on the number of rows)."""
+
+    class_probs: np.ndarray
+    disease_probs: np.ndarray
+    probe_probs: np.ndarray
+    p_orphan: np.ndarray
+    ranker_weight: np.ndarray  # [n]: P(d) = ranker_weight · exp(score_d - best) for unmapped d
+    class_weights: np.ndarray  # [n, C]: class_probs plus, on mapped classes, their moved mass
+
+    @classmethod
+    def of(
+        cls,
+        classifier_probs: np.ndarray,
+        orphan_mask: np.ndarray,
+        class_to_disease: np.ndarray,
+        best: np.ndarray,
+        norm: np.ndarray,
+        scores: np.ndarray,
+        probe_scores: np.ndarray,
+        empty_best: float,
+        unseen_share: np.ndarray,
+        params: BlendParams,
+    ) -> CandidateBlend:
+        best = np.asarray(best, dtype=np.float64)
+        alpha = params.alpha
+        orphan_share = (classifier_probs * orphan_mask).sum(axis=1)
+        features = np.column_stack(
+            [_logit(orphan_share), best - empty_best, np.asarray(unseen_share, dtype=np.float64)]
+        )
+        p_orphan = orphan_probability(features, params)
+        inverse = 1.0 / np.maximum(orphan_share, _EPS)
+        # the softmax sums to 1 and the learned shares to orphan_share / max(orphan_share, eps)
+        total = (1 - alpha) + alpha * orphan_share * inverse
+        scale = p_orphan / np.maximum(total, _EPS)
+        learned = alpha * scale * inverse  # [n]: a learned orphan class's weight
+        mapped = class_to_disease >= 0
+        common = (1 - p_orphan) / np.maximum(1 - orphan_share, _EPS)
+        # per class: common classes scaled to 1 - p_orphan, unmapped orphans their learned share
+        weights = np.where(orphan_mask, learned[:, None], common[:, None])
+        class_weights = classifier_probs * weights
+        class_probs = np.where(mapped, 0.0, class_weights)
+        ranker_weight = (1 - alpha) * scale / np.asarray(norm, dtype=np.float64)
+        disease_probs = np.exp(np.asarray(scores, dtype=np.float64) - best[:, None])
+        disease_probs *= ranker_weight[:, None]
+        probe_probs = np.exp(np.asarray(probe_scores, dtype=np.float64) - best[:, None])
+        probe_probs = probe_probs * ranker_weight[:, None] + class_weights[:, mapped]
+        return cls(class_probs, disease_probs, probe_probs, p_orphan, ranker_weight, class_weights)

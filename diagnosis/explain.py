@@ -10,7 +10,8 @@ input removed:
   ONNX graph imputes with the training median);
 * ``sex`` set to not given (encoded as ``unknown``) when it was ``female``, ``male`` or ``other``.
 
-All copies are scored by the deployed model (see ``LoadedModel._score_rows``), and an input's
+All copies are scored by the deployed model in the same onnxruntime call as the patient
+(``diagnosis.runtime.Runtime.rank``), and an input's
 *effect* on a diagnosis is ``P(diagnosis | all inputs) - P(diagnosis | all inputs but this one)``:
 positive means the input supports the diagnosis (removing it lowers the probability), negative
 that it speaks against it. The numbers are the model's own, not a separate explainer: re-sending

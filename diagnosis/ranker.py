@@ -320,17 +320,42 @@ class KnowledgeRanker:
         return rows
 
     def score_rows(self, row_lists: Sequence[Sequence[int]]) -> np.ndarray:
-        """Log-scores [n, D] (numpy reference of the ONNX graph)."""
-        feeds = sparse_graph.encode_queries([list(r) for r in row_lists])
+        """Log-scores [n, D] (numpy reference of the ONNX graph's scores)."""
+        rows = [list(r) for r in row_lists]
         return sparse_graph.score_batch(
             self.row_ptr,
             self.nnz_disease,
             self.nnz_weight,
             self.bias,
-            feeds[sparse_graph.QUERY_ROWS],
-            feeds[sparse_graph.QUERY_TERMS],
-            len(row_lists),
+            np.fromiter((i for i, r in enumerate(rows) for _ in r), dtype=np.int64),
+            np.fromiter((t for r in rows for t in r), dtype=np.int64),
+            len(rows),
         )
+
+    # -------------------------------------------------------------------------- contexts
+    @property
+    def n_contexts(self) -> int:
+        return N_AGE_ROWS * len(SEXES)
+
+    def context_rows(self) -> list[tuple[int, int]]:
+        """The (age row, sex row) of ``W`` of every context, in context order: context
+        ``a * len(SEXES) + s`` is age bin ``a`` and sex ``s``."""
+        return [
+            (self.age_offset + a, self.sex_offset + s)
+            for a in range(N_AGE_ROWS)
+            for s in range(len(SEXES))
+        ]
+
+    def onnx_feeds(
+        self, row_lists: Sequence[Sequence[int]], k: int = 1, probe: Sequence[int] = ()
+    ) -> dict[str, np.ndarray]:
+        """The graph's inputs for :meth:`query_rows` lists (findings, then the age row and the
+        sex row): the findings as queries, the age and sex as the context row."""
+        findings = [list(r[:-2]) for r in row_lists]
+        contexts = [
+            (r[-2] - self.age_offset) * len(SEXES) + (r[-1] - self.sex_offset) for r in row_lists
+        ]
+        return sparse_graph.encode_queries(findings, contexts, min(k, self.n_diseases), probe)
 
     def score(
         self,
@@ -363,12 +388,24 @@ class KnowledgeRanker:
 
     # -------------------------------------------------------------------------- export
     def to_onnx(self) -> bytes:
-        """The batched sparse graph (:mod:`diagnosis.sparse_graph`) over ``W`` and the bias."""
+        """The batched sparse graph (:mod:`diagnosis.sparse_graph`) over ``W``, with the context
+        rows (bias + age row + sex row) precomputed and the diseases' severity profiles (when the
+        knowledge asset has set them) for the graph's profile mix."""
+        from diagnosis.severity import PROFILE_MATRIX
+
+        profiles = (
+            PROFILE_MATRIX[np.asarray(self.disease_profiles, dtype=np.int64)]
+            if self.disease_profiles is not None
+            else None
+        )
         return sparse_graph.to_onnx(
             self.row_ptr,
             self.nnz_disease,
             self.nnz_weight,
-            self.bias,
+            sparse_graph.context_table(
+                self.row_ptr, self.nnz_disease, self.nnz_weight, self.bias, self.context_rows()
+            ),
+            profiles,
             name="knowledge_ranker",
             props={
                 "hpo_release": self.hpo_release,

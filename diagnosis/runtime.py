@@ -20,13 +20,17 @@ Scoring a patient:
 
 1. the patient as the model reads it (:meth:`Runtime.as_scored`): old HPO ids read as their
    current id, ids the release lacks dropped (the answer warns), repeats counted once;
-2. :meth:`Runtime.components`: one onnxruntime run gives the classifier's diagnosis and severity
-   probabilities and the ranker's log-scores over every ORPHA/OMIM disease;
-3. :func:`diagnosis.blend.blend` combines them into one distribution over the classifier's classes
-   followed by the ranker's diseases, and the orphan probability;
-4. :meth:`Runtime.predict` takes the top k and, when asked, explains the first entries by occlusion
-   (:mod:`diagnosis.explain`): the occlusion rows are scored by the same arithmetic, so re-sending a
-   patient without one input reproduces the reported effect exactly.
+2. :meth:`Runtime.predict` (the API): ONE onnxruntime call (:meth:`Runtime.rank`) gives the
+   classifier's diagnosis and severity probabilities and, from the ranker's graph
+   (:mod:`diagnosis.sparse_graph`), each patient's top diseases, softmax sums and severity-profile
+   mix; :class:`diagnosis.blend.CandidateBlend` blends only the entries that can reach the top k,
+   never a row over the ~12,700 entries of the catalogue. An explanation's occlusion rows
+   (:mod:`diagnosis.explain`) go through the same call, scored by the same arithmetic, so
+   re-sending a patient without one input reproduces the reported effect exactly;
+3. the pipeline's evaluation and gate read the full distribution instead:
+   :meth:`Runtime.components` (the graph's log-scores over every ORPHA/OMIM disease),
+   :meth:`Runtime.blend` (:func:`diagnosis.blend.blend`) and :meth:`Runtime.top`; the two paths
+   agree (``tests/diagnosis/test_runtime_fast.py``, ``tests/e2e/test_gate_equals_served.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import uuid
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +48,8 @@ import msgspec
 import numpy as np
 import onnxruntime as ort
 
-from diagnosis.blend import BlendParams, blend
+from diagnosis import sparse_graph
+from diagnosis.blend import BlendParams, CandidateBlend, blend
 from diagnosis.explain import (
     EXPLAINED_DIAGNOSES,
     SymptomNamer,
@@ -53,8 +58,7 @@ from diagnosis.explain import (
 )
 from diagnosis.features import MEASURED_VITALS, FeatureSpec
 from diagnosis.knowledge import KnowledgeIndex, KnowledgeLoadError
-from diagnosis.severity import coherent_severity
-from diagnosis.sparse_graph import encode_queries
+from diagnosis.severity import coherent_severity, severity_of_mix
 from schemas.contracts import (
     CATEGORIES,
     MANIFEST_FORMAT,
@@ -81,6 +85,19 @@ __all__ = [
 
 
 THIN_SYMPTOMS = 2  # fewer present findings than this and no vitals: the answer says it is thin
+# rows per onnxruntime call: a batch goes through in chunks whose [rows, diseases] buffers stay in
+# the CPU's cache (measured: 64-row chunks cost about 35 % less per patient than 1,000 rows at
+# once, and peak memory stays bounded); an explanation's rows are never split
+CHUNK_ROWS = 64
+# the ranker graph's outputs the served path reads (diagnosis.sparse_graph)
+_FAST_OUTPUTS = (
+    sparse_graph.TOP_SCORES,
+    sparse_graph.TOP_INDEX,
+    sparse_graph.NORM,
+    sparse_graph.PROFILE_MIX,
+    sparse_graph.LEAD_TOP_SCORES,
+    sparse_graph.PROBE_SCORES,
+)
 
 
 class ModelLoadError(RuntimeError):
@@ -98,6 +115,9 @@ def session_options() -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # no arena: a batch's [rows, diseases] buffers go back to the system after the call instead
+    # of staying reserved (RSS after a batch of 1,000: 378 MB instead of 758 MB; same speed)
+    options.enable_cpu_mem_arena = False
     return options
 
 
@@ -194,6 +214,16 @@ class Runtime:
     # the ranker's entry of the same code, so the class's own column is 0 and only a duplicate)
     _hidden: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
     _severity_profiles: np.ndarray | None = field(default=None, repr=False)
+    # [C, 5] each class's profile, a mapped class's that of its ranker disease (its mass is there)
+    _class_mix_profiles: np.ndarray | None = field(default=None, repr=False)
+    # the ranker's diseases the mapped classes point to (graph input query_probe), in class order
+    _probe: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
+    _is_probe: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    _class_entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    _probe_entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    _entry_codes: tuple[str, ...] = field(default=(), repr=False)
+    _entry_names: tuple[str, ...] = field(default=(), repr=False)
+    _entry_categories: tuple[str, ...] = field(default=(), repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -278,9 +308,36 @@ class Runtime:
                 else np.empty(0, dtype=np.int64)
             ),
         )
-        object.__setattr__(runtime, "_severity_profiles", runtime._profiles())
+        runtime._set_profiles()
+        if class_to_disease is not None:
+            probe = class_to_disease[class_to_disease >= 0]
+            is_probe = np.zeros(len(knowledge.codes), dtype=bool)
+            is_probe[probe] = True
+            object.__setattr__(runtime, "_probe", probe)
+            object.__setattr__(runtime, "_is_probe", is_probe)
+            object.__setattr__(runtime, "_class_entries", np.arange(len(classes)))
+            object.__setattr__(runtime, "_probe_entries", len(classes) + probe)
+            runtime._check_graph()
+        object.__setattr__(runtime, "_entry_codes", tuple(e.code for e in entries))
+        object.__setattr__(runtime, "_entry_names", tuple(e.name for e in entries))
+        object.__setattr__(runtime, "_entry_categories", tuple(e.category for e in entries))
         runtime._smoke_test()
         return runtime
+
+    def _check_graph(self) -> None:
+        """A ranker graph exported before the batched top-k (issue 13) lacks its inputs and
+        outputs: refuse it by name rather than fail on the first request."""
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        missing = [n for n in sparse_graph.INPUTS if n not in inputs] + [
+            sparse_graph.public_name(n) for n in _FAST_OUTPUTS
+        ]
+        missing = [n for n in missing if n not in inputs and n not in outputs]
+        if missing:
+            raise ModelLoadError(
+                f"version {self.version} was exported with an older ranker graph (missing "
+                f"{', '.join(missing)}); run the pipeline to export and deploy it again"
+            )
 
     @classmethod
     def from_manifest(cls, manifest_path: Path) -> Runtime:
@@ -379,19 +436,36 @@ class Runtime:
             dtype=np.float64,
         )
 
+    def _queries(
+        self, rows: Sequence[Mapping[str, Any]], k: int, lead: list[int] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The ranker's graph inputs for rows as :meth:`as_scored` reads them."""
+        knowledge = self.knowledge
+        n_sexes = len(knowledge.sexes)
+        findings, contexts = [], []
+        for row in rows:
+            rows_of = knowledge.rows(row)
+            findings.append(rows_of[:-2])
+            age, sex = rows_of[-2] - knowledge.age_offset, rows_of[-1] - knowledge.sex_offset
+            contexts.append(age * n_sexes + sex)
+        k = max(1, min(int(k), len(knowledge.codes)))
+        return sparse_graph.encode_queries(findings, contexts, k, self._probe, lead)
+
     def components(self, patients: Sequence[Mapping[str, Any]]) -> Components:
         """The graph's outputs for patients (as :meth:`as_scored` reads them), before blending:
         one onnxruntime call for the whole batch (classifier heads on the feature rows, the
-        ranker on every patient's rows of its weight matrix, :mod:`diagnosis.sparse_graph`).
-        A batch of one row is scored as two identical rows: onnxruntime sums a single row in
-        another order than a batch (differences up to ~2e-6), and every prediction must go through
-        the same batched arithmetic, so that an explanation's effects reproduce exactly.
+        ranker on every patient's rows of its weight matrix, :mod:`diagnosis.sparse_graph`),
+        with the ranker's log-scores over the whole catalogue (the pipeline fits the blend on
+        them; :meth:`predict` reads only the graph's top-k and sums).
+        A batch of one row is scored as two identical rows by the classifier heads: onnxruntime
+        sums a single row in another order than a batch (differences up to ~2e-6), and every
+        prediction must go through the same batched arithmetic, so that an explanation's effects
+        reproduce exactly.
         """
         m = self.manifest
         rows = [self.as_scored(p) for p in patients]
         n = len(rows)
-        batch_rows = rows if n > 1 else rows + rows
-        features = self.spec.encode(batch_rows)
+        features = self.spec.encode(rows if n > 1 else rows + rows)
         symptom_lists = [list(row.get("symptoms") or ()) for row in rows]
         if self.knowledge is None:
             diagnosis, severity = self.session.run(
@@ -399,12 +473,11 @@ class Runtime:
             )
             ranker_scores = None
         else:
-            queries = encode_queries([self.knowledge.rows(row) for row in batch_rows])
             diagnosis, severity, scores = self.session.run(
                 [m.onnx_outputs.diagnosis, m.onnx_outputs.severity, m.onnx_outputs.ranker],
-                {m.onnx_input: features, **queries},
+                {m.onnx_input: features, **self._queries(rows, 1)},
             )
-            ranker_scores = np.asarray(scores, dtype=np.float64)[:n]
+            ranker_scores = np.asarray(scores, dtype=np.float64)
         return Components(
             np.clip(np.asarray(diagnosis, dtype=np.float64)[:n], 0.0, 1.0),
             np.asarray(severity, dtype=np.float64)[:n],
@@ -458,8 +531,19 @@ class Runtime:
         runtime = dataclasses.replace(
             self, manifest=msgspec.structs.replace(self.manifest, severity=spec)
         )
-        object.__setattr__(runtime, "_severity_profiles", runtime._profiles())
+        runtime._set_profiles()
         return runtime
+
+    def _set_profiles(self) -> None:
+        profiles = self._profiles()
+        object.__setattr__(self, "_severity_profiles", profiles)
+        if profiles is None or self._class_to_disease is None:
+            return
+        n_classes = len(self.classes)
+        mapped = self._class_to_disease >= 0
+        own = profiles[:n_classes].copy()
+        own[mapped] = profiles[n_classes + self._class_to_disease[mapped]]
+        object.__setattr__(self, "_class_mix_profiles", own)
 
     def _profiles(self) -> np.ndarray | None:
         """[E, 5] severity mix of every entry: learned classes from their training records, the
@@ -501,11 +585,52 @@ class Runtime:
         k = max(1, min(int(k), probabilities.shape[1]))
         if probabilities.shape[1] > 4 * k:  # the full catalogue: partition first
             part = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
-            # order the k by probability, then by entry index (a stable tie-break)
             rows = np.arange(len(probabilities))[:, None]
-            order = np.lexsort((part, -probabilities[rows, part]), axis=1)
+            kth = probabilities[rows, part].min(axis=1, keepdims=True)
+            # argpartition picks any of the entries tied with the k-th: take them all, so that
+            # the tie-break below (the lower entry index first) decides, as everywhere else
+            tied = probabilities >= kth
+            width = int(tied.sum(axis=1).max())
+            part = np.argsort(~tied, axis=1, kind="stable")[:, :width]
+            keys = np.where(np.take_along_axis(tied, part, axis=1), -probabilities[rows, part], 2.0)
+            order = np.lexsort((part, keys), axis=1)[:, :k]
             return np.take_along_axis(part, order, axis=1)
         return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+
+    # ---------------------------------------------------------------- cost model
+    def stage_costs(
+        self, patients: Sequence[Mapping[str, Any]], top_k: int, timer: Any
+    ) -> dict[str, float]:
+        """CPU µs of each stage of :meth:`predict` (no explanation) for ``patients``, as
+        ``timer(call)`` measures a call: scoring (the graph's inputs and the one onnxruntime
+        call), blend (with severity), top-k, and the answer objects (the rest of
+        :meth:`predict`). Used by ``tests/benchmarks/bench_inprocess.py``."""
+        scored = [self.as_scored(p) for p in patients]
+        k = max(1, min(int(top_k), self.n_served_entries))
+        if self.knowledge is None or self.blend_params is None:
+            parts = self.components(scored)
+            result = self.blend(parts)
+            costs = {
+                "scoring": timer(lambda: self.components(scored)),
+                "blend": timer(lambda: self.blend(parts)),
+                "top-k": timer(lambda: self.top(result.probabilities, k)),
+            }
+        else:
+            raw = self._run(scored, k, None)
+            blended, _ = self._blend_raw(scored, raw)
+
+            def blend_and_severity() -> None:
+                b, _ = self._blend_raw(scored, raw)
+                self._severity_fast(b, raw[1], raw[5])
+
+            costs = {
+                "scoring": timer(lambda: self._run(scored, k, None)),
+                "blend": timer(blend_and_severity),
+                "top-k": timer(lambda: self._top_raw(raw, blended, k, None)),
+            }
+        total = timer(lambda: self.predict(patients, top_k))
+        costs["answer and the rest"] = total - sum(costs.values())
+        return costs
 
     # ---------------------------------------------------------------- answers
     def predict(
@@ -518,77 +643,207 @@ class Runtime:
     ) -> list[Prediction]:
         """Score validated patient dicts (API body fields); one :class:`Prediction` per patient,
         in order. With ``explain`` the first :data:`~diagnosis.explain.EXPLAINED_DIAGNOSES`
-        entries carry an explanation (occlusion); ``symptom_name`` names HPO ids for its labels."""
+        entries carry an explanation (occlusion); ``symptom_name`` names HPO ids for its labels.
+
+        One onnxruntime call per :data:`CHUNK_ROWS` rows (:meth:`rank`): a single patient and
+        all its occlusion rows, or a chunk of a batch, go through one call."""
         if not patients:
             return []
         scored = [self.as_scored(p) for p in patients]
         k = max(1, min(int(top_k), self.n_served_entries))
-        notes: list[list[dict[str, Any]]] = [[] for _ in scored]
-        if explain:
-            order, top_probs, sev_rows, orphan = [], [], [], []
-            for i, patient in enumerate(scored):
-                o, p, s, orph, notes[i] = self._explained(patient, k, symptom_name)
-                order.append(o)
-                top_probs.append(p)
-                sev_rows.append(s)
-                orphan.append(orph)
-        else:
-            result = self.score(scored)
-            picked = self.top(result.probabilities, k)
-            order = picked.tolist()
-            # plain floats of the returned entries only (the catalogue row has ~12,700 entries)
-            top_probs = np.take_along_axis(result.probabilities, picked, axis=1).tolist()
-            sev_rows = result.severity.tolist()
-            orphan = result.orphan.tolist()
-        labels = self.severity_labels
         answers: list[Prediction] = []
-        for row in range(len(scored)):
-            sev = sev_rows[row]
+        start = 0
+        while start < len(scored):  # chunks of about CHUNK_ROWS rows, a patient's rows together
+            end, rows = start, 0
+            if not explain:
+                end = min(len(scored), start + CHUNK_ROWS)
+            else:
+                while end < len(scored) and (end == start or rows < CHUNK_ROWS):
+                    rows += 1 + self._n_inputs(scored[end]) if len(scored) > 1 else 1
+                    end += 1
+            answers += self._predict_chunk(
+                patients[start:end], scored[start:end], k, explain, symptom_name
+            )
+            start = end
+        return answers
+
+    def _n_inputs(self, patient: Mapping[str, Any]) -> int:
+        return len(occlusion_rows(patient, self.spec.vitals, self.spec.sexes)[0])
+
+    def _predict_chunk(
+        self,
+        patients: Sequence[Mapping[str, Any]],
+        scored: list[Mapping[str, Any]],
+        k: int,
+        explain: bool,
+        symptom_name: SymptomNamer | None,
+    ) -> list[Prediction]:
+        """:meth:`predict` for a few patients: one onnxruntime call (:meth:`rank`)."""
+        if explain:
+            inputs, rows, lead = [], [], []
+            for patient in scored:
+                removed, occluded = occlusion_rows(patient, self.spec.vitals, self.spec.sexes)
+                inputs.append(removed)
+                lead += [len(rows)] * len(occluded)
+                rows += occluded
+            ranked = self.rank(rows, k, lead)
+            first = sorted(set(lead))
+        else:
+            ranked = self.rank(scored, k)
+            first = list(range(len(scored)))
+        order = ranked.order.tolist()
+        probabilities = ranked.probabilities.tolist()
+        severity = ranked.severity.tolist()
+        orphan = ranked.orphan.tolist()
+        labels = self.severity_labels
+        codes, names, categories = self._entry_codes, self._entry_names, self._entry_categories
+        ids = _prediction_ids(len(scored))
+        answers: list[Prediction] = []
+        for i, row in enumerate(first):
             differential = [
                 DifferentialEntry(
-                    code=self.entries[j].code,
-                    name=self.entries[j].name,
-                    category=self.entries[j].category,
-                    probability=p,
+                    code=codes[j], name=names[j], category=categories[j], probability=p
                 )
-                for j, p in zip(order[row], top_probs[row])
+                for j, p in zip(order[row], probabilities[row])
             ]
-            for entry, note in zip(differential, notes[row]):
-                entry.explanation = _explanation(note)
+            if explain:
+                m = min(EXPLAINED_DIAGNOSES, len(differential))
+                size = len(inputs[i]) + 1
+                block = ranked.probabilities[row : row + size, :m]
+                notes = explanations(block[0], block[1:], inputs[i], symptom_name)
+                for entry, note in zip(differential, notes):
+                    entry.explanation = _explanation(note)
+            sev = severity[row]
             answers.append(
                 Prediction(
-                    prediction_id=uuid.uuid4().hex,
+                    prediction_id=ids[i],
                     model_version=self.version,
                     differential=differential,
                     orphan_probability=orphan[row],
                     severity=Severity(
-                        label=labels[int(np.argmax(sev))],
+                        label=labels[max(range(len(sev)), key=sev.__getitem__)],
                         probabilities=dict(zip(labels, sev)),
                     ),
-                    warnings=self.warnings_for(patients[row]),
+                    warnings=self.warnings_for(patients[i]),
                 )
             )
         return answers
 
-    def _explained(
-        self, patient: Mapping[str, Any], k: int, symptom_name: SymptomNamer | None
-    ) -> tuple[list[int], list[float], list[float], float, list[dict[str, Any]]]:
-        """One patient with explanations: (top-k entry indices, their probabilities, severity,
-        orphan probability, one explanation per explained entry). The prediction itself is the
-        first row of the occlusion batch, so it and its explanation come from the same call."""
-        inputs, rows = occlusion_rows(patient, self.spec.vitals, self.spec.sexes)
-        result = self.score(rows)
-        order = self.top(result.probabilities[:1], k)[0].tolist()
-        probabilities = result.probabilities[:, order]  # [rows, k], as returned
-        m = min(EXPLAINED_DIAGNOSES, len(order))
-        notes = explanations(probabilities[0, :m], probabilities[1:, :m], inputs, symptom_name)
-        return (
+    def rank(
+        self, rows: Sequence[Mapping[str, Any]], k: int, lead: list[int] | None = None
+    ) -> Ranking:
+        """The top ``k`` entries of rows (as :meth:`as_scored` reads them) from ONE onnxruntime
+        call: the graph's top-k, softmax sums and profile mix (:mod:`diagnosis.sparse_graph`)
+        blended over the entries that can reach the top k (:class:`diagnosis.blend.CandidateBlend`)
+        — the classes, the ranker's top ``k + |mapped|`` diseases and the diseases the classifier
+        learned — never over the whole catalogue. Equal to :meth:`score` and :meth:`top` to float
+        rounding (``tests/diagnosis/test_runtime_fast.py``); ties keep the entries' order.
+
+        ``lead[i]``: the row whose entries row ``i`` is ranked by (an explanation's occlusion rows
+        are reported for the patient's own differential); default: itself."""
+        if self.knowledge is None:
+            result = self.score(rows)
+            order = self.top(result.probabilities, k)
+            if lead is not None:
+                order = order[np.asarray(lead)]
+            return Ranking(
+                order,
+                np.take_along_axis(result.probabilities, order, axis=1),
+                result.severity,
+                result.orphan,
+            )
+        if self.blend_params is None:
+            raise ValueError(f"version {self.version} has no blend to score with")
+        raw = self._run(rows, k, lead)
+        blended, classifier = self._blend_raw(rows, raw)
+        order, probabilities = self._top_raw(raw, blended, k, lead)
+        return Ranking(
             order,
-            probabilities[0].tolist(),
-            result.severity[0].tolist(),
-            float(result.orphan[0]),
-            notes,
+            probabilities,
+            self._severity_fast(blended, raw[1], raw[5]),
+            _unit(blended.p_orphan),
         )
+
+    def _run(
+        self, rows: Sequence[Mapping[str, Any]], k: int, lead: list[int] | None
+    ) -> list[np.ndarray]:
+        """The one onnxruntime call of :meth:`rank`: classifier, severity head and the ranker's
+        top-k outputs (:data:`_FAST_OUTPUTS`), n rows each."""
+        m = self.manifest
+        n = len(rows)
+        features = self.spec.encode(rows if n > 1 else [rows[0], rows[0]])
+        names = [m.onnx_outputs.diagnosis, m.onnx_outputs.severity] + [
+            sparse_graph.public_name(o) for o in _FAST_OUTPUTS
+        ]
+        out = self.session.run(
+            names, {m.onnx_input: features, **self._queries(rows, k + len(self._probe), lead)}
+        )
+        out[0] = _unit(np.asarray(out[0][:n], dtype=np.float64))
+        out[1] = np.asarray(out[1][:n], dtype=np.float64)
+        return out
+
+    def _blend_raw(
+        self, rows: Sequence[Mapping[str, Any]], raw: list[np.ndarray]
+    ) -> tuple[CandidateBlend, np.ndarray]:
+        classifier, _, best, _, norm, _, lead_scores, probe_scores = raw
+        blended = CandidateBlend.of(
+            classifier,
+            self._orphan_mask,
+            self._class_to_disease,
+            best[:, 0],
+            norm,
+            lead_scores,
+            probe_scores,
+            self.knowledge.empty_best,
+            self._unseen_share([list(r.get("symptoms") or ()) for r in rows]),
+            self.blend_params,
+        )
+        return blended, classifier
+
+    def _top_raw(
+        self, raw: list[np.ndarray], blended: CandidateBlend, k: int, lead: list[int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Order the candidate entries by probability, then entry index; k per row."""
+        top_index = raw[3]
+        n, n_top = top_index.shape
+        c = len(self.classes)
+        lead_rows = None if lead is None else np.asarray(lead, dtype=np.int64)
+        diseases = top_index if lead_rows is None else top_index[lead_rows]
+        # candidate entries: every class, the lead row's top diseases, the probed diseases
+        width = c + n_top + len(self._probe)
+        entries = np.empty((n, width), dtype=np.int64)
+        entries[:, :c] = self._class_entries
+        np.add(diseases, c, out=entries[:, c : c + n_top])
+        entries[:, c + n_top :] = self._probe_entries
+        probabilities = np.empty((n, width))
+        probabilities[:, :c] = blended.class_probs
+        probabilities[:, c : c + n_top] = blended.disease_probs
+        probabilities[:, c + n_top :] = blended.probe_probs
+        np.minimum(np.maximum(probabilities, 0.0, out=probabilities), 1.0, out=probabilities)
+        keys = -probabilities if lead_rows is None else -probabilities[lead_rows]
+        # never returned: the hidden classes, and a probed disease among the top ones (it is
+        # listed once, with its learned mass, as a probed disease)
+        keys[:, self._hidden] = 2.0
+        keys[:, c : c + n_top][self._is_probe[diseases]] = 2.0
+        order = np.lexsort((entries, keys), axis=1)[:, :k]
+        return (
+            np.take_along_axis(entries, order, axis=1),
+            np.take_along_axis(probabilities, order, axis=1),
+        )
+
+    def _severity_fast(
+        self, blended: CandidateBlend, head: np.ndarray, mix: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`severity_of` without a catalogue row: the differential's severity mix is the
+        classes' (a mapped class's mass with its disease's profile) plus the ranker's weight
+        times the graph's profile mix ``mix`` [n, 5] (``Σ_d exp(score_d - best) profile_d``)."""
+        spec = self.manifest.severity
+        if spec is None or self._class_mix_profiles is None:
+            return _unit(head)
+        weights = _unit(blended.class_weights)
+        total = _row_product(weights, self._class_mix_profiles)
+        total += blended.ranker_weight[:, None] * mix
+        return _unit(severity_of_mix(total, head, spec.head_prior, spec.beta))
 
     def warnings_for(self, patient: Mapping[str, Any]) -> list[str]:
         """What the answer says about the request: ids the release lacks or reads as another, and
@@ -617,6 +872,40 @@ class Runtime:
                 "probabilities uncertain; add vital signs or further findings"
             )
         return warnings
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What :meth:`Runtime.rank` returns for n rows: ``order`` [n, k] entry indices (most
+    probable first; for a row with another lead, its lead's entries), ``probabilities`` [n, k]
+    this row's probabilities of those entries, ``severity`` [n, S], ``orphan`` [n]."""
+
+    order: np.ndarray
+    probabilities: np.ndarray
+    severity: np.ndarray
+    orphan: np.ndarray
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    """``np.clip(values, 0, 1)`` in two ufunc calls (np.clip's wrappers cost more on small
+    arrays)."""
+    return np.minimum(np.maximum(values, 0.0), 1.0)
+
+
+def _row_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` summed row by row in one order whatever the number of rows (BLAS rounds a
+    1-row product differently from a batch's: a patient must get the same answer alone)."""
+    return (a[:, :, None] * b[None, :, :]).sum(axis=1)
+
+
+def _prediction_ids(n: int) -> list[str]:
+    """n random version-4 UUIDs as 32 hex digits (``uuid.uuid4().hex``), from one read of the
+    system's random source."""
+    raw = bytearray(os.urandom(16 * n))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])
+    text = raw.hex()
+    return [text[32 * i : 32 * i + 32] for i in range(n)]
 
 
 def _explanation(note: Mapping[str, Any]) -> Explanation:

@@ -35,6 +35,7 @@ from schemas.clinical import SEVERITIES
 
 NOT_ILL, MILD, ACUTE, CHRONIC, TERMINAL = SEVERITIES
 _I = {label: i for i, label in enumerate(SEVERITIES)}
+assert _I[NOT_ILL] == 0  # severity_of_mix slices the ill categories as [1:]
 
 # Release terms (aspect C of phenotype.hpoa) and the severity mix they imply. Hand-set clinical
 # reading of the term, not fitted: mortality -> terminal; course -> chronic/acute.
@@ -128,11 +129,18 @@ def coherent_severity(
     ``not_ill`` keeps exactly the mass the mix gives it (only the healthy class carries it, so it
     equals the probability of no disease); the rest is shared among the ill categories in
     proportion to the mix times the severity head's likelihood ratio ``(head / prior) ** beta``."""
-    mix = entry_probabilities @ profiles
-    ratio = np.clip(head, 1e-6, 1.0) / np.clip(head_prior, 1e-6, 1.0)
-    well = _I[NOT_ILL]
-    ill = np.ones(mix.shape[1], dtype=bool)
-    ill[well] = False
+    return severity_of_mix(entry_probabilities @ profiles, head, head_prior, beta)
+
+
+def severity_of_mix(
+    mix: np.ndarray, head: np.ndarray, head_prior: np.ndarray, beta: float
+) -> np.ndarray:
+    """:func:`coherent_severity` from the differential's severity mix [n, 5] (the runtime sums
+    the catalogue's part in the ONNX graph)."""
+    ratio = np.minimum(np.maximum(head, 1e-6), 1.0) / np.minimum(
+        np.maximum(np.asarray(head_prior, dtype=np.float64), 1e-6), 1.0
+    )
+    ill = slice(1, None)  # every category but not_ill, the first
     weighted = mix[:, ill] * ratio[:, ill] ** beta
     total = weighted.sum(axis=1, keepdims=True)
     ill_mass = mix[:, ill].sum(axis=1, keepdims=True)

@@ -79,19 +79,18 @@ def sklearn_head(pipeline: Pipeline, n_features: int, output: str, prefix: str) 
 
 
 def ranker_head(ranker: KnowledgeRanker) -> onnx.ModelProto:
-    """The knowledge ranker's batched graph (inputs ``query_rows``, ``query_terms``,
-    ``query_count``: :mod:`diagnosis.sparse_graph`) with its log-scores [n, D] as
-    ``ranker_scores``; softmax, calibration and blending happen in :mod:`diagnosis.blend`."""
+    """The knowledge ranker's batched graph (:mod:`diagnosis.sparse_graph`: inputs
+    ``query_rows``, ``query_terms``, ``query_context``, ``query_k``, ``query_probe``) with its
+    outputs named ``ranker_<output>`` (the log-scores [n, D] as ``ranker_scores``); the blend of
+    the top entries happens in :mod:`diagnosis.runtime`."""
     model = compose.add_prefix(onnx.load_from_string(ranker.to_onnx()), "rk__", rename_inputs=False)
-    model.graph.node.append(
-        onnx.helper.make_node("Identity", ["rk__" + sparse_graph.SCORES], [ONNX_RANKER_OUTPUT])
-    )
-    del model.graph.output[:]
-    model.graph.output.append(
-        onnx.helper.make_tensor_value_info(
-            ONNX_RANKER_OUTPUT, onnx.TensorProto.FLOAT, [None, ranker.n_diseases]
-        )
-    )
+    # the outputs renamed where they are made (an Identity node per output costs every call)
+    public = {"rk__" + name: sparse_graph.public_name(name) for name in sparse_graph.OUTPUTS}
+    for node in model.graph.node:
+        node.input[:] = [public.get(name, name) for name in node.input]
+        node.output[:] = [public.get(name, name) for name in node.output]
+    for value in model.graph.output:
+        value.name = public[value.name]
     return model
 
 
@@ -175,7 +174,7 @@ def system_parity(
     ]
     diagnosis, severity, scores = session.run(
         [ONNX_DIAGNOSIS_OUTPUT, ONNX_SEVERITY_OUTPUT, ONNX_RANKER_OUTPUT],
-        {ONNX_INPUT: X.astype(np.float32), **sparse_graph.encode_queries(rows)},
+        {ONNX_INPUT: X.astype(np.float32), **ranker.onnx_feeds(rows)},
     )
     expected_scores = ranker.score_rows(rows)
     return float(

@@ -1,23 +1,32 @@
-"""Benchmark: the real API process under load on loopback, driven by wrk.
+"""Benchmark: the real API process under load on loopback, driven by wrk, with its cost model.
 
-    python tests/benchmarks/bench_api.py [--home TRIAGE_HOME] [--workers 2] [--duration 8]
-                                         [--rounds 2] [--connections 8] [--compare]
+    python tests/benchmarks/bench_api.py [--home TRIAGE_HOME] [--workers 1] [--duration 8]
+                                         [--rounds 2] [--connections 8] [--compare] [--no-stages]
 
 Starts the API on a free loopback port over a deployed TRIAGE_HOME (default ./.triage, as left by
-``make pipeline``) exactly as shipped (``triage serve --workers N``, prediction log on), then runs
-wrk (Debian package ``wrk``) with 8 connections against ``GET /health`` and ``POST /v1/predict``
-(one febrile patient per request, top_k=10, the full catalogue of the deployed model), with the
-explanation (the API's default for one patient) and with ``explain=false``.
+``make pipeline``) as ``triage serve`` runs it (uvicorn, ``--workers N``, no access log,
+prediction log on), built by :func:`bench_app`: the shipped app plus one bench-only route,
+``POST /bench/parse``, that only parses the predict body into the typed ``Patient`` and answers
+like ``/health`` (the HTTP floor of a POST with the same JSON body; it exists only in this
+script's server). wrk (Debian package ``wrk``) then drives, with 8 connections:
 
-The three are measured in alternation, ``--rounds`` times, so that a burst of load from other
-jobs on a shared machine hits all of them: the ratio predict/health is computed round by round
-(same server, same minute) and averaged; latencies are the worst round's. ``server CPU µs/req``
-is the CPU time the server's processes spent per answered request (from /proc), a figure that
-other jobs on the machine disturb much less than throughput.
+* ``GET /health`` and ``POST /bench/parse`` (the floor);
+* ``POST /v1/predict`` with one febrile patient (top_k=10, the full catalogue of the deployed
+  model), with the explanation (the API's default for one patient) and with ``explain=false``;
+* ``POST /v1/predict/batch`` with 1,000 patients (the first valid records of ``landing/``) per
+  request, 2 connections.
 
-``--compare`` also measures the alternatives the choice was made against: 1 uvicorn worker, and
-granian with 1 and 2 workers when it is importable (``pip install granian``; it is not a
-dependency). Each server is stopped by its own process group.
+They are measured in alternation, ``--rounds`` times, so that a burst of load from other jobs on a
+shared machine hits all of them: ratios to /health are computed round by round (same server, same
+minute) and averaged; latencies are the worst round's. ``server CPU µs/req`` is the CPU time the
+server's processes spent per answered request (from /proc), a figure that other jobs on the
+machine disturb much less than throughput. The cost model follows: the floor, what a prediction
+adds to it, and (``bench_inprocess.py``, in this process) each stage beside its limit. The targets
+of issue 13 are printed with met / not met, and the load average beside the figures.
+
+``--compare`` also measures the alternatives the choice was made against: the other uvicorn
+worker count, and granian with 1 and 2 workers when it is importable (``pip install granian``; it
+is not a dependency). Each server is stopped by its own process group.
 """
 
 from __future__ import annotations
@@ -49,13 +58,45 @@ PATIENT = {
     "symptoms": ["HP:0001945", "HP:0012735"],
 }
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-TARGET_RATIO = 0.5  # predict (no explanation) throughput / health throughput, same server
-TARGET_P99_MS = 15.0
-ENDPOINTS = (
-    ("health", "/health"),
-    ("predict", "/v1/predict?top_k=10"),  # explanation on: the default for one patient
-    ("predict, no explanation", "/v1/predict?top_k=10&explain=false"),
+BATCH = 1000
+# issue 13's targets, one worker on loopback, measured in one run
+TARGET_RATIO = {"predict, no explanation": 0.35, "predict": 0.15}  # throughput / /health's
+TARGET_CPU_US = {"predict, no explanation": 250.0, "predict": 600.0}  # server CPU per request
+TARGET_P99_MS = 10.0  # explained, 8 connections
+TARGET_BATCH_PER_S = 10_000  # patients/s through HTTP, 1,000 a request
+TARGET_RSS_MB = 500.0  # per worker
+# (name, path, body script, connections: None = --connections)
+ENDPOINTS: tuple[tuple[str, str, str | None, int | None], ...] = (
+    ("health", "/health", None, None),
+    ("parse-only POST", "/bench/parse", "predict", None),
+    ("predict", "/v1/predict?top_k=10", "predict", None),  # explanation on: the default
+    ("predict, no explanation", "/v1/predict?top_k=10&explain=false", "predict", None),
+    (f"batch of {BATCH}", "/v1/predict/batch?top_k=10", "batch", 2),
 )
+
+
+def bench_app():  # noqa: ANN201 - a Litestar app, imported lazily
+    """The shipped app (:func:`serving.app.create_app`) plus ``POST /bench/parse``: the same
+    JSON body parsed into the typed ``Patient`` and a ``/health``-sized answer. Only the server
+    this script starts has it (``uvicorn --factory bench_api:bench_app``)."""
+    from litestar import post
+    from litestar.params import JSONBody
+
+    from serving.app import create_app
+    from serving.structs import Health, Patient
+
+    @post(
+        "/bench/parse",
+        status_code=200,
+        include_in_schema=False,
+        signature_namespace={"JSONBody": JSONBody, "Patient": Patient, "Health": Health},
+    )
+    async def parse_only(data: JSONBody[Patient]) -> Health:
+        return Health(status="ok")
+
+    app = create_app()
+    app.register(parse_only)
+    return app
 
 
 @dataclass
@@ -82,12 +123,28 @@ def free_port() -> int:
 
 def configs(workers: int, compare: bool) -> list[Config]:
     """The shipped configuration first, then (``--compare``) the alternatives."""
-    triage = str(Path(sys.executable).parent / "triage")
 
-    def uvicorn(n: int) -> Config:
+    def uvicorn(n: int) -> Config:  # what `triage serve` runs (serving.app.serve), + the floor
         return Config(
-            f"triage serve (uvicorn), {n} worker(s)",
-            [triage, "serve", "--host", "127.0.0.1", "--port", "{port}", "--workers", str(n)],
+            f"uvicorn as `triage serve`, {n} worker(s)",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "--app-dir",
+                str(Path(__file__).resolve().parent),
+                "bench_api:bench_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--workers",
+                str(n),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
             n,
         )
 
@@ -112,7 +169,9 @@ def configs(workers: int, compare: bool) -> list[Config]:
                     "--workers",
                     str(n),
                     "--factory",
-                    "serving.app:create_app",
+                    "--app-dir",
+                    str(Path(__file__).resolve().parent),
+                    "bench_api:bench_app",
                 ],
                 n,
             )
@@ -130,6 +189,7 @@ def start_server(config: Config, home: Path) -> tuple[subprocess.Popen, str]:
         "TRIAGE_HOME": str(home),
         "TRIAGE_API_KEYS": f"clinician:{TOKEN}",
         "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
     }
     command = [part.replace("{port}", str(port)) for part in config.command]
     process = subprocess.Popen(
@@ -185,19 +245,21 @@ def cpu_seconds(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pgid: int) -> float:
-    total = 0
+def rss_mb(pgid: int) -> tuple[float, float]:
+    """(RSS of every process of the server's group, the largest single process's), in MB."""
+    sizes = []
     for pid in group_pids(pgid):
         try:
             match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
         except OSError:
             continue
-        total += int(match.group(1)) if match else 0
-    return total / 1024
+        sizes.append(int(match.group(1)) if match else 0)
+    return sum(sizes) / 1024, max(sizes, default=0) / 1024
 
 
 def wrk(url: str, duration: int, connections: int, script: Path | None) -> tuple[dict, str]:
     command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency"]
+    command += ["--timeout", "30s"]  # a batch of 1,000 takes seconds before the work here
     if script:
         command += ["-s", str(script)]
     out = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
@@ -217,30 +279,49 @@ def wrk(url: str, duration: int, connections: int, script: Path | None) -> tuple
     }, out
 
 
+def wait_idle(base: str) -> None:
+    """Until /health answers at once (the server has worked off what wrk left queued)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{base}/health", timeout=60):
+            pass
+        if time.monotonic() - started < 0.05:
+            return
+        time.sleep(0.2)
+
+
 def measure(
-    config: Config, home: Path, args: argparse.Namespace, script: Path
-) -> tuple[dict, float]:
+    config: Config, home: Path, args: argparse.Namespace, scripts: dict[str, Path]
+) -> tuple[dict[str, Result], tuple[float, float]]:
     process, base = start_server(config, home)
-    results = {name: Result() for name, _ in ENDPOINTS}
+    results = {name: Result() for name, *_ in ENDPOINTS}
+
+    def run(path: str, script: str | None, connections: int | None, seconds: int) -> dict:
+        out, _ = wrk(
+            base + path,
+            seconds,
+            connections or args.connections,
+            scripts[script] if script else None,
+        )
+        return out
+
     try:
-        for name, path in ENDPOINTS:  # warm-up: caches, first explanation, connection set-up
-            wrk(base + path, 2, args.connections, None if name == "health" else script)
+        for _, path, script, connections in ENDPOINTS:  # warm-up: caches, connection set-up
+            run(path, script, connections, 2)
+            wait_idle(base)
         for _ in range(args.rounds):
-            for name, path in ENDPOINTS:
+            for name, path, script, connections in ENDPOINTS:
                 before = cpu_seconds(process.pid)
-                run, _ = wrk(
-                    base + path,
-                    args.duration,
-                    args.connections,
-                    None if name == "health" else script,
-                )
+                out = run(path, script, connections, args.duration)
                 spent = cpu_seconds(process.pid) - before
+                wait_idle(base)  # requests still queued are not the next endpoint's load
                 result = results[name]
-                result.rps.append(run["rps"])
-                result.p50_ms.append(run["p50_ms"])
-                result.p99_ms.append(run["p99_ms"])
-                result.cpu_us.append(1e6 * spent / max(run["requests"], 1))
-                result.non_2xx += run["non_2xx"]
+                result.rps.append(out["rps"])
+                result.p50_ms.append(out["p50_ms"])
+                result.p99_ms.append(out["p99_ms"])
+                result.cpu_us.append(1e6 * spent / max(out["requests"], 1))
+                result.non_2xx += out["non_2xx"]
         memory = rss_mb(process.pid)
     finally:
         stop(process)
@@ -251,71 +332,122 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def report(config: Config, results: dict[str, Result], memory: float) -> bool:
+def report(config: Config, results: dict[str, Result], memory: tuple[float, float]) -> list[str]:
+    """Print the table, the HTTP cost model and the targets; return the targets not met."""
     health = results["health"]
-    print(f"\n{config.name}  (RSS {memory:.0f} MB)")
+    print(f"\n{config.name}  (RSS {memory[0]:.0f} MB in all, largest process {memory[1]:.0f} MB)")
     print(
-        f"  {'endpoint':<24} | {'req/s':>7} | {'ratio to health':>15} | {'p50 ms':>6} | "
-        f"{'p99 ms':>6} | {'server CPU µs/req':>17} | {'non-2xx':>7}"
+        f"  {'endpoint':<24} | {'req/s':>7} | {'patients/s':>10} | {'ratio to health':>15} | "
+        f"{'p50 ms':>6} | {'p99 ms':>6} | {'server CPU µs/req':>17} | {'non-2xx':>7}"
     )
-    ratios = {}
-    for name, _ in ENDPOINTS:
+    ratios, cpu = {}, {}
+    for name, *_ in ENDPOINTS:
         r = results[name]
-        # per round: predict and health measured on the same server within seconds
-        ratio = mean([p / h for p, h in zip(r.rps, health.rps)])
-        ratios[name] = ratio
+        # per round: the endpoint and health measured on the same server within seconds
+        ratios[name] = mean([p / h for p, h in zip(r.rps, health.rps)])
+        cpu[name] = mean(r.cpu_us)
+        per_request = BATCH if name.startswith("batch") else 1
         print(
-            f"  {name:<24} | {mean(r.rps):>7.0f} | {ratio:>15.3f} | {max(r.p50_ms):>6.2f} | "
-            f"{max(r.p99_ms):>6.2f} | {mean(r.cpu_us):>17.0f} | {r.non_2xx:>7}"
+            f"  {name:<24} | {mean(r.rps):>7.0f} | {mean(r.rps) * per_request:>10.0f} | "
+            f"{ratios[name]:>15.3f} | {max(r.p50_ms):>6.2f} | {max(r.p99_ms):>6.2f} | "
+            f"{cpu[name]:>17.0f} | {r.non_2xx:>7}"
         )
-    met = True
-    for name in ("predict", "predict, no explanation"):
-        p99 = max(results[name].p99_ms)
-        ok = ratios[name] >= TARGET_RATIO and p99 <= TARGET_P99_MS
-        met = met and ok
+    batch_name = f"batch of {BATCH}"
+    floor = cpu["parse-only POST"]
+    print("  cost model, server CPU per request (µs):")
+    print(
+        f"    HTTP floor: GET /health {cpu['health']:.0f}; POST parsing the same body {floor:.0f}"
+    )
+    for name in ("predict, no explanation", "predict"):
         print(
-            f"  target for {name!r}: ratio >= {TARGET_RATIO} ({ratios[name]:.3f}), "
-            f"p99 <= {TARGET_P99_MS:.0f} ms ({p99:.2f}): {'met' if ok else 'NOT met'}"
+            f"    {name}: {cpu[name]:.0f} = floor {floor:.0f} + {cpu[name] - floor:.0f} "
+            "(auth, validation, scoring, answer, log, metrics, encoding)"
         )
-    return met
+    print(
+        f"    {batch_name}: {cpu[batch_name] / BATCH:.1f} per patient "
+        f"({cpu[batch_name] / 1e3:.1f} ms a request)"
+    )
+    if config.workers != 1:
+        print("  (targets are for one worker: run with --workers 1)")
+        return []
+    failed: list[str] = []
+
+    def target(text: str, ok: bool) -> None:
+        print(f"  target {text}: {'met' if ok else 'NOT met'}")
+        if not ok:
+            failed.append(text)
+
+    for name in ("predict, no explanation", "predict"):
+        target(
+            f"{name!r} throughput >= {TARGET_RATIO[name]} x /health ({ratios[name]:.3f})",
+            ratios[name] >= TARGET_RATIO[name],
+        )
+        target(
+            f"{name!r} server CPU <= {TARGET_CPU_US[name]:.0f} µs ({cpu[name]:.0f})",
+            cpu[name] <= TARGET_CPU_US[name],
+        )
+    p99 = max(results["predict"].p99_ms)
+    target(f"explained p99 <= {TARGET_P99_MS:.0f} ms at {8} connections ({p99:.2f})", p99 <= 10)
+    per_s = mean(results[batch_name].rps) * BATCH
+    target(
+        f"batch >= {TARGET_BATCH_PER_S:,} patients/s through HTTP ({per_s:,.0f})",
+        per_s >= TARGET_BATCH_PER_S,
+    )
+    target(f"RSS <= {TARGET_RSS_MB:.0f} MB per worker ({memory[1]:.0f})", memory[1] <= 500)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", default=os.environ.get("TRIAGE_HOME", ".triage"))
-    parser.add_argument("--workers", type=int, default=2, help="workers of the shipped config")
+    parser.add_argument("--workers", type=int, default=1, help="workers (targets: 1)")
     parser.add_argument("--duration", type=int, default=8, help="seconds per endpoint per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument(
         "--compare",
         action="store_true",
-        help="also measure 1 vs 2 uvicorn workers and granian (if installed)",
+        help="also measure the other uvicorn worker count and granian (if installed)",
     )
+    parser.add_argument("--no-stages", action="store_true", help="skip the in-process stage table")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     home = Path(args.home).resolve()
     if not (home / "deployments" / "current.json").exists():
         raise SystemExit(f"no deployed model under {home} (run make pipeline first)")
+    os.environ["TRIAGE_HOME"] = str(home)
 
     print(
         f"API benchmark: wrk, {args.connections} connections, {args.rounds} round(s) of "
         f"{args.duration} s per endpoint, home {home}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_explain import patients_from_landing
+
+    batch = {"patients": patients_from_landing(home / "landing", BATCH)}
+    failed: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "predict.lua"
-        script.write_text(
-            'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(json.dumps(PATIENT))}\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n'
-        )
+        scripts = {}
+        for name, body in (("predict", PATIENT), ("batch", batch)):
+            scripts[name] = Path(tmp) / f"{name}.lua"
+            scripts[name].write_text(
+                'wrk.method = "POST"\n'
+                f"wrk.body = {json.dumps(json.dumps(body))}\n"
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n'
+            )
         for config in configs(args.workers, args.compare):
-            results, memory = measure(config, home, args, script)
-            report(config, results, memory)
-    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+            results, memory = measure(config, home, args, scripts)
+            failed += report(config, results, memory)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end of the HTTP runs")
+    if not args.no_stages:
+        import bench_inprocess
+
+        print()
+        bench_inprocess.main(["--home", str(home), "--batch", str(BATCH)])
+    print(f"\ntargets not met: {len(failed)}" + "".join(f"\n  - {t}" for t in failed))
     return 0
 
 

@@ -271,10 +271,8 @@ import numpy as np, onnxruntime as ort
 opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
 sess = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
 rows = np.load(sys.argv[2], allow_pickle=True)
-for r in rows:
-    r = np.asarray(r, dtype=np.int64)
-    sess.run(None, {"query_rows": np.zeros(len(r), dtype=np.int64), "query_terms": r,
-                    "query_count": np.array([1], dtype=np.int64)})
+for feeds in rows:
+    sess.run(["scores"], feeds)
 fields = {}
 for line in open("/proc/self/status"):
     k, _, v = line.partition(":")
@@ -300,7 +298,7 @@ def onnx_report(ranker: KnowledgeRanker, queries: list[list[str]]) -> None:
 
     max_prob_diff = max_score_diff = 0.0
     for row in rows[:200]:
-        (scores,) = session.run(None, sparse_graph.encode_queries([row]))
+        (scores,) = session.run([sparse_graph.SCORES], ranker.onnx_feeds([row]))
         expected = ranker.score_rows([row])[0]
         probs = np.exp(scores[0] - scores[0].max())
         probs /= probs.sum()
@@ -310,12 +308,12 @@ def onnx_report(ranker: KnowledgeRanker, queries: list[list[str]]) -> None:
         max_score_diff = max(max_score_diff, float(np.abs(scores[0] - expected).max()))
 
     for row in rows[:20]:  # warm-up
-        session.run(None, sparse_graph.encode_queries([row]))
+        session.run([sparse_graph.TOP_SCORES], ranker.onnx_feeds([row], k=10))
     times = []
     for row in rows:
-        feeds = sparse_graph.encode_queries([row])
+        feeds = ranker.onnx_feeds([row], k=10)
         t0 = time.perf_counter()
-        session.run(None, feeds)
+        session.run([sparse_graph.TOP_SCORES, sparse_graph.TOP_INDEX], feeds)
         times.append(time.perf_counter() - t0)
     ms = np.array(times) * 1e3
     numpy_times = []
@@ -344,7 +342,7 @@ def onnx_report(ranker: KnowledgeRanker, queries: list[list[str]]) -> None:
         model_path = Path(tmp) / "ranker.onnx"
         model_path.write_bytes(content)
         query_path = Path(tmp) / "queries.npy"
-        np.save(query_path, np.array([np.asarray(r) for r in rows[:200]], dtype=object))
+        np.save(query_path, np.array([ranker.onnx_feeds([r]) for r in rows[:200]], dtype=object))
         probe = subprocess.run(
             [sys.executable, "-c", _SERVE_PROBE, str(model_path), str(query_path)],
             capture_output=True,

@@ -168,9 +168,42 @@ def test_onnx_graph_matches_the_numpy_scores_for_a_batch(ranker, session, phenot
         ([ROOT, PHENOTYPIC_ABNORMALITY, "HP:0000006"], [], None, "unknown"),
     ]
     rows = [ranker.query_rows(*p) for p in patients]
-    (scores,) = session.run(None, sparse_graph.encode_queries(rows))
+    (scores,) = session.run([sparse_graph.SCORES], ranker.onnx_feeds(rows))
     assert scores.shape == (len(patients), len(ranker.diseases))
     np.testing.assert_allclose(scores, ranker.score_rows(rows), atol=1e-4)
-    # one patient alone gets what it got inside the batch
-    (alone,) = session.run(None, sparse_graph.encode_queries(rows[1:2]))
-    np.testing.assert_allclose(alone[0], scores[1], atol=1e-5)
+    # one patient alone gets exactly what it got inside the batch
+    (alone,) = session.run([sparse_graph.SCORES], ranker.onnx_feeds(rows[1:2]))
+    np.testing.assert_array_equal(alone[0], scores[1])
+
+
+def test_onnx_top_k_and_softmax_sums_match_numpy_over_the_whole_catalogue(ranker, session):
+    """The graph's top-k (ties: the lower index first), softmax denominator, the scores of the
+    probed diseases and of each row's lead row's top diseases, against numpy on its scores."""
+    patients = [
+        ([], [], None, None),  # the priors alone: many diseases tie
+        (["HP:0001166", "HP:0001083"], ["HP:0000098"], 25.0, "male"),
+        (["HP:0001250"], [], 1.5, "female"),
+    ]
+    rows = [ranker.query_rows(*p) for p in patients]
+    probe = [5, 17, 4000]
+    feeds = ranker.onnx_feeds(rows, k=25, probe=probe)
+    feeds[sparse_graph.QUERY_LEAD] = np.array([0, 1, 1])  # row 2 reports row 1's diseases
+    scores, top, index, norm, lead, probed = session.run(
+        [
+            sparse_graph.SCORES,
+            sparse_graph.TOP_SCORES,
+            sparse_graph.TOP_INDEX,
+            sparse_graph.NORM,
+            sparse_graph.LEAD_TOP_SCORES,
+            sparse_graph.PROBE_SCORES,
+        ],
+        feeds,
+    )
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :25]
+    np.testing.assert_array_equal(index, expected)
+    np.testing.assert_array_equal(top, np.take_along_axis(scores, expected, axis=1))
+    shifted = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
+    np.testing.assert_allclose(norm, np.exp(shifted).sum(axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(probed, scores[:, probe])
+    np.testing.assert_array_equal(lead[2], scores[2, index[1]])
+    np.testing.assert_array_equal(lead[:2], top[:2])
