@@ -283,3 +283,6 @@ class LabelRecord(msgspec.Struct, kw_only=True):
     labelled_by: str
     model_version: str | None = None
     predicted_at: str | None = None
+    # the name of the token that confirmed it (never the token); the pipeline caps labels per
+    # token per day (MonitoringPolicy.max_labels_per_token_per_day)
+    confirmed_by: str | None = None
