@@ -45,6 +45,26 @@ def private_dir(directory: Path) -> Path:
     return directory
 
 
+def make_private(root: Path) -> int:
+    """Take group/other permissions off ``root`` and everything below it (folders 0700, files
+    0600): state written before files were created private, or copied in with another mask. The
+    number of entries changed; entries owned by another user are left alone."""
+    if not root.exists():
+        return 0
+    changed = 0
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                path.chmod(PRIVATE_DIR if path.is_dir() else mode & 0o700)
+                changed += 1
+        except (PermissionError, FileNotFoundError):
+            continue
+    return changed
+
+
 def fsync_directory(directory: Path) -> None:
     """Make a rename in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

@@ -119,11 +119,15 @@ def prune_unvalidated_partitions(instance) -> list[str]:
 
 
 def run_pipeline(seed_demo: bool = True) -> int:
-    from diagnosis.files import private_dir, private_umask
+    from diagnosis.files import make_private, private_dir, private_umask
 
     private_umask()  # exports, tables, labels and keys written by this process are owner-only
     paths = TriagePaths.from_env()
     private_dir(paths.home)
+    # areas with patient data (raw exports, validated/quarantined tables, labels, the key), also
+    # when written by an older version or restored with another mask
+    for area in (paths.landing, paths.labels, paths.storage, paths.secrets):
+        make_private(area)
     ensure_dagster_home(paths)
     from orchestration.resources import TriageStorage
 

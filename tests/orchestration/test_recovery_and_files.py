@@ -10,7 +10,7 @@ import uuid
 
 import dagster as dg
 
-from diagnosis.files import atomic_write, move_private
+from diagnosis.files import atomic_write, make_private, move_private
 from orchestration.recovery import HOST_TAG, PID_TAG, process_tags, sweep_orphaned_runs
 from orchestration.resources import relocate_artifact_root
 
@@ -100,3 +100,16 @@ def test_atomic_and_moved_files_are_private_whatever_the_umask(tmp_path):
     assert _mode(tmp_path / "a" / "b" / "label.json") == 0o600
     assert _mode(tmp_path / "refused") == 0o700
     assert _mode(tmp_path / "refused" / "export.txt") == 0o600
+
+
+def test_make_private_tightens_state_written_with_an_open_mask(tmp_path):
+    area = tmp_path / "storage"
+    (area / "validated_patient_records").mkdir(parents=True)
+    table = area / "validated_patient_records" / "2026-01-05"
+    table.write_bytes(b"rows")
+    table.chmod(0o644)
+    (area / "validated_patient_records").chmod(0o755)
+    assert make_private(area) == 3
+    assert _mode(area) == _mode(area / "validated_patient_records") == 0o700
+    assert _mode(table) == 0o600
+    assert make_private(area) == 0
