@@ -22,7 +22,8 @@ DAGSTER_YAML = """\
 # Local single-machine instance: SQLite storage under this directory.
 telemetry:
   enabled: false
-# The daemon fails runs whose process died (runs of `triage pipeline` are swept by the next one).
+# Start/cancel timeouts for daemon-launched runs (runs of `triage pipeline` whose process died are
+# swept by the next `triage pipeline`).
 run_monitoring:
   enabled: true
   poll_interval_seconds: 60
@@ -203,6 +204,9 @@ def run_pipeline(seed_demo: bool = True) -> int:
     for refusal in refused:
         print(refusal.summary())
     if not result.success:
+        for check in result.get_asset_check_evaluations():
+            if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
+                print(f"  check {check.check_name} refused: {check.description}", file=sys.stderr)
         for event in result.all_events:
             if event.is_failure:
                 print(f"  {event.step_key}: {event.message}", file=sys.stderr)

@@ -4,9 +4,10 @@
 and the host (:func:`process_tags`). When a later ``triage pipeline`` starts, every run of the local
 instance still STARTING/STARTED whose recorded process is gone from this host is marked failed,
 and every MLflow run still RUNNING whose Dagster run is no longer in progress is ended as KILLED.
-Runs launched by the Dagster daemon carry no such tags: the instance's run monitoring
-(``run_monitoring`` in dagster.yaml, written by :func:`orchestration.pipeline.ensure_dagster_home`)
-covers them.
+Runs launched by the Dagster daemon carry no such tags and are not swept; the instance's run
+monitoring (``run_monitoring`` in dagster.yaml, written by
+:func:`orchestration.pipeline.ensure_dagster_home`) covers their start and cancel timeouts only
+(Dagster's default run launcher does not check a run worker's health).
 """
 
 from __future__ import annotations

@@ -75,6 +75,7 @@ def test_a_challenger_worse_on_real_cases_is_refused_and_the_served_model_stays(
     assert json.loads((home_copy / "deployments" / "current.json").read_text()) == before
 
 
+@pytest.mark.timeout(2400)  # two training runs (minutes each on two shared cores)
 def test_an_identical_retrain_passes_the_gate(home_copy):
     """Retraining on the same data with the same code gives the same ONNX file, and the gate lets
     it through: a challenger equal to the champion is never refused. (The first run makes the

@@ -30,12 +30,13 @@ import pytest
 
 from diagnosis.simulation import write_weekly_exports
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+# several full pipeline runs per test: minutes each on two shared cores
+pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TRIAGE = Path(sys.executable).parent / "triage"
-WEEKS = ["2026-05-04", "2026-05-11"]
-GARBAGE_WEEK = "2026-05-18"
-NEW_WEEK = "2026-05-25"
+WEEKS = ["2026-03-02", "2026-03-09", "2026-03-16"]
+GARBAGE_WEEK = "2026-03-23"
+NEW_WEEK = "2026-03-30"
 
 
 def pipeline_env(home: Path) -> dict[str, str]:
@@ -75,10 +76,11 @@ def current_version(home: Path) -> str:
 
 @pytest.fixture(scope="module")
 def base_home(tmp_path_factory) -> Path:
-    """A home after one successful ``triage pipeline`` over two weekly exports."""
+    """A home after one successful ``triage pipeline`` over three weekly exports (the cohort of
+    the shared ``deployed_home``: a new week of 600 patients passes the gate against it)."""
     home = tmp_path_factory.mktemp("reliability") / "base"
     write_weekly_exports(
-        home / "landing", patients=1200, weeks=len(WEEKS), seed=5, defect_rate=0.03, start=WEEKS[0]
+        home / "landing", patients=2400, weeks=len(WEEKS), seed=11, defect_rate=0.04, start=WEEKS[0]
     )
     done = run_triage_pipeline(home)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -94,14 +96,14 @@ def test_a_garbage_week_is_refused_the_others_go_on_and_removing_it_needs_no_man
     landing = home / "landing"
     garbage = landing / f"records_{GARBAGE_WEEK}.txt"
     garbage.write_bytes(os.urandom(4096))
-    empty_week = "2026-06-01"
+    empty_week = "2026-04-06"
     (landing / f"records_{empty_week}.txt").write_bytes(b"")
     # the failure mode of older versions: a week registered, its file gone, never materialised
-    stale_week = "2026-06-08"
+    stale_week = "2026-04-13"
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         instance.add_dynamic_partitions("weekly_exports", [stale_week])
     # a good week after the garbage one must be validated in the same run
-    write_weekly_exports(landing, patients=600, weeks=1, seed=6, defect_rate=0.03, start=NEW_WEEK)
+    write_weekly_exports(landing, patients=600, weeks=1, seed=12, defect_rate=0.04, start=NEW_WEEK)
 
     first = run_triage_pipeline(home)
     out = first.stdout
