@@ -164,8 +164,6 @@ def run_pipeline(seed_demo: bool = True) -> int:
     admitted, refused = admit_exports(storage, pending)
     if refused:
         alert_refusals(AlertsResource(), refused, logging.getLogger("triage.pipeline"))
-        for refusal in refused:
-            instance.report_runless_asset_event(refusal.check_evaluation())
     known = set(instance.get_dynamic_partitions(weekly_exports.name))
     instance.add_dynamic_partitions(weekly_exports.name, [k for k in admitted if k not in known])
 
@@ -187,6 +185,9 @@ def run_pipeline(seed_demo: bool = True) -> int:
         print(f"weekly_validation {key}: {'ok' if result.success else 'FAILED'} ({result.run_id})")
         if not result.success:
             failed_weeks.append((key, result))
+    # recorded after this run's validations, so the check's latest evaluation shows the refusal
+    for refusal in refused:
+        instance.report_runless_asset_event(refusal.check_evaluation())
     for key in prune_unvalidated_partitions(instance):
         print(f"week {key}: registered but never validated: partition removed (re-read next run)")
     for key, result in failed_weeks:

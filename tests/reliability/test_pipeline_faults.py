@@ -125,11 +125,16 @@ def test_a_garbage_week_is_refused_the_others_go_on_and_removing_it_needs_no_man
     assert (refused_dir / garbage.name).stat().st_mode & 0o077 == 0
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         weeks = set(instance.get_dynamic_partitions("weekly_exports"))
-        record = instance.get_latest_asset_check_evaluation_record(
-            dg.AssetCheckKey(dg.AssetKey("raw_patient_records"), "export_readable")
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("raw_patient_records"), "export_readable"), limit=10
         )
     assert weeks == {*WEEKS, NEW_WEEK}
-    assert record is not None and record.status.value == "FAILED"
+    latest = max(history, key=lambda r: r.id)
+    assert latest.status.value == "FAILED"  # after this run's successful validations
+    failed_weeks = {
+        r.evaluation.metadata["week"].value for r in history if r.status.value == "FAILED"
+    }
+    assert failed_weeks == {GARBAGE_WEEK, empty_week}
     after_first = current_version(home)
     assert after_first != before
 
