@@ -19,12 +19,13 @@ UI_PORT ?= 3000
 API_WORKERS ?= 2
 export API_WORKERS
 
-.PHONY: install pipeline serve ui run test lint bench-validate bench-model bench-real bench-api bench-inprocess fit-ranker clean help
+.PHONY: install pipeline serve ui run test test-reliability lint bench-validate bench-model bench-real bench-api bench-inprocess fit-ranker clean help
 
 help:
 	@echo "make run       install, run the pipeline, then start the Dagster UI and the API"
 	@echo "make test      install, check imports and style (make lint), run the whole test suite"
 	@echo "make lint      import-linter contracts, ruff check and ruff format --check"
+	@echo "make test-reliability  faults, load and hostile input (kill -9, bad weeks, labels); not in make test"
 	@echo "make install   create .venv from uv.lock"
 	@echo "make pipeline  seed demo data if needed and materialise every asset (headless)"
 	@echo "make serve     start the API on $(HOST):$(API_PORT)"
@@ -53,9 +54,14 @@ ui: install
 run: pipeline
 	@bash orchestration/run_local.sh "$(HOST)" "$(UI_PORT)" "$(API_PORT)"
 
-# the import contracts and ruff first (seconds), then the suite
+# the import contracts and ruff first (seconds), then the suite; the reliability suite (minutes of
+# real processes killed and restarted) runs on its own: make test-reliability
 test: lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not reliability"
+
+# fault, load and hostile-input checks (tests/reliability); -s shows each test's printed counts
+test-reliability: install
+	$(VENV)/bin/pytest -m reliability tests/reliability -s -rA
 
 lint: install
 	$(VENV)/bin/lint-imports

@@ -4,6 +4,7 @@ Runs go to the local Dagster instance (TRIAGE_HOME/dagster), so they appear in t
 The in-process executor is used: the multiprocess one re-imports everything per step.
 """
 
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,11 @@ DAGSTER_YAML = """\
 # Local single-machine instance: SQLite storage under this directory.
 telemetry:
   enabled: false
+# Start/cancel timeouts for daemon-launched runs (runs of `triage pipeline` whose process died are
+# swept by the next `triage pipeline`).
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 60
 """
 
 
@@ -83,8 +89,46 @@ def already_validated(instance, paths: TriagePaths, key: str) -> bool:
     return recorded == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def prune_unvalidated_partitions(instance) -> list[str]:
+    """Delete weekly partitions that have no validated materialisation and no run in progress: a
+    week registered by an older version, or whose validation failed or never finished, would
+    otherwise make training read a partition that was never written. Its file, when still in
+    landing, is read and registered again by the next run."""
+    import dagster as dg
+
+    from assets.ingestion import weekly_exports
+    from orchestration.recovery import IN_PROGRESS
+
+    active = [*IN_PROGRESS, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+    pruned = []
+    for key in instance.get_dynamic_partitions(weekly_exports.name):
+        running = instance.get_runs(
+            filters=dg.RunsFilter(statuses=active, tags={"dagster/partition": key}), limit=1
+        )
+        if running:
+            continue
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("validated_patient_records"), asset_partitions=[key]
+            ),
+            limit=1,
+        ).records
+        if not records:
+            instance.delete_dynamic_partition(weekly_exports.name, key)
+            pruned.append(key)
+    return pruned
+
+
 def run_pipeline(seed_demo: bool = True) -> int:
+    from diagnosis.files import make_private, private_dir, private_umask
+
+    private_umask()  # exports, tables, labels and keys written by this process are owner-only
     paths = TriagePaths.from_env()
+    private_dir(paths.home)
+    # areas with patient data (raw exports, validated/quarantined tables, labels, the key), also
+    # when written by an older version or restored with another mask
+    for area in (paths.landing, paths.labels, paths.storage, paths.secrets):
+        make_private(area)
     ensure_dagster_home(paths)
     from orchestration.resources import TriageStorage
 
@@ -102,37 +146,68 @@ def run_pipeline(seed_demo: bool = True) -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-    from assets.ingestion import weekly_exports
+    from assets.ingestion import admit_exports, landing_partition_keys, weekly_exports
     from orchestration.definitions import defs
-    from orchestration.sensors import landing_partition_keys
+    from orchestration.recovery import process_tags, sweep
+    from orchestration.resources import AlertsResource, existing_tracking_uri
+    from orchestration.sensors import alert_refusals
+
+    instance = dg.DagsterInstance.get()
+    for line in sweep(instance, existing_tracking_uri(paths)).lines():
+        print(line)
+    tags = process_tags()
 
     storage = TriageStorage(home=str(paths.home))
     storage.pull("landing")
     keys = landing_partition_keys(storage)
-    if not keys:
-        print(f"no weekly exports in {storage.describe('landing')}", file=sys.stderr)
-        return 1
-    instance = dg.DagsterInstance.get()
+    pending = [key for key in keys if not already_validated(instance, paths, key)]
+    admitted, refused = admit_exports(storage, pending)
+    if refused:
+        alert_refusals(AlertsResource(), refused, logging.getLogger("triage.pipeline"))
     known = set(instance.get_dynamic_partitions(weekly_exports.name))
-    instance.add_dynamic_partitions(weekly_exports.name, [k for k in keys if k not in known])
+    instance.add_dynamic_partitions(weekly_exports.name, [k for k in admitted if k not in known])
 
     started = time.perf_counter()
     validation = defs.resolve_job_def("weekly_validation")
+    failed_weeks = []
     for key in keys:
-        if already_validated(instance, paths, key):
-            print(f"weekly_validation {key}: unchanged since its last validation, skipped")
+        if key not in admitted:
+            if key not in pending:
+                print(f"weekly_validation {key}: unchanged since its last validation, skipped")
             continue
         result = validation.execute_in_process(
-            instance=instance, partition_key=key, raise_on_error=False, run_config=QUIET_LOGS
+            instance=instance,
+            partition_key=key,
+            raise_on_error=False,
+            run_config=QUIET_LOGS,
+            tags=tags,
         )
         print(f"weekly_validation {key}: {'ok' if result.success else 'FAILED'} ({result.run_id})")
         if not result.success:
-            return 1
+            failed_weeks.append((key, result))
+    # recorded after this run's validations, so the check's latest evaluation shows the refusal
+    for refusal in refused:
+        instance.report_runless_asset_event(refusal.check_evaluation())
+    for key in prune_unvalidated_partitions(instance):
+        print(f"week {key}: registered but never validated: partition removed (re-read next run)")
+    for key, result in failed_weeks:
+        print(f"week {key}: validation failed, left out: {_first_failure(result)}", file=sys.stderr)
+    valid_weeks = instance.get_dynamic_partitions(weekly_exports.name)
+    if not valid_weeks:
+        for refusal in refused:
+            print(refusal.summary(), file=sys.stderr)
+        print(f"no readable weekly export in {storage.describe('landing')}", file=sys.stderr)
+        return 1
     result = defs.resolve_job_def("training").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET_LOGS
+        instance=instance, raise_on_error=False, run_config=QUIET_LOGS, tags=tags
     )
     print(f"training: {'ok' if result.success else 'FAILED'} ({result.run_id})")
+    for refusal in refused:
+        print(refusal.summary())
     if not result.success:
+        for check in result.get_asset_check_evaluations():
+            if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
+                print(f"  check {check.check_name} refused: {check.description}", file=sys.stderr)
         for event in result.all_events:
             if event.is_failure:
                 print(f"  {event.step_key}: {event.message}", file=sys.stderr)
@@ -140,4 +215,12 @@ def run_pipeline(seed_demo: bool = True) -> int:
     print(
         f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {storage.describe('deployments')}"
     )
-    return 0
+    return 1 if failed_weeks else 0
+
+
+def _first_failure(result) -> str:
+    """The first failed step's message, first line only (the trace stays in the run's logs)."""
+    for event in result.all_events:
+        if event.is_failure:
+            return f"{event.step_key}: {str(event.message).splitlines()[0][:300]} (run {result.run_id})"
+    return f"run {result.run_id}"

@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import dagster as dg
 import mlflow
@@ -22,6 +24,7 @@ from dagster_aws.s3.io_manager import PickledObjectS3IOManager
 from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
 from dagster_mlflow.resources import MlFlow
 
+from diagnosis.files import private_umask
 from diagnosis.remote import RemoteStore
 from orchestration.settings import BASE_NAME, current_environment, pseudonym_key
 from schemas.layout import TriagePaths
@@ -79,9 +82,11 @@ class TriageStorage(dg.ConfigurableResource):
 class TriageIOManager(dg.FilesystemIOManager):
     """Asset outputs: Dagster's filesystem IO manager under TRIAGE_HOME/storage, or dagster-aws's
     pickled-object S3 IO manager under ``<prefix>/storage`` when S3 is configured; decided when a
-    run starts."""
+    run starts. The run's process creates files owner-only from then on (0600/0700)."""
 
     def create_io_manager(self, context: dg.InitResourceContext):
+        # asset values hold patient records and labels: this run's files are owner-only
+        private_umask()
         location = current_environment().s3_location()
         if location is not None and not self.base_dir:
             client = S3Resource(endpoint_url=location.endpoint_url).get_client()
@@ -125,6 +130,9 @@ class MonitoringPolicy(dg.ConfigurableResource):
     drift_top_symptoms: int = 10  # symptom prevalence is compared for the most frequent terms
     # retraining triggered by confirmed labels
     min_new_labels: int = 20
+    # labels one token (LabelRecord.confirmed_by) may confirm per UTC day before the rest are
+    # quarantined instead of reaching training
+    max_labels_per_token_per_day: int = 500
     label_retrain_cooldown_seconds: int = 0
     # retraining triggered by a failed drift check
     drift_retrain_cooldown_seconds: int = 24 * 3600
@@ -187,6 +195,79 @@ class AlertsResource(dg.ConfigurableResource):
         return delivered
 
 
+TRACKING_URI_ENV = "TRIAGE_MLFLOW_TRACKING_URI"
+ARTIFACTS_ENV = "TRIAGE_MLFLOW_ARTIFACTS"
+MLFLOW_DB = "mlflow.db"
+# tables and columns of MLflow's SQL store that hold artifact locations
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+
+
+def default_tracking_uri(paths: TriagePaths) -> str:
+    return f"sqlite:///{paths.mlflow / MLFLOW_DB}"
+
+
+def existing_tracking_uri(paths: TriagePaths) -> Optional[str]:
+    """The configured tracking URI, or the home's SQLite store when it exists (None otherwise:
+    nothing was tracked yet, and creating the store takes seconds)."""
+    configured = os.environ.get(TRACKING_URI_ENV)
+    if configured:
+        return configured
+    return default_tracking_uri(paths) if (paths.mlflow / MLFLOW_DB).is_file() else None
+
+
+def relocate_artifact_root(database: Path, experiment_name: str, root: Path) -> Optional[str]:
+    """Make a home's MLflow store point at ``root`` (this home's artifact folder) again.
+
+    MLflow stores absolute artifact locations. When TRIAGE_HOME was copied, restored or moved,
+    the experiment still names the old folder, and new runs would write there. This rewrites the
+    old prefix to ``root`` in every stored location (experiments, runs, logged models, model
+    versions), so old runs' artifacts are found in the copy and new ones are written under this
+    home. Only for the home's own SQLite store; the old root when rewritten, else None.
+    """
+    import sqlite3
+
+    if not database.is_file():
+        return None
+    new_uri, new_path = root.as_uri(), str(root)
+    with sqlite3.connect(database) as connection:
+        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
+        if "experiments" not in tables:
+            return None
+        row = connection.execute(
+            "SELECT artifact_location FROM experiments WHERE name = ?", (experiment_name,)
+        ).fetchone()
+        if row is None or not row[0]:
+            return None
+        stored = row[0]
+        if not (stored.startswith("file:") or stored.startswith("/")):
+            return None  # an object store, not a folder of some home
+        if stored.startswith("file:"):
+            old_uri, old_path = stored, url2pathname(urlparse(stored).path)
+        else:
+            old_uri, old_path = Path(stored).as_uri(), stored
+        if old_path.rstrip("/") == new_path:
+            return None
+        for table, column in _ARTIFACT_COLUMNS:
+            if table not in tables:
+                continue
+            columns = {r[1] for r in connection.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                continue
+            for old, new in ((old_uri, new_uri), (old_path, new_path)):
+                connection.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE substr({column}, 1, ?) = ?",
+                    (new, len(old) + 1, len(old), old),
+                )
+    return old_path
+
+
 @dg.resource(
     config_schema={
         **MLFLOW_CONFIG_SCHEMA,
@@ -199,7 +280,9 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
     """dagster-mlflow's tracking resource, with the experiment's artifact store set explicitly.
 
     MLflow would otherwise put artifacts of a new experiment under ``./mlruns`` of whatever
-    directory the process started in.
+    directory the process started in. The artifact root derives from the configured home or
+    bucket when the run starts: a moved or restored TRIAGE_HOME has its stored locations
+    rewritten to itself (:func:`relocate_artifact_root`) and writes only under itself.
     """
     config = dict(context.resource_config)
     paths = TriagePaths.from_env()
@@ -209,12 +292,22 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
     # TRIAGE_MLFLOW_TRACKING_URI, not MLFLOW_TRACKING_URI: MLflow writes that one into the
     # process environment itself whenever a tracking URI is set, so it cannot carry configuration.
     config["mlflow_tracking_uri"] = config.get("mlflow_tracking_uri") or os.environ.get(
-        "TRIAGE_MLFLOW_TRACKING_URI"
+        TRACKING_URI_ENV
     )
+    location = environment.s3_location()
+    configured_root = config.get("artifact_location") or os.environ.get(ARTIFACTS_ENV)
     if not config["mlflow_tracking_uri"]:
         paths.mlflow.mkdir(parents=True, exist_ok=True)
-        config["mlflow_tracking_uri"] = f"sqlite:///{paths.mlflow / 'mlflow.db'}"
-    location = environment.s3_location()
+        config["mlflow_tracking_uri"] = default_tracking_uri(paths)
+        if location is None and not configured_root:
+            old = relocate_artifact_root(
+                paths.mlflow / MLFLOW_DB, config["experiment_name"], paths.mlflow / "artifacts"
+            )
+            if old is not None:
+                context.log.warning(
+                    f"MLflow artifact locations moved from {old} to {paths.mlflow / 'artifacts'} "
+                    "(this TRIAGE_HOME was copied or moved)"
+                )
     if location is not None and location.endpoint_url:
         # MLflow's S3 artifact store reads its endpoint from its own variable
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", location.endpoint_url)
@@ -225,8 +318,7 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
     if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
         mlflow.create_experiment(
             config["experiment_name"],
-            artifact_location=config.get("artifact_location")
-            or os.environ.get("TRIAGE_MLFLOW_ARTIFACTS")
+            artifact_location=configured_root
             or (location.uri("mlflow") if location else (paths.mlflow / "artifacts").as_uri()),
         )
     return MlFlow(context.replace_config(config))

@@ -1,7 +1,8 @@
 """Sensors.
 
-- ``weekly_export_sensor``: a new weekly export in the landing zone becomes a partition and is
-  validated.
+- ``weekly_export_sensor``: a new weekly export in the landing zone is read; a readable one becomes
+  a partition and is validated, an unreadable one is refused whole (moved to landing/refused/, a
+  failed ``export_readable`` check, an alert) and never blocks the other weeks.
 - ``new_labels_sensor``: enough newly confirmed labels request a retraining run.
 - ``drift_retraining_sensor``: a failed drift check requests a retraining run, with a cooldown.
 - ``model_gate_alert_sensor``: a refused challenger (quality gate or ONNX parity failed) is
@@ -20,7 +21,12 @@ import dagster as dg
 
 from assets.deployment import ONNX_PARITY_CHECK
 from assets.evaluation import QUALITY_GATE_CHECK
-from assets.ingestion import partition_key_for, weekly_exports
+from assets.ingestion import (
+    ALERT_EXPORT_REFUSED,
+    admit_exports,
+    landing_partition_keys,
+    weekly_exports,
+)
 from assets.monitoring.drift import DRIFT_CHECK, DRIFT_REPORT
 from diagnosis.training.monitoring import label_files
 from orchestration.jobs import training_job, weekly_validation_job
@@ -40,29 +46,49 @@ GATE_CHECK_KEYS = (
 )
 
 
-def landing_partition_keys(storage: TriageStorage) -> list[str]:
-    """Weeks with an export in the landing zone (the S3 area's object names when configured)."""
-    remote = storage.remote
-    if remote is not None:
-        names = [name for name in remote.list("landing") if "/" not in name]
-    else:
-        landing = storage.paths.landing
-        names = [p.name for p in landing.iterdir() if p.is_file()] if landing.is_dir() else []
-    return sorted({k for k in map(partition_key_for, names) if k})
+__all__ = ["landing_partition_keys"]  # kept importable from here (the pipeline command used it)
+
+
+def alert_refusals(alerts: AlertsResource, refused, log) -> None:
+    """One alert per refused export, its summary line as the text."""
+    for refusal in refused:
+        alerts.send(
+            ALERT_EXPORT_REFUSED,
+            refusal.summary(),
+            {"week": refusal.partition_key, "file": refusal.file_name, "reason": refusal.reason},
+            log=log,
+        )
 
 
 @dg.sensor(
     job=weekly_validation_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers each new records_<monday> export as a weekly partition and validates it.",
+    description=(
+        "Reads each new records_<monday> export: a readable one is registered as a weekly "
+        "partition and validated; an unreadable one is refused whole (landing/refused/, a failed "
+        "export_readable check, an alert) and registers nothing."
+    ),
 )
-def weekly_export_sensor(context: dg.SensorEvaluationContext, storage: TriageStorage):
+def weekly_export_sensor(
+    context: dg.SensorEvaluationContext, storage: TriageStorage, alerts: AlertsResource
+):
     known = set(context.instance.get_dynamic_partitions(weekly_exports.name))
     new = [key for key in landing_partition_keys(storage) if key not in known]
+    admitted, refused = admit_exports(storage, new)
+    for refusal in refused:
+        context.log.error(refusal.summary())
+    alert_refusals(alerts, refused, context.log)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=key, run_key=f"export-{key}") for key in new],
-        dynamic_partitions_requests=[weekly_exports.build_add_request(new)] if new else [],
+        run_requests=[
+            # the file's digest in the key: a week re-exported after a refusal runs again
+            dg.RunRequest(partition_key=key, run_key=f"export-{key}-{digest[:16]}")
+            for key, digest in admitted.items()
+        ],
+        dynamic_partitions_requests=(
+            [weekly_exports.build_add_request(list(admitted))] if admitted else []
+        ),
+        asset_events=[refusal.check_evaluation() for refusal in refused],
     )
 
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from diagnosis.files import private_dir
 from diagnosis.remote import S3Location
 from schemas.layout import home_from
 
@@ -120,7 +121,7 @@ def pseudonym_key(home: Path | None = None) -> bytes:
         )
     key_file = (home or triage_home()) / "secrets" / "pseudonym.key"
     if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(key_file.parent)
         tmp = key_file.with_suffix(".tmp")
         tmp.write_text(secrets.token_hex(32))
         tmp.chmod(0o600)

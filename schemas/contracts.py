@@ -286,4 +286,5 @@ class LabelRecord(msgspec.Struct, kw_only=True):
     model_version: str | None = None
     predicted_at: str | None = None
     revision: int = 1  # 1 for the first label of a prediction, n + 1 for a correction of n
-    confirmed_by: str | None = None  # the name of the API token (TRIAGE_API_KEYS), never the token
+    confirmed_by: str | None = None  # the name of the API token (TRIAGE_API_KEYS), never the token;
+    # the pipeline caps labels per token per day (MonitoringPolicy.max_labels_per_token_per_day)

@@ -74,6 +74,8 @@ LABEL_SCHEMA: dict[str, pl.DataType] = {
     "diagnosis": pl.Utf8,
     "severity": pl.Utf8,
     "received_at": pl.Datetime("us", "UTC"),
+    "confirmed_by": pl.Utf8,
+    "revisions": pl.Int64,
     "status": pl.Utf8,
     "reasons": pl.List(pl.Utf8),
 }
@@ -154,13 +156,14 @@ def read_prediction_log(
 
 
 def label_files(directory: Path) -> list[Path]:
-    """Label files in the landing zone: ``*.json``, not hidden (a writer's temporary file)."""
+    """Label files in the landing zone: ``*.json`` at any depth (a revision may be kept in a
+    folder of its prediction), not hidden (a writer's temporary file)."""
     if not directory.is_dir():
         return []
     return sorted(
         p
-        for p in directory.iterdir()
-        if p.is_file() and p.suffix == ".json" and not p.name.startswith(".")
+        for p in directory.rglob("*.json")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
     )
 
 
@@ -169,21 +172,37 @@ def _parse_time(value) -> dt.datetime | None:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
 
 
-def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> pl.DataFrame:
+def _label_name(path: Path) -> str:
+    """The label's name in the table: the file name, with its folder below the labels area."""
+    return path.name if path.parent.name == "labels" else f"{path.parent.name}/{path.name}"
+
+
+def validate_label_files(
+    paths: Sequence[Path],
+    known_predictions: set[str],
+    catalogue_codes: set[str] | None = None,
+    max_labels_per_token_per_day: int | None = None,
+) -> pl.DataFrame:
     """One row per label file with its status and every reason it was not accepted.
 
     A file is decoded as :class:`schemas.contracts.LabelRecord` (what the API writes); a file that
     does not meet that contract (written by another tool) is checked field by field, so every
-    reason is reported. A label is accepted when it is a JSON object with a ``prediction_id`` present in the prediction
-    log, a well-formed ``diagnosis`` code and a known ``severity`` (English or Spanish). When several
-    accepted labels name the same prediction, the latest (``received_at`` or ``labelled_at``, else
-    the file time)
-    wins and the others are marked superseded.
+    reason is reported. A label is accepted when it is a JSON object with a ``prediction_id``
+    present in the prediction log, a well-formed ``diagnosis`` code that is in
+    ``catalogue_codes`` (the disease catalogue in use, when given) and a known ``severity``
+    (English or Spanish). Labels are quarantined (status rejected, with the reason), never
+    dropped.
+
+    Revisions: every label for the same prediction is a record; the latest (``received_at`` or
+    ``labelled_at``, else the file time) wins, the others are superseded; ``revisions`` counts
+    the valid records of the prediction. Cap: a token (``confirmed_by``) that confirmed more than
+    ``max_labels_per_token_per_day`` valid labels in one UTC day has the later ones quarantined
+    with the reason, before any of them reaches training.
     """
     rows = []
     for path in paths:
         reasons: list[str] = []
-        prediction_id = diagnosis = severity = None
+        prediction_id = diagnosis = severity = confirmed_by = None
         received_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
         body = _read_label(path)
         if body is _NOT_JSON:
@@ -205,6 +224,13 @@ def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> 
                 reasons.append("diagnosis: missing")
             elif not DIAGNOSIS_RE.match(raw_diagnosis.strip().upper()):
                 reasons.append("diagnosis: not NONE, ICD-10, ORPHA:n or OMIM:n")
+            elif catalogue_codes is not None and (
+                raw_diagnosis.strip().upper() not in catalogue_codes
+            ):
+                reasons.append(
+                    f"diagnosis: {raw_diagnosis.strip().upper()[:40]} is not in the disease "
+                    "catalogue in use"
+                )
             else:
                 diagnosis = raw_diagnosis.strip().upper()
             raw_severity = body.get("severity")
@@ -213,6 +239,9 @@ def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> 
                 reasons.append(
                     "severity: missing" if raw_severity in (None, "") else "severity: unknown label"
                 )
+            raw_token = body.get("confirmed_by")
+            if isinstance(raw_token, str) and raw_token.strip():
+                confirmed_by = raw_token.strip()
             stamp_field = next(
                 (f for f in ("received_at", "labelled_at") if body.get(f) is not None), None
             )
@@ -223,11 +252,13 @@ def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> 
                     reasons.append(f"{stamp_field}: not an ISO date-time")
         rows.append(
             {
-                "label_file": path.name,
+                "label_file": _label_name(path),
                 "prediction_id": prediction_id,
                 "diagnosis": diagnosis,
                 "severity": severity,
                 "received_at": received_at,
+                "confirmed_by": confirmed_by,
+                "revisions": None,
                 "status": STATUS_REJECTED if reasons else STATUS_ACCEPTED,
                 "reasons": reasons,
             }
@@ -236,8 +267,24 @@ def validate_label_files(paths: Sequence[Path], known_predictions: set[str]) -> 
         (r for r in rows if r["status"] == STATUS_ACCEPTED),
         key=lambda r: (r["received_at"], r["label_file"]),
     )
+    if max_labels_per_token_per_day is not None:
+        per_token_day: Counter = Counter()
+        for row in accepted:
+            if row["confirmed_by"] is None:
+                continue
+            day = row["received_at"].date().isoformat()
+            per_token_day[(row["confirmed_by"], day)] += 1
+            if per_token_day[(row["confirmed_by"], day)] > max_labels_per_token_per_day:
+                row["status"] = STATUS_REJECTED
+                row["reasons"] = [
+                    f"cap: {row['confirmed_by']} confirmed more than "
+                    f"{max_labels_per_token_per_day} labels on {day}"
+                ]
+        accepted = [r for r in accepted if r["status"] == STATUS_ACCEPTED]
+    revisions = Counter(r["prediction_id"] for r in accepted)
     latest = {r["prediction_id"]: r["label_file"] for r in accepted}
     for row in accepted:
+        row["revisions"] = revisions[row["prediction_id"]]
         if latest[row["prediction_id"]] != row["label_file"]:
             row["status"] = STATUS_SUPERSEDED
             row["reasons"] = [f"superseded by {latest[row['prediction_id']]}"]

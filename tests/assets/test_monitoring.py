@@ -204,6 +204,62 @@ def test_labels_are_validated_one_by_one_and_none_is_lost(tmp_path):
     assert (by_file["f.json"]["status"], by_file["f.json"]["severity"]) == ("accepted", "chronic")
 
 
+def test_labels_outside_the_catalogue_or_over_the_daily_cap_are_quarantined_with_the_reason(
+    tmp_path,
+):
+    """Well-formed codes that no catalogue disease has never become classes; a token's labels
+    beyond the daily cap are held back; revisions of one prediction are counted, the latest wins."""
+    labels = tmp_path / "labels"
+    catalogue = {"NONE", "J10", "ORPHA:558"}
+
+    def label(name, prediction, code, at, token="clin-a"):
+        write_label(
+            labels,
+            name,
+            {
+                "prediction_id": prediction,
+                "diagnosis": code,
+                "severity": "acute",
+                "labelled_at": at,
+                "labelled_by": "clinician",
+                "confirmed_by": token,
+            },
+        )
+
+    label("unknown.json", "p1", "OMIM:99999999999", "2026-04-01T08:00:00Z")
+    label("odd.json", "p2", "O73.BD3I", "2026-04-01T08:01:00Z")
+    label("r1.json", "p3", "J10", "2026-04-01T09:00:00Z")
+    label("r2.json", "p3", "ORPHA:558", "2026-04-01T09:30:00Z", token="clin-b")
+    label("c1.json", "p4", "J10", "2026-04-01T10:00:00Z")
+    label("c2.json", "p5", "J10", "2026-04-01T11:00:00Z")  # clin-a's third valid label that day
+    label("c3.json", "p6", "J10", "2026-04-02T11:00:00Z")  # a new day
+    frame = monitoring.validate_label_files(
+        monitoring.label_files(labels),
+        {f"p{i}" for i in range(1, 7)},
+        catalogue_codes=catalogue,
+        max_labels_per_token_per_day=2,
+    )
+    rows = {r["label_file"]: r for r in frame.to_dicts()}
+    assert len(rows) == 7  # none dropped
+    assert rows["unknown.json"]["status"] == "rejected"
+    assert rows["unknown.json"]["reasons"] == [
+        "diagnosis: OMIM:99999999999 is not in the disease catalogue in use"
+    ]
+    assert rows["odd.json"]["reasons"] == [
+        "diagnosis: O73.BD3I is not in the disease catalogue in use"
+    ]
+    assert (rows["r1.json"]["status"], rows["r2.json"]["status"]) == ("superseded", "accepted")
+    assert rows["r1.json"]["revisions"] == rows["r2.json"]["revisions"] == 2
+    assert rows["c1.json"]["status"] == "accepted"
+    assert rows["c2.json"]["status"] == "rejected"
+    assert rows["c2.json"]["reasons"] == ["cap: clin-a confirmed more than 2 labels on 2026-04-01"]
+    assert rows["c3.json"]["status"] == "accepted"
+    assert rows["c3.json"]["confirmed_by"] == "clin-a"
+    # without a catalogue or a cap (older callers) the same codes pass the format check only
+    loose = monitoring.validate_label_files(monitoring.label_files(labels), {"p1", "p2"})
+    assert dict(loose.select("label_file", "status").iter_rows())["unknown.json"] == "accepted"
+
+
 def test_labelled_feedback_becomes_training_rows_marked_as_clinician_labels(tmp_path):
     week = simulated_patients(tmp_path, 200, seed=3)
     catalogue = pl.DataFrame({"code": ["NONE"], "name": ["No disease"]})

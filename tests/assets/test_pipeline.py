@@ -168,3 +168,31 @@ def test_a_second_run_validates_only_new_weeks_and_deploys_a_new_version(
     assert new_week in manifest["data_versions"]["weekly_exports"]
     # the previous version stays on disk, immutable, for audit and rollback
     assert (deployed_home / "deployments" / before["manifest"]).exists()
+
+
+def test_files_with_patient_data_written_by_the_pipeline_are_private(deployed_home):
+    """Validated and quarantined tables, raw copies, labels, the pseudonym key: 0600 files in 0700
+    folders (TRIAGE_HOME itself 0700)."""
+    import stat
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(deployed_home) == 0o700
+    checked = []
+    for area in ("storage", "landing", "secrets"):
+        root = deployed_home / area
+        for path in [root, *root.rglob("*")]:
+            if path.is_dir():
+                assert mode(path) == 0o700, path
+            else:
+                assert mode(path) & 0o077 == 0, path
+            checked.append(path)
+    names = {p.parent.name for p in checked}
+    assert {
+        "validated_patient_records",
+        "quarantined_patient_records",
+        "raw_patient_records",
+    } <= names
+    assert (deployed_home / "storage" / "clinician_labels") in checked
+    assert (deployed_home / "secrets" / "pseudonym.key") in checked

@@ -35,8 +35,8 @@ def test_it_runs_the_same_test_command_as_ci_run_on_ubuntu_with_python_311():
     setups = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
     assert [s["with"]["python-version"] for s in setups] == ["3.11"]
     ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
-    assert ci_run[-1] == "make test"
-    assert "make test" in _runs(job)
+    assert ci_run[-2:] == ["make test", "make test-reliability"]
+    assert "make test" in _runs(job) and "make test-reliability" in _runs(job)
 
 
 def test_it_provides_postgres_15_redis_and_rabbitmq_where_the_tests_look():

@@ -1,8 +1,9 @@
 import dagster as dg
 import pytest
 
+from diagnosis.simulation import write_weekly_exports
 from orchestration.definitions import defs
-from orchestration.resources import TriageStorage
+from orchestration.resources import AlertsResource, TriageStorage
 from orchestration.sensors import weekly_export_sensor
 
 STAGES = {
@@ -66,16 +67,62 @@ def landing(tmp_path):
 
 
 def test_weekly_export_sensor_registers_each_new_file_once(landing):
-    (landing / "landing" / "records_2026-01-05.txt").write_text("x")
+    write_weekly_exports(landing / "landing", patients=20, weeks=1, seed=1, start="2026-01-05")
     (landing / "landing" / "notes.txt").write_text("not an export")
     storage = TriageStorage(home=str(landing))
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources={"storage": storage})
+        context = dg.build_sensor_context(
+            instance=instance, resources={"storage": storage, "alerts": AlertsResource()}
+        )
         result = weekly_export_sensor(context)
         assert [r.partition_key for r in result.run_requests] == ["2026-01-05"]
         assert result.dynamic_partitions_requests[0].partition_keys == ["2026-01-05"]
         instance.add_dynamic_partitions("weekly_exports", ["2026-01-05"])
         again = weekly_export_sensor(
-            dg.build_sensor_context(instance=instance, resources={"storage": storage})
+            dg.build_sensor_context(
+                instance=instance, resources={"storage": storage, "alerts": AlertsResource()}
+            )
         )
         assert again.run_requests == []
+
+
+def test_weekly_export_sensor_refuses_an_unreadable_file_and_registers_only_the_readable(landing):
+    """Random bytes and an empty file never become partitions (a partition without a readable
+    file blocked every later training run): they are moved to landing/refused/ with their reason,
+    reported as a failed export_readable check and alerted; the readable week goes on."""
+    write_weekly_exports(landing / "landing", patients=20, weeks=1, seed=1, start="2026-01-12")
+    (landing / "landing" / "records_2026-01-05.txt").write_bytes(bytes(range(256)) * 8)
+    (landing / "landing" / "records_2026-01-19.txt").write_bytes(b"")
+    storage = TriageStorage(home=str(landing))
+    sent = []
+
+    class Alerts(dg.ConfigurableResource):
+        def send(self, kind, summary, details=None, log=None):
+            sent.append((kind, details["week"]))
+            return True
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"storage": storage, "alerts": Alerts()}
+        )
+        result = weekly_export_sensor(context)
+    assert [r.partition_key for r in result.run_requests] == ["2026-01-12"]
+    assert result.dynamic_partitions_requests[0].partition_keys == ["2026-01-12"]
+    failed = {e.metadata["week"].value: e for e in result.asset_events}
+    assert sorted(failed) == ["2026-01-05", "2026-01-19"]
+    assert all(not e.passed and e.check_name == "export_readable" for e in failed.values())
+    assert "empty file" in failed["2026-01-19"].description
+    assert sorted(sent) == [
+        ("weekly_export_refused", "2026-01-05"),
+        ("weekly_export_refused", "2026-01-19"),
+    ]
+    refused = landing / "landing" / "refused"
+    assert sorted(p.name for p in refused.iterdir()) == [
+        "records_2026-01-05.txt",
+        "records_2026-01-05.txt.reason.json",
+        "records_2026-01-19.txt",
+        "records_2026-01-19.txt.reason.json",
+    ]
+    assert not (landing / "landing" / "records_2026-01-05.txt").exists()
+    assert refused.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in refused.iterdir())
