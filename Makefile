@@ -19,7 +19,7 @@ UI_PORT ?= 3000
 API_WORKERS ?= 2
 export API_WORKERS
 
-.PHONY: install pipeline serve ui run test lint bench-validate bench-model bench-real bench-api fit-ranker clean help
+.PHONY: install pipeline serve ui run test lint bench-validate bench-model bench-real bench-api bench-pipeline fit-ranker clean help
 
 help:
 	@echo "make run       install, run the pipeline, then start the Dagster UI and the API"
@@ -79,6 +79,11 @@ fit-ranker: install
 # the shipped server (uvicorn, 2 workers); BENCH_API_ARGS=--compare adds 1 worker and granian
 bench-api: install
 	$(VENV)/bin/python tests/benchmarks/bench_api.py --home "$(TRIAGE_HOME)" $(BENCH_API_ARGS)
+
+# the whole pipeline on N simulated patients, per asset (README, "Hospital scale");
+# BENCH_PIPELINE_ARGS="--patients 10000" for one size, "--million" adds 1 M
+bench-pipeline: install
+	$(VENV)/bin/python tests/benchmarks/bench_pipeline.py $(BENCH_PIPELINE_ARGS)
 
 clean:
 	rm -rf $(TRIAGE_HOME)
