@@ -4,20 +4,29 @@ cross-validation, the selected balancing applied to the training split, and the 
 training_table -> training_features -> model_selection -> balanced_training_set -> diagnosis_model
 (logic: :mod:`diagnosis.training`)."""
 
+import hashlib
+import inspect
+import json
 from typing import Optional
 
 import dagster as dg
+import numpy as np
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
 from diagnosis.categories import category_of
 from diagnosis.ranker import KnowledgeRanker
+from diagnosis.training import candidates as candidates_module
 from diagnosis.training.balancing import BalancedTrainingSet, balance
 from diagnosis.training.candidates import (
+    MAX_RESAMPLED_ROWS,
+    SELECTION_MAX_ROWS,
     XGB_PARAMS,
+    learning_curve,
     markdown_table,
     run_comparison,
     select_candidate,
+    stratified_sample,
 )
 from diagnosis.training.dataset import (
     SPLIT_EVALUATION,
@@ -130,10 +139,81 @@ def training_features(training_table: pl.DataFrame) -> dg.Output[TrainingSet]:
 
 
 class SelectionConfig(dg.Config):
-    """How much of the comparison to run (set in the launchpad)."""
+    """How much of the comparison to run, and when to run it again (set in the launchpad)."""
 
     folds: int = 3
     resample_top: int = 1  # families (best first) that also get random over-sampling and SMOTE
+    # the comparison runs on a stratified sample sized by a learning curve, at most this many rows
+    max_sample_rows: int = SELECTION_MAX_ROWS
+    max_resampled_rows: int = MAX_RESAMPLED_ROWS  # synthetic rows per resampling, at most
+    # re-run only when the training split changed enough (else reuse the last selection)
+    reselect_row_change: float = 0.5  # relative change of the training rows since the last run
+    reselect_class_shift: float = 0.1  # total-variation distance of the class shares
+    force: bool = False  # run the comparison whatever changed
+
+
+SELECTION_STATE = "selection_state"
+
+
+def selection_fingerprint(config: SelectionConfig, policy: ModelPolicy) -> str:
+    """What the comparison's result depends on besides the data: the selection code (the source of
+    diagnosis.training.candidates), the comparison settings and the selection rule."""
+    settings = config.model_dump(exclude={"force", "reselect_row_change", "reselect_class_shift"})
+    digest = hashlib.sha256(inspect.getsource(candidates_module).encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(f"{policy.random_seed}|{policy.min_orphan_recall}".encode())
+    return digest.hexdigest()[:16]
+
+
+def class_shares(y: np.ndarray, classes: list[str]) -> dict[str, float]:
+    counts = np.bincount(y, minlength=len(classes))
+    return {c: float(n) / max(len(y), 1) for c, n in zip(classes, counts)}
+
+
+def reuse_decision(
+    previous: dict | None, fingerprint: str, rows: int, shares: dict, config: SelectionConfig
+) -> tuple[bool, str]:
+    """(reuse the previous selection?, why): only when the code and settings are the same and the
+    training split changed by less than the configured size and class-mix thresholds."""
+    if config.force:
+        return False, "forced by config"
+    if not previous:
+        return False, "no earlier selection"
+    if previous.get("fingerprint") != fingerprint:
+        return False, "selection code or settings changed"
+    change = abs(rows - previous["rows"]) / max(previous["rows"], 1)
+    if change >= config.reselect_row_change:
+        return False, f"training rows changed by {change:.0%} (>= {config.reselect_row_change:.0%})"
+    before = previous["class_shares"]
+    shift = 0.5 * sum(
+        abs(shares.get(c, 0.0) - before.get(c, 0.0)) for c in set(shares) | set(before)
+    )
+    if shift >= config.reselect_class_shift:
+        return False, f"class mix shifted by {shift:.3f} (>= {config.reselect_class_shift})"
+    return True, (
+        f"training rows changed by {change:.0%} (< {config.reselect_row_change:.0%}), class mix "
+        f"by {shift:.3f} (< {config.reselect_class_shift}), same code and settings"
+    )
+
+
+def previous_selection(context: dg.AssetExecutionContext) -> dict | None:
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    if event is None or event.asset_materialization is None:
+        return None
+    entry = event.asset_materialization.metadata.get(SELECTION_STATE)
+    return entry.value if entry is not None else None
+
+
+def selection_metadata(metadata: dict) -> dict:
+    """The selection's evidence as Dagster metadata (tables as markdown, lists as JSON)."""
+    return {
+        k: dg.MetadataValue.md(v)
+        if k in ("comparison", "learning_curve")
+        else dg.MetadataValue.json(v)
+        if isinstance(v, (list, dict))
+        else v
+        for k, v in metadata.items()
+    }
 
 
 @dg.asset(
@@ -142,10 +222,13 @@ class SelectionConfig(dg.Config):
     description=(
         "Logistic regression, random forest, XGBoost and an MLP, each with no balancing, class "
         "weights, random over-sampling or SMOTE (inside the training folds only), compared by "
-        "stratified cross-validation on `training_features` (the unbalanced training split), with "
+        "stratified cross-validation on a stratified sample of `training_features` (the "
+        "unbalanced training split) sized by a learning curve (in the metadata), with "
         "the knowledge ranker's "
         "orphan top-1 in the same table. Selection: highest macro-F1 among candidates reaching "
-        "the orphan-recall floor. One nested MLflow run per candidate."
+        "the orphan-recall floor. One nested MLflow run per candidate. When neither the selection "
+        "code nor its settings changed and the training split changed by less than the configured "
+        "thresholds, the last selection is reused with its evidence."
     ),
 )
 def model_selection(
@@ -158,23 +241,55 @@ def model_selection(
     knowledge_ranker: KnowledgeRanker,
 ) -> dg.Output[dict]:
     data = training_features
+    fingerprint = selection_fingerprint(config, policy)
+    shares = class_shares(data.y_diagnosis, data.classes)
+    rows = int(data.X.shape[0])
+    previous = previous_selection(context)
+    reuse, why = reuse_decision(previous, fingerprint, rows, shares, config)
+    if reuse:
+        selected = previous["selected"]
+        mlflow.log_params(
+            {
+                "selected_model": selected["model"],
+                "selected_balancing": selected["balancing"],
+                "selection_reused_from_run": previous["dagster_run_id"],
+            }
+        )
+        context.log.info(f"model selection reused: {why}")
+        return dg.Output(
+            selected,
+            metadata={
+                **selection_metadata(previous["metadata"]),
+                "reused": True,
+                "reuse_reason": why,
+                "reused_from_run": previous["dagster_run_id"],
+                "training_rows_now": rows,
+                SELECTION_STATE: dg.MetadataValue.json(previous),
+            },
+        )
     train = training_table.filter(pl.col("split") == SPLIT_TRAIN)
+    curve = learning_curve(
+        data.X, data.y_diagnosis, policy.random_seed, max_rows=config.max_sample_rows
+    )
+    sample = stratified_sample(data.y_diagnosis, curve.rows_chosen, policy.random_seed)
     symptom_lists = None
-    if train.height == data.X.shape[0] and train["diagnosis"].to_list() == [
+    if train.height == rows and train["diagnosis"].to_list() == [
         data.classes[i] for i in data.y_diagnosis
     ]:
-        symptom_lists = [terms or [] for terms in train["symptoms"].to_list()]
+        all_lists = train["symptoms"].to_list()
+        symptom_lists = [all_lists[i] or [] for i in sample]
     else:
         context.log.warning("training rows do not line up with the training set: ranker skipped")
     comparison = run_comparison(
-        data.X,
-        data.y_diagnosis,
+        data.X[sample],
+        data.y_diagnosis[sample],
         data.classes,
         policy.random_seed,
         folds=config.folds,
         resample_top=config.resample_top,
         ranker=knowledge_ranker,
         symptom_lists=symptom_lists,
+        max_resampled_rows=config.max_resampled_rows,
     )
     selected = select_candidate(comparison.table, policy.min_orphan_recall)
     for result in comparison.results:
@@ -195,22 +310,45 @@ def model_selection(
             if result.confusion is not None:
                 mlflow.log_dict(result.confusion, "cv/confusion_matrix.json")
     mlflow.log_table(comparison.table.to_pandas(), "selection/comparison.json")
+    mlflow.log_dict(curve.to_metadata(), "selection/learning_curve.json")
     mlflow.log_params(
-        {"selected_model": selected["model"], "selected_balancing": selected["balancing"]}
+        {
+            "selected_model": selected["model"],
+            "selected_balancing": selected["balancing"],
+            "selection_sample_rows": int(sample.size),
+        }
     )
     context.log.info(f"candidate comparison took {comparison.seconds:.1f}s; cut: {comparison.cut}")
+    metadata = {
+        "comparison": markdown_table(comparison.table, selected),
+        "selected": f"{selected['model']} + {selected['balancing']}",
+        "selected_macro_f1": selected["macro_f1_mean"],
+        "selected_orphan_recall": selected["orphan_recall"]
+        if selected["orphan_recall"] is not None
+        else -1.0,
+        "orphan_floor_met": selected["orphan_floor_met"],
+        "comparison_seconds": round(comparison.seconds, 1),
+        "not_run": comparison.cut,
+        "sample_rows": int(sample.size),
+        "training_rows": rows,
+        "learning_curve": curve.markdown(),
+        "learning_curve_points": curve.to_metadata(),
+    }
+    state = {
+        "fingerprint": fingerprint,
+        "selected": selected,
+        "rows": rows,
+        "class_shares": shares,
+        "dagster_run_id": context.run_id,
+        "metadata": metadata,
+    }
     return dg.Output(
         selected,
         metadata={
-            "comparison": dg.MetadataValue.md(markdown_table(comparison.table, selected)),
-            "selected": f"{selected['model']} + {selected['balancing']}",
-            "selected_macro_f1": selected["macro_f1_mean"],
-            "selected_orphan_recall": selected["orphan_recall"]
-            if selected["orphan_recall"] is not None
-            else -1.0,
-            "orphan_floor_met": selected["orphan_floor_met"],
-            "comparison_seconds": round(comparison.seconds, 1),
-            "not_run": dg.MetadataValue.json(comparison.cut),
+            **selection_metadata(metadata),
+            "reused": False,
+            "run_reason": why,
+            SELECTION_STATE: dg.MetadataValue.json(state),
         },
     )
 
@@ -220,6 +358,7 @@ class BalancingConfig(dg.Config):
     diagnosis.training.candidates.BALANCINGS)."""
 
     balancing: Optional[str] = None
+    max_resampled_rows: int = MAX_RESAMPLED_ROWS  # synthetic rows added by resampling, at most
 
 
 @dg.asset(
@@ -241,7 +380,7 @@ def balanced_training_set(
     model_selection: dict,
 ) -> dg.Output[BalancedTrainingSet]:
     balancing = config.balancing or model_selection["balancing"]
-    data = balance(training_features, balancing, policy.random_seed)
+    data = balance(training_features, balancing, policy.random_seed, config.max_resampled_rows)
     weights = data.class_weights()
     return dg.Output(
         data,
