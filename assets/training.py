@@ -7,6 +7,7 @@ training_table -> training_features -> model_selection -> balanced_training_set 
 import hashlib
 import inspect
 import json
+from dataclasses import dataclass
 from typing import Optional
 
 import dagster as dg
@@ -19,12 +20,20 @@ from diagnosis.ranker import KnowledgeRanker
 from diagnosis.training import candidates as candidates_module
 from diagnosis.training.balancing import BalancedTrainingSet, balance
 from diagnosis.training.candidates import (
+    BALANCINGS,
+    FAMILIES,
     MAX_RESAMPLED_ROWS,
+    RESAMPLING,
     SELECTION_MAX_ROWS,
     XGB_PARAMS,
+    CandidateResult,
+    LearningCurve,
+    comparison_table,
+    cross_validate_candidate,
+    evaluate_ranker,
     learning_curve,
     markdown_table,
-    run_comparison,
+    resampling_plan,
     select_candidate,
     stratified_sample,
 )
@@ -196,8 +205,8 @@ def reuse_decision(
     )
 
 
-def previous_selection(context: dg.AssetExecutionContext) -> dict | None:
-    event = context.instance.get_latest_materialization_event(context.asset_key)
+def previous_selection(context) -> dict | None:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("model_selection"))
     if event is None or event.asset_materialization is None:
         return None
     entry = event.asset_materialization.metadata.get(SELECTION_STATE)
@@ -216,37 +225,201 @@ def selection_metadata(metadata: dict) -> dict:
     }
 
 
-@dg.asset(
-    group_name="training",
-    kinds={"scikitlearn", "mlflow"},
-    description=(
-        "Logistic regression, random forest, XGBoost and an MLP, each with no balancing, class "
-        "weights, random over-sampling or SMOTE (inside the training folds only), compared by "
-        "stratified cross-validation on a stratified sample of `training_features` (the "
-        "unbalanced training split) sized by a learning curve (in the metadata), with "
-        "the knowledge ranker's "
-        "orphan top-1 in the same table. Selection: highest macro-F1 among candidates reaching "
-        "the orphan-recall floor. One nested MLflow run per candidate. When neither the selection "
-        "code nor its settings changed and the training split changed by less than the configured "
-        "thresholds, the last selection is reused with its evidence."
-    ),
+@dataclass
+class SelectionPlan:
+    """What every step of the selection graph needs: the decision to reuse or run, and when
+    running, the stratified sample the candidates are compared on (and its learning curve)."""
+
+    reuse: bool
+    why: str
+    previous: dict | None
+    fingerprint: str
+    rows: int
+    shares: dict[str, float]
+    classes: list[str]
+    seed: int
+    folds: int
+    resample_top: int
+    max_resampled_rows: int
+    min_orphan_recall: float
+    X: object = None  # the sample's features (None when reusing)
+    y: np.ndarray | None = None
+    symptom_lists: list[list[str]] | None = None
+    curve: LearningCurve | None = None
+
+
+@dg.op(
+    description="Decide whether the comparison must run again (code, settings, rows, class "
+    "mix) and, if so, draw its stratified sample, sized by a learning curve."
 )
-def model_selection(
-    context: dg.AssetExecutionContext,
+def selection_plan(
+    context: dg.OpExecutionContext,
     config: SelectionConfig,
     policy: ModelPolicy,
-    mlflow: dg.ResourceParam[MlFlow],
     training_features: TrainingSet,
     training_table: pl.DataFrame,
-    knowledge_ranker: KnowledgeRanker,
-) -> dg.Output[dict]:
+) -> SelectionPlan:
     data = training_features
-    fingerprint = selection_fingerprint(config, policy)
-    shares = class_shares(data.y_diagnosis, data.classes)
     rows = int(data.X.shape[0])
-    previous = previous_selection(context)
-    reuse, why = reuse_decision(previous, fingerprint, rows, shares, config)
-    if reuse:
+    plan = SelectionPlan(
+        reuse=False,
+        why="",
+        previous=previous_selection(context),
+        fingerprint=selection_fingerprint(config, policy),
+        rows=rows,
+        shares=class_shares(data.y_diagnosis, data.classes),
+        classes=list(data.classes),
+        seed=policy.random_seed,
+        folds=config.folds,
+        resample_top=config.resample_top,
+        max_resampled_rows=config.max_resampled_rows,
+        min_orphan_recall=policy.min_orphan_recall,
+    )
+    plan.reuse, plan.why = reuse_decision(
+        plan.previous, plan.fingerprint, rows, plan.shares, config
+    )
+    context.log.info(f"model selection {'reused' if plan.reuse else 'runs'}: {plan.why}")
+    if plan.reuse:
+        return plan
+    plan.curve = learning_curve(
+        data.X, data.y_diagnosis, policy.random_seed, max_rows=config.max_sample_rows
+    )
+    sample = stratified_sample(data.y_diagnosis, plan.curve.rows_chosen, policy.random_seed)
+    plan.X, plan.y = data.X[sample], data.y_diagnosis[sample]
+    train = training_table.filter(pl.col("split") == SPLIT_TRAIN)
+    if train.height == rows and train["diagnosis"].to_list() == [
+        data.classes[i] for i in data.y_diagnosis
+    ]:
+        all_lists = train["symptoms"].to_list()
+        plan.symptom_lists = [all_lists[i] or [] for i in sample]
+    else:
+        context.log.warning("training rows do not line up with the training set: ranker skipped")
+    return plan
+
+
+REUSED = "reused"  # the placeholder candidate of a reused selection (no step fits anything)
+
+
+def _candidate_outputs(pairs):
+    for family, balancing in pairs:
+        yield dg.DynamicOutput(f"{family}+{balancing}", mapping_key=f"{family}__{balancing}")
+
+
+@dg.op(
+    out=dg.DynamicOut(str),
+    description="Stage 1: every family with the "
+    "balancings that do not resample, one step each (one empty placeholder when the selection is reused).",
+)
+def first_stage_candidates(plan: SelectionPlan):
+    if plan.reuse:
+        # one placeholder, not none: Dagster skips everything downstream of an empty fan-out
+        yield dg.DynamicOutput(REUSED, mapping_key=REUSED)
+        return
+    yield from _candidate_outputs(
+        (family, balancing)
+        for family in FAMILIES
+        for balancing in BALANCINGS
+        if balancing not in RESAMPLING
+    )
+
+
+@dg.op(
+    out=dg.DynamicOut(str),
+    description="Stage 2: the resampling "
+    "balancings for the best families of stage 1 (SelectionConfig.resample_top), one step each.",
+)
+def second_stage_candidates(plan: SelectionPlan, first: list[Optional[CandidateResult]]):
+    if plan.reuse:
+        yield dg.DynamicOutput(REUSED, mapping_key=REUSED)
+        return
+    first = [r for r in first if r is not None]
+    resampled, _ = resampling_plan(first, FAMILIES, BALANCINGS, plan.resample_top)
+    yield from _candidate_outputs(
+        (family, balancing)
+        for family in resampled
+        for balancing in BALANCINGS
+        if balancing in RESAMPLING
+    )
+
+
+@dg.op(
+    description="One candidate (family + balancing) cross-validated on the selection sample, "
+    "balancing inside the training folds only; one nested MLflow run."
+)
+def cross_validate_step(
+    context: dg.OpExecutionContext,
+    mlflow: dg.ResourceParam[MlFlow],
+    plan: SelectionPlan,
+    candidate: str,
+) -> Optional[CandidateResult]:
+    if candidate == REUSED:
+        return None
+    family, balancing = candidate.split("+")
+    result = cross_validate_candidate(
+        family,
+        balancing,
+        plan.X,
+        plan.y,
+        plan.classes,
+        plan.seed,
+        plan.folds,
+        max_resampled_rows=plan.max_resampled_rows,
+    )
+    with mlflow.start_run(nested=True, run_name=candidate) as run:
+        mlflow.log_params(result.params | {"selection_sample_rows": len(plan.y)})
+        mlflow.log_metrics(
+            {
+                k: v
+                for k, v in result.row().items()
+                if isinstance(v, (int, float)) and k not in ("model", "balancing")
+            }
+            | {f"macro_f1_fold{i}": v for i, v in enumerate(result.macro_f1)}
+        )
+        if result.confusion is not None:
+            mlflow.log_dict(result.confusion, "cv/confusion_matrix.json")
+        result.mlflow_run_id = run.info.run_id
+    context.log.info(f"{candidate}: macro-F1 {result.row()['macro_f1_mean']:.4f}")
+    return result
+
+
+@dg.op(description="The knowledge ranker's orphan top-1 on the same folds of the sample.")
+def ranker_step(
+    mlflow: dg.ResourceParam[MlFlow], plan: SelectionPlan, knowledge_ranker: KnowledgeRanker
+) -> Optional[CandidateResult]:
+    if plan.reuse or plan.symptom_lists is None:
+        return None
+    result = evaluate_ranker(
+        knowledge_ranker, plan.symptom_lists, plan.y, plan.classes, plan.seed, plan.folds
+    )
+    with mlflow.start_run(nested=True, run_name=f"{result.model}+{result.balancing}") as run:
+        mlflow.log_params(result.params)
+        mlflow.log_metrics(
+            {
+                k: v
+                for k, v in result.row().items()
+                if isinstance(v, (int, float)) and k not in ("model", "balancing")
+            }
+        )
+        result.mlflow_run_id = run.info.run_id
+    return result
+
+
+@dg.op(
+    description="Gather the candidates' results (and their MLflow runs), apply the selection "
+    "rule, or return the reused selection with its evidence."
+)
+def choose_selection(
+    context: dg.OpExecutionContext,
+    mlflow: dg.ResourceParam[MlFlow],
+    plan: SelectionPlan,
+    first: list[Optional[CandidateResult]],
+    second: list[Optional[CandidateResult]],
+    ranker: Optional[CandidateResult],
+) -> dg.Output[dict]:
+    first = [r for r in first if r is not None]
+    second = [r for r in second if r is not None]
+    if plan.reuse:
+        previous = plan.previous
         selected = previous["selected"]
         mlflow.log_params(
             {
@@ -255,90 +428,58 @@ def model_selection(
                 "selection_reused_from_run": previous["dagster_run_id"],
             }
         )
-        context.log.info(f"model selection reused: {why}")
         return dg.Output(
             selected,
             metadata={
                 **selection_metadata(previous["metadata"]),
                 "reused": True,
-                "reuse_reason": why,
+                "reuse_reason": plan.why,
                 "reused_from_run": previous["dagster_run_id"],
-                "training_rows_now": rows,
+                "training_rows_now": plan.rows,
                 SELECTION_STATE: dg.MetadataValue.json(previous),
             },
         )
-    train = training_table.filter(pl.col("split") == SPLIT_TRAIN)
-    curve = learning_curve(
-        data.X, data.y_diagnosis, policy.random_seed, max_rows=config.max_sample_rows
-    )
-    sample = stratified_sample(data.y_diagnosis, curve.rows_chosen, policy.random_seed)
-    symptom_lists = None
-    if train.height == rows and train["diagnosis"].to_list() == [
-        data.classes[i] for i in data.y_diagnosis
-    ]:
-        all_lists = train["symptoms"].to_list()
-        symptom_lists = [all_lists[i] or [] for i in sample]
-    else:
-        context.log.warning("training rows do not line up with the training set: ranker skipped")
-    comparison = run_comparison(
-        data.X[sample],
-        data.y_diagnosis[sample],
-        data.classes,
-        policy.random_seed,
-        folds=config.folds,
-        resample_top=config.resample_top,
-        ranker=knowledge_ranker,
-        symptom_lists=symptom_lists,
-        max_resampled_rows=config.max_resampled_rows,
-    )
-    selected = select_candidate(comparison.table, policy.min_orphan_recall)
-    for result in comparison.results:
-        with mlflow.start_run(nested=True, run_name=f"{result.model}+{result.balancing}"):
-            mlflow.log_params(result.params)
-            mlflow.log_metrics(
-                {
-                    k: v
-                    for k, v in result.row().items()
-                    if isinstance(v, (int, float)) and k not in ("model", "balancing")
-                }
-                | {f"macro_f1_fold{i}": v for i, v in enumerate(result.macro_f1)}
-            )
-            mlflow.set_tag(
-                "selected",
-                str((result.model, result.balancing) == (selected["model"], selected["balancing"])),
-            )
-            if result.confusion is not None:
-                mlflow.log_dict(result.confusion, "cv/confusion_matrix.json")
-    mlflow.log_table(comparison.table.to_pandas(), "selection/comparison.json")
-    mlflow.log_dict(curve.to_metadata(), "selection/learning_curve.json")
+    order = {f"{f}+{b}": i for i, (f, b) in enumerate((f, b) for f in FAMILIES for b in BALANCINGS)}
+    results = sorted(first + second, key=lambda r: order[f"{r.model}+{r.balancing}"])
+    results += [ranker] if ranker is not None else []
+    table = comparison_table(results)
+    selected = select_candidate(table, plan.min_orphan_recall)
+    _, cut = resampling_plan(first, FAMILIES, BALANCINGS, plan.resample_top)
+    client = mlflow.tracking.MlflowClient()
+    for result in results:
+        if result.mlflow_run_id:
+            chosen = (result.model, result.balancing) == (selected["model"], selected["balancing"])
+            client.set_tag(result.mlflow_run_id, "selected", str(chosen))
+    mlflow.log_table(table.to_pandas(), "selection/comparison.json")
+    mlflow.log_dict(plan.curve.to_metadata(), "selection/learning_curve.json")
     mlflow.log_params(
         {
             "selected_model": selected["model"],
             "selected_balancing": selected["balancing"],
-            "selection_sample_rows": int(sample.size),
+            "selection_sample_rows": len(plan.y),
         }
     )
-    context.log.info(f"candidate comparison took {comparison.seconds:.1f}s; cut: {comparison.cut}")
+    fit_seconds = sum(sum(r.fit_seconds) for r in results)
     metadata = {
-        "comparison": markdown_table(comparison.table, selected),
+        "comparison": markdown_table(table, selected),
         "selected": f"{selected['model']} + {selected['balancing']}",
         "selected_macro_f1": selected["macro_f1_mean"],
         "selected_orphan_recall": selected["orphan_recall"]
         if selected["orphan_recall"] is not None
         else -1.0,
         "orphan_floor_met": selected["orphan_floor_met"],
-        "comparison_seconds": round(comparison.seconds, 1),
-        "not_run": comparison.cut,
-        "sample_rows": int(sample.size),
-        "training_rows": rows,
-        "learning_curve": curve.markdown(),
-        "learning_curve_points": curve.to_metadata(),
+        "candidate_fit_seconds": round(fit_seconds, 1),
+        "not_run": cut,
+        "sample_rows": len(plan.y),
+        "training_rows": plan.rows,
+        "learning_curve": plan.curve.markdown(),
+        "learning_curve_points": plan.curve.to_metadata(),
     }
     state = {
-        "fingerprint": fingerprint,
+        "fingerprint": plan.fingerprint,
         "selected": selected,
-        "rows": rows,
-        "class_shares": shares,
+        "rows": plan.rows,
+        "class_shares": plan.shares,
         "dagster_run_id": context.run_id,
         "metadata": metadata,
     }
@@ -347,10 +488,35 @@ def model_selection(
         metadata={
             **selection_metadata(metadata),
             "reused": False,
-            "run_reason": why,
+            "run_reason": plan.why,
             SELECTION_STATE: dg.MetadataValue.json(state),
         },
     )
+
+
+@dg.graph_asset(
+    group_name="training",
+    kinds={"scikitlearn", "mlflow"},
+    description=(
+        "Logistic regression, random forest, XGBoost and an MLP, each with no balancing, class "
+        "weights, random over-sampling or SMOTE (inside the training folds only), compared by "
+        "stratified cross-validation on a stratified sample of `training_features` (the "
+        "unbalanced training split) sized by a learning curve (in the metadata), with the "
+        "knowledge ranker's orphan top-1 in the same table. Each candidate is its own step, so "
+        "the multiprocess or Celery executor runs them in parallel; the last step gathers their "
+        "results and MLflow runs. Selection: highest macro-F1 among candidates reaching the "
+        "orphan-recall floor. When neither the selection code nor its settings changed and the "
+        "training split changed by less than the configured thresholds, the last selection is "
+        "reused with its evidence and no candidate runs."
+    ),
+)
+def model_selection(training_features, training_table, knowledge_ranker):
+    plan = selection_plan(training_features, training_table)
+    first = first_stage_candidates(plan).map(lambda c: cross_validate_step(plan, c)).collect()
+    second = (
+        second_stage_candidates(plan, first).map(lambda c: cross_validate_step(plan, c)).collect()
+    )
+    return choose_selection(plan, first, second, ranker_step(plan, knowledge_ranker))
 
 
 class BalancingConfig(dg.Config):

@@ -533,7 +533,7 @@ def markdown_table(table: pl.DataFrame, selected: dict | None = None) -> str:
 # first size whose doubling gained less than CURVE_TOLERANCE macro-F1 (or the cap). Small splits
 # (at most SELECTION_START_ROWS rows) are compared whole. The curve goes to the asset metadata.
 SELECTION_START_ROWS = 4_000
-SELECTION_MAX_ROWS = 32_000
+SELECTION_MAX_ROWS = 16_000
 CURVE_TOLERANCE = 0.01
 CURVE_HOLDOUT_ROWS = 4_000
 CURVE_REFERENCE = (LOGISTIC_REGRESSION, CLASS_WEIGHT)  # quick, and sensitive to rows per class
