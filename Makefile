@@ -19,7 +19,7 @@ UI_PORT ?= 3000
 API_WORKERS ?= 2
 export API_WORKERS
 
-.PHONY: install pipeline serve ui run test test-reliability lint bench-validate bench-model bench-real bench-api bench-inprocess fit-ranker clean help
+.PHONY: install pipeline serve ui run test test-reliability lint bench-validate bench-model bench-real bench-api bench-inprocess bench-pipeline fit-ranker clean help
 
 help:
 	@echo "make run       install, run the pipeline, then start the Dagster UI and the API"
@@ -90,6 +90,11 @@ bench-api: install
 # the cost model in process: each stage of a prediction beside its limit, batch throughput
 bench-inprocess: install
 	$(VENV)/bin/python tests/benchmarks/bench_inprocess.py --home "$(TRIAGE_HOME)"
+
+# the whole pipeline on N simulated patients, per asset (README, "Hospital scale");
+# BENCH_PIPELINE_ARGS="--patients 10000" for one size, "--million" adds 1 M
+bench-pipeline: install
+	$(VENV)/bin/python tests/benchmarks/bench_pipeline.py $(BENCH_PIPELINE_ARGS)
 
 clean:
 	rm -rf $(TRIAGE_HOME)

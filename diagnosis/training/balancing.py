@@ -10,7 +10,10 @@ row, exactly as a candidate's pipeline does in ``fit``:
   "balanced"; what ``class_weight="balanced"`` computes inside logistic regression and the random
   forest, and what XGBoost and the MLP receive as ``sample_weight``).
 * ``random_over_sampling`` / ``smote``: the median imputer is fitted on the recorded rows (SMOTE
-  needs complete rows), then the sampler makes every class as large as the largest. The fitted
+  needs complete rows), then the sampler makes every class as large as the largest, unless that
+  would add more than ``max_resampled_rows`` rows: then every class is raised to the floor
+  ``max_resampled_rows // classes`` (larger classes keep their rows), so a 100 k-row split never
+  becomes millions of synthetic rows. The same cap applies inside the selection's folds. The fitted
   imputer travels with the set: the exported pipeline imputes with the medians of the recorded
   rows, and the sampler is never part of it.
 
@@ -27,6 +30,7 @@ from diagnosis.features import FeatureSpec
 from diagnosis.training.candidates import (
     BALANCINGS,
     CLASS_WEIGHT,
+    MAX_RESAMPLED_ROWS,
     RESAMPLING,
     make_sampler,
 )
@@ -67,8 +71,14 @@ class BalancedTrainingSet:
         }
 
 
-def balance(data: TrainingSet, balancing: str, seed: int) -> BalancedTrainingSet:
-    """``balancing`` applied to every row of ``data`` (the training split)."""
+def balance(
+    data: TrainingSet,
+    balancing: str,
+    seed: int,
+    max_resampled_rows: int | None = MAX_RESAMPLED_ROWS,
+) -> BalancedTrainingSet:
+    """``balancing`` applied to every row of ``data`` (the training split); resampling adds at
+    most ``max_resampled_rows`` rows (:func:`~diagnosis.training.candidates.resampling_targets`)."""
     if balancing not in BALANCINGS:
         raise ValueError(f"unknown balancing {balancing!r}; expected one of {BALANCINGS}")
     X, y = data.X, data.y_diagnosis
@@ -77,7 +87,7 @@ def balance(data: TrainingSet, balancing: str, seed: int) -> BalancedTrainingSet
         weights = compute_sample_weight("balanced", y)
     elif balancing in RESAMPLING:
         imputer = SimpleImputer(strategy="median", keep_empty_features=True)
-        sampling = make_sampler(balancing, y, seed)
+        sampling = make_sampler(balancing, y, seed, max_resampled_rows)
         X, y = sampling.fit_resample(imputer.fit_transform(X), y)
         sampler = type(sampling).__name__
     return BalancedTrainingSet(

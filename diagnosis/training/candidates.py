@@ -77,6 +77,9 @@ RANDOM_OVER_SAMPLING = "random_over_sampling"
 SMOTE_BALANCING = "smote"
 BALANCINGS = (NO_BALANCING, CLASS_WEIGHT, RANDOM_OVER_SAMPLING, SMOTE_BALANCING)
 RESAMPLING = (RANDOM_OVER_SAMPLING, SMOTE_BALANCING)
+# At most this many synthetic rows per resampling (see resampling_targets): balancing a 100 k-row
+# split "as large as the largest class" would otherwise materialise millions of rows.
+MAX_RESAMPLED_ROWS = 100_000
 
 # XGBoost hyperparameters (the historical diagnosis model); the severity head and an XGBoost diagnosis head use them.
 XGB_PARAMS = {
@@ -137,24 +140,55 @@ def make_estimator(family: str, seed: int, params: dict | None = None, class_wei
     raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
 
 
-def make_sampler(balancing: str, y_train: np.ndarray, seed: int):
-    """The fold's sampler (None without resampling); SMOTE's neighbours fit the smallest class."""
+def resampling_targets(y_train: np.ndarray, max_rows: int | None = MAX_RESAMPLED_ROWS) -> dict:
+    """Rows per class after resampling: every class as large as the largest, unless that would
+    add more than ``max_rows`` rows in all; then every class is raised to the highest common
+    floor that adds at most ``max_rows`` rows (classes already above it keep their recorded
+    rows, nothing is removed), so the synthetic rows never exceed ``max_rows``."""
+    counts = Counter(y_train.tolist())
+    sizes = np.array(sorted(counts.values()))
+    largest = int(sizes[-1])
+
+    def added(floor: int) -> int:
+        return int(np.maximum(floor - sizes, 0).sum())
+
+    target = largest
+    if max_rows is not None and added(largest) > max_rows:
+        low, high = int(sizes[0]), largest  # added(low) == 0 <= max_rows < added(high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if added(middle) <= max_rows else (low, middle)
+        target = low
+    return {int(c): max(n, target) for c, n in counts.items()}
+
+
+def make_sampler(
+    balancing: str, y_train: np.ndarray, seed: int, max_rows: int | None = MAX_RESAMPLED_ROWS
+):
+    """The fold's sampler (None without resampling); SMOTE's neighbours fit the smallest class;
+    the synthetic rows are capped by ``max_rows`` (:func:`resampling_targets`)."""
     if balancing not in RESAMPLING:
         return None
     smallest = min(Counter(y_train.tolist()).values())
+    targets = resampling_targets(y_train, max_rows)
     if balancing == SMOTE_BALANCING and smallest >= 2:
-        return SMOTE(k_neighbors=min(5, smallest - 1), random_state=seed)
-    return RandomOverSampler(random_state=seed)
+        return SMOTE(sampling_strategy=targets, k_neighbors=min(5, smallest - 1), random_state=seed)
+    return RandomOverSampler(sampling_strategy=targets, random_state=seed)
 
 
 def make_pipeline(
-    family: str, balancing: str, y_train: np.ndarray, seed: int, params: dict | None = None
+    family: str,
+    balancing: str,
+    y_train: np.ndarray,
+    seed: int,
+    params: dict | None = None,
+    max_resampled_rows: int | None = MAX_RESAMPLED_ROWS,
 ) -> ImbPipeline:
     """impute -> [sampler] -> [scale] -> model; the sampler acts in ``fit`` only."""
     if balancing not in BALANCINGS:
         raise ValueError(f"unknown balancing {balancing!r}; expected one of {BALANCINGS}")
     steps = [("impute", SimpleImputer(strategy="median", keep_empty_features=True))]
-    sampler = make_sampler(balancing, y_train, seed)
+    sampler = make_sampler(balancing, y_train, seed, max_resampled_rows)
     if sampler is not None:
         steps.append(("sample", sampler))
     if family in SCALED:
@@ -236,6 +270,7 @@ class CandidateResult:
     confusion: dict | None = None
     fold_rows: list[dict] = field(default_factory=list)
     note: str | None = None
+    mlflow_run_id: str | None = None
 
     def row(self) -> dict:
         return {
@@ -253,7 +288,15 @@ class CandidateResult:
 
 
 def cross_validate_candidate(
-    family, balancing, X, y, classes, seed, folds=3, params=None
+    family,
+    balancing,
+    X,
+    y,
+    classes,
+    seed,
+    folds=3,
+    params=None,
+    max_resampled_rows: int | None = MAX_RESAMPLED_ROWS,
 ) -> CandidateResult:
     """Out-of-fold predictions of one candidate; balancing is fitted on training folds only."""
     k, train_only, splits = fold_plan(y, folds, seed)
@@ -261,7 +304,7 @@ def cross_validate_candidate(
     predicted = np.full(y.shape, -1)
     f1s, seconds, fold_rows = [], [], []
     for train, valid in splits:
-        pipeline = make_pipeline(family, balancing, y[train], seed, params)
+        pipeline = make_pipeline(family, balancing, y[train], seed, params, max_resampled_rows)
         start = time.perf_counter()
         fit_quietly(pipeline, X[train], y[train], **fit_kwargs(family, balancing, y[train]))
         seconds.append(time.perf_counter() - start)
@@ -341,6 +384,29 @@ def evaluate_ranker(
     )
 
 
+def resampling_plan(
+    first: list[CandidateResult],
+    candidates=FAMILIES,
+    balancings=BALANCINGS,
+    resample_top: int | None = 2,
+) -> tuple[list[str], list[str]]:
+    """(the families that also get the resampling balancings: the ``resample_top`` best of stage 1
+    by macro-F1, all when None or when stage 1 ran nothing; the candidates cut, as
+    ``family+balancing``)."""
+    second = [b for b in balancings if b in RESAMPLING]
+    best_of: dict[str, float] = {}
+    for r in first:
+        best_of[r.model] = max(best_of.get(r.model, -1.0), float(np.mean(r.macro_f1)))
+    ranked = sorted(best_of, key=best_of.get, reverse=True)
+    resampled = list(candidates) if resample_top is None or not first else ranked[:resample_top]
+    cut = [f"{family}+{b}" for family in candidates if family not in resampled for b in second]
+    return resampled, cut
+
+
+def comparison_table(results: list[CandidateResult]) -> pl.DataFrame:
+    return pl.DataFrame([r.row() for r in results], schema=TABLE_SCHEMA, orient="row")
+
+
 @dataclass
 class Comparison:
     table: pl.DataFrame
@@ -361,6 +427,7 @@ def run_comparison(
     ranker: KnowledgeRanker | None = None,
     symptom_lists: list[list[str]] | None = None,
     params=None,
+    max_resampled_rows: int | None = MAX_RESAMPLED_ROWS,
 ) -> Comparison:
     """Stage 1: every family with the balancings that do not resample. Stage 2: the resampling
     balancings only for the ``resample_top`` best families by macro-F1 (all when None)."""
@@ -373,25 +440,36 @@ def run_comparison(
         for balancing in first:
             results.append(
                 cross_validate_candidate(
-                    family, balancing, X, y, classes, seed, folds, params.get(family)
+                    family,
+                    balancing,
+                    X,
+                    y,
+                    classes,
+                    seed,
+                    folds,
+                    params.get(family),
+                    max_resampled_rows,
                 )
             )
-    best_of = {}
-    for r in results:
-        best_of[r.model] = max(best_of.get(r.model, -1.0), float(np.mean(r.macro_f1)))
-    ranked = sorted(best_of, key=best_of.get, reverse=True)
-    resampled = list(candidates) if resample_top is None or not first else ranked[:resample_top]
-    cut = [f"{family}+{b}" for family in candidates if family not in resampled for b in second]
+    resampled, cut = resampling_plan(results, candidates, balancings, resample_top)
     for family in resampled:
         for balancing in second:
             results.append(
                 cross_validate_candidate(
-                    family, balancing, X, y, classes, seed, folds, params.get(family)
+                    family,
+                    balancing,
+                    X,
+                    y,
+                    classes,
+                    seed,
+                    folds,
+                    params.get(family),
+                    max_resampled_rows,
                 )
             )
     if ranker is not None and symptom_lists is not None:
         results.append(evaluate_ranker(ranker, symptom_lists, y, classes, seed, folds))
-    table = pl.DataFrame([r.row() for r in results], schema=TABLE_SCHEMA, orient="row")
+    table = comparison_table(results)
     return Comparison(table, results, time.perf_counter() - start, cut)
 
 
@@ -446,3 +524,123 @@ def markdown_table(table: pl.DataFrame, selected: dict | None = None) -> str:
         )
     notes = [f"- {r['model']}: {r['note']}" for r in table.iter_rows(named=True) if r["note"]]
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+# ------------------------------------------------------------------------------ sample for selection
+# Model selection compares every candidate on a stratified sample of the training split whose
+# size a learning curve decides: the reference candidate is fitted on nested samples (start,
+# twice as many, ...) and scored on a fixed held-out set of rows outside them; the sample is the
+# first size whose doubling gained less than CURVE_TOLERANCE macro-F1 (or the cap). Small splits
+# (at most SELECTION_START_ROWS rows) are compared whole. The curve goes to the asset metadata.
+SELECTION_START_ROWS = 4_000
+SELECTION_MAX_ROWS = 16_000
+CURVE_TOLERANCE = 0.01
+CURVE_HOLDOUT_ROWS = 4_000
+CURVE_REFERENCE = (LOGISTIC_REGRESSION, CLASS_WEIGHT)  # quick, and sensitive to rows per class
+MIN_ROWS_PER_CLASS = 6  # every class keeps this many rows (or all it has) in any sample
+
+
+def stratified_order(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(an order of the rows whose every prefix holds each class in proportion, each row's rank
+    within its class in that order)."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    rank = np.empty(n, dtype=np.int64)
+    counts = np.bincount(y)
+    for c in np.flatnonzero(counts):
+        members = np.flatnonzero(y == c)
+        rank[rng.permutation(members)] = np.arange(members.size)
+    key = (rank + rng.random(n)) / counts[y]
+    return np.argsort(key, kind="stable"), rank
+
+
+def stratified_sample(y: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """Sorted row indices of a stratified sample of about ``rows`` rows (every class keeps at
+    least MIN_ROWS_PER_CLASS rows, or all it has); samples of one seed are nested."""
+    if rows >= len(y):
+        return np.arange(len(y))
+    order, rank = stratified_order(y, seed)
+    return np.union1d(order[:rows], np.flatnonzero(rank < MIN_ROWS_PER_CLASS))
+
+
+@dataclass
+class LearningCurve:
+    rows_total: int
+    rows_chosen: int
+    points: list[dict]  # {"rows", "macro_f1", "seconds"}
+    reason: str
+    reference: str = f"{CURVE_REFERENCE[0]}+{CURVE_REFERENCE[1]}"
+    holdout_rows: int = 0
+    tolerance: float = CURVE_TOLERANCE
+
+    def to_metadata(self) -> dict:
+        return {
+            "rows_total": self.rows_total,
+            "rows_chosen": self.rows_chosen,
+            "reference_candidate": self.reference,
+            "holdout_rows": self.holdout_rows,
+            "tolerance_macro_f1": self.tolerance,
+            "reason": self.reason,
+            "points": self.points,
+        }
+
+    def markdown(self) -> str:
+        lines = [
+            f"Reference {self.reference}, scored on {self.holdout_rows} held-out rows; "
+            f"{self.reason}.",
+            "",
+            "| sample rows | macro-F1 | fit s |",
+            "|---|---|---|",
+        ]
+        for p in self.points:
+            mark = " **(chosen)**" if p["rows"] == self.rows_chosen else ""
+            lines.append(f"| {p['rows']}{mark} | {p['macro_f1']:.4f} | {p['seconds']:.1f} |")
+        return "\n".join(lines)
+
+
+def learning_curve(
+    X,
+    y: np.ndarray,
+    seed: int,
+    start: int = SELECTION_START_ROWS,
+    max_rows: int = SELECTION_MAX_ROWS,
+    tolerance: float = CURVE_TOLERANCE,
+    holdout_rows: int = CURVE_HOLDOUT_ROWS,
+) -> LearningCurve:
+    """How many rows the comparison needs (see the block comment above)."""
+    n = len(y)
+    if n <= start:
+        return LearningCurve(n, n, [], f"{n} rows <= {start}: the whole split is compared")
+    held = stratified_sample(y, min(holdout_rows, n // 4), seed + 101)
+    rest = np.setdiff1d(np.arange(n), held)
+    family, balancing = CURVE_REFERENCE
+    points: list[dict] = []
+    rows = start
+    chosen, reason = None, None
+    while True:
+        rows = min(rows, rest.size)
+        sample = rest[stratified_sample(y[rest], rows, seed)]
+        pipeline = make_pipeline(family, balancing, y[sample], seed)
+        t0 = time.perf_counter()
+        fit_quietly(pipeline, X[sample], y[sample], **fit_kwargs(family, balancing, y[sample]))
+        seconds = time.perf_counter() - t0
+        model = pipeline.steps[-1][1]
+        pred = model.classes_[pipeline.predict_proba(X[held]).argmax(axis=1)]
+        f1 = float(f1_score(y[held], pred, average="macro", zero_division=0))
+        points.append({"rows": int(sample.size), "macro_f1": round(f1, 4), "seconds": seconds})
+        if len(points) >= 2 and f1 - points[-2]["macro_f1"] < tolerance:
+            chosen = points[-2]["rows"]
+            reason = (
+                f"doubling {chosen} -> {sample.size} rows gained {f1 - points[-2]['macro_f1']:+.4f}"
+                f" macro-F1 (< {tolerance}): {chosen} rows are enough"
+            )
+            break
+        if rows >= rest.size:
+            chosen, reason = n, "the curve still rose at the whole split: every row is compared"
+            break
+        if rows >= max_rows:
+            chosen = int(sample.size)
+            reason = f"the curve still rose at the cap of {max_rows} rows: the cap is used"
+            break
+        rows *= 2
+    return LearningCurve(n, int(chosen), points, reason, holdout_rows=int(held.size))
