@@ -11,6 +11,7 @@ import polars as pl
 from dagster_mlflow.resources import MlFlow
 
 from diagnosis.artifacts import read_current, write_deployment
+from diagnosis.audit import CHAMPION_ALIAS
 from diagnosis.ranker import KnowledgeRanker
 from diagnosis.training.dataset import SPLIT_EVALUATION, SPLIT_TRAIN, encode_table
 from diagnosis.training.evaluation import Evaluation, patient_dicts
@@ -19,7 +20,6 @@ from diagnosis.training.fitting import TrainedModel
 from orchestration.resources import ModelPolicy, TriageStorage, code_version
 from orchestration.settings import current_environment
 
-CHAMPION_ALIAS = "champion"
 ONNX_PARITY_CHECK = "onnx_parity"
 
 __all__ = ["CHAMPION_ALIAS", "ONNX_PARITY_CHECK", "deployed_model", "onnx_model", "read_current"]
