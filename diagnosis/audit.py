@@ -259,3 +259,16 @@ def write_rollback_record(deployments: Path, record: RollbackRecord, remote: Any
 
 def now_utc() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+# ------------------------------------------------------------------------------ dataset digests
+def frame_digest(frame: Any) -> str:
+    """SHA-256 of a polars DataFrame's columns, types and rows (polars' row hash, seed 0), in
+    order: the digest MLflow shows for a logged dataset and the manifest lists."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(repr([(name, str(dtype)) for name, dtype in frame.schema.items()]).encode())
+    if frame.height:
+        digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+    return digest.hexdigest()
