@@ -3,6 +3,7 @@ immutable, versioned deployment and the atomic pointer switch (logic: :mod:`diag
 :mod:`diagnosis.artifacts`)."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import msgspec
@@ -145,7 +146,8 @@ def deployed_model(
     run = mlflow.active_run()
     experiment_id = run.info.experiment_id
     commit = code_version()
-    datasets = log_datasets(training_table, storage.describe("storage"))
+    where = storage.describe("storage")
+    datasets = log_datasets(training_table, where if "://" in where else Path(where).as_uri())
     info = mlflow.onnx.log_model(
         onnx.load_from_string(onnx_model.onnx),
         name="model",
