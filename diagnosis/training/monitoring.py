@@ -414,13 +414,15 @@ def evidently_verdicts(tests: Sequence[dict]) -> tuple[dict[str, str], dict | No
     dataset = None
     for test in tests:
         params = (test.get("metric_config") or {}).get("params") or {}
+        status = test.get("status")
+        status = str(getattr(status, "value", status))  # TestStatus enum -> "FAIL", "SUCCESS", ...
         if "column" in params:
-            columns[str(params["column"])] = str(test.get("status"))
+            columns[str(params["column"])] = status
         elif "drift_share" in params:
             dataset = {
                 "name": test.get("name"),
                 "description": test.get("description"),
-                "status": str(test.get("status")),
+                "status": status,
             }
     return columns, dataset
 
