@@ -29,6 +29,7 @@ STAGES = {
     "labelled_feedback": "monitoring",
     "drift_reference": "monitoring",
     "live_performance": "monitoring",
+    "orphan_screening": "screening",
 }
 
 
