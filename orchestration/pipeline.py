@@ -21,6 +21,9 @@ DAGSTER_YAML = """\
 # Local single-machine instance: SQLite storage under this directory.
 telemetry:
   enabled: false
+# no first-visit "join the community" pop-up in the UI
+nux:
+  enabled: false
 """
 
 

@@ -80,3 +80,14 @@ def test_weekly_export_sensor_registers_each_new_file_once(landing):
             dg.build_sensor_context(instance=instance, resources={"storage": storage})
         )
         assert again.run_requests == []
+
+
+def test_the_generated_instance_has_no_telemetry_and_no_first_visit_popup(tmp_path, monkeypatch):
+    from orchestration.pipeline import ensure_dagster_home
+    from schemas.layout import TriagePaths
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = ensure_dagster_home(TriagePaths(tmp_path))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.nux_enabled is False
+        assert instance.telemetry_enabled is False
