@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from diagnosis.artifacts import CURRENT_POINTER, MANIFEST_FILE, point_to, read_current
+from diagnosis.artifacts import MANIFEST_FILE, point_to, read_current
 from diagnosis.files import atomic_write
 from schemas.contracts import ContractError, Manifest, PredictionLogLine, decode, encode
 
@@ -95,7 +95,7 @@ def _line_starting_with(path: Path, needle: bytes) -> bytes | None:
 
 # ------------------------------------------------------------------------------ deployments
 def check_version(version: str) -> str:
-    if VERSION_RE.match(version) is None or version in {CURRENT_POINTER, AUDIT_FOLDER}:
+    if VERSION_RE.match(version) is None:
         raise AuditError(
             f"{version!r} is not a model version name (letters, digits, '_', '.', '-')"
         )

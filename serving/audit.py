@@ -15,7 +15,7 @@ file. File reads run in a worker thread.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
@@ -24,6 +24,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
 
 from diagnosis import audit
 from schemas.contracts import ContractError, LoggedEntry, LoggedInputs
@@ -31,6 +32,22 @@ from serving.auth import AUDIT_ROLES, require_api_key
 from serving.prediction_log import PredictionIndex
 from serving.settings import Settings
 from serving.structs import ErrorBody
+
+PredictionId = Annotated[
+    str,
+    Parameter(
+        pattern=audit.PREDICTION_ID_RE.pattern,
+        description="The `prediction_id` /v1/predict returned (32 lowercase hexadecimal digits).",
+    ),
+]
+Version = Annotated[
+    str,
+    Parameter(
+        pattern=audit.VERSION_RE.pattern,
+        description="A deployed version, as `model_version` in an answer or `version` in "
+        "/v1/model (a folder name under deployments/).",
+    ),
+]
 
 _RESPONSES = {
     400: ResponseSpec(data_container=ErrorBody, description="The id or version is malformed."),
@@ -155,7 +172,7 @@ class AuditController(Controller):
     )
     async def prediction_record(
         self,
-        prediction_id: str,
+        prediction_id: PredictionId,
         settings: Settings,
         prediction_index: PredictionIndex,
         remote: Any,
@@ -180,7 +197,9 @@ class AuditController(Controller):
         responses=_RESPONSES,
         opt={"roles": AUDIT_ROLES},
     )
-    async def model_version(self, version: str, settings: Settings, remote: Any) -> ModelProvenance:
+    async def model_version(
+        self, version: Version, settings: Settings, remote: Any
+    ) -> ModelProvenance:
         """Any deployed version's provenance, whether it serves now, and the rollbacks to it."""
         try:
             audit.check_version(version)
