@@ -3,6 +3,7 @@ immutable, versioned deployment and the atomic pointer switch (logic: :mod:`diag
 :mod:`diagnosis.artifacts`)."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import msgspec
@@ -10,16 +11,22 @@ import onnx
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
+from diagnosis import audit
 from diagnosis.artifacts import read_current, write_deployment
+from diagnosis.audit import CHAMPION_ALIAS
 from diagnosis.ranker import KnowledgeRanker
-from diagnosis.training.dataset import SPLIT_EVALUATION, SPLIT_TRAIN, encode_table
+from diagnosis.training.dataset import (
+    SOURCE_CLINICIAN_LABEL,
+    SPLIT_EVALUATION,
+    SPLIT_TRAIN,
+    encode_table,
+)
 from diagnosis.training.evaluation import Evaluation, patient_dicts
 from diagnosis.training.export import Artifact, build_artifact, severity_spec, system_parity
 from diagnosis.training.fitting import TrainedModel
 from orchestration.resources import ModelPolicy, TriageStorage, code_version
 from orchestration.settings import current_environment
 
-CHAMPION_ALIAS = "champion"
 ONNX_PARITY_CHECK = "onnx_parity"
 
 __all__ = ["CHAMPION_ALIAS", "ONNX_PARITY_CHECK", "deployed_model", "onnx_model", "read_current"]
@@ -135,6 +142,12 @@ def deployed_model(
     hpo_release = onnx_model.manifest.hpo_release
 
     model_name = current_environment().model_name
+    mlflow_ui, dagster_ui = audit.ui_bases()
+    run = mlflow.active_run()
+    experiment_id = run.info.experiment_id
+    commit = code_version()
+    where = storage.describe("storage")
+    datasets = log_datasets(training_table, where if "://" in where else Path(where).as_uri())
     info = mlflow.onnx.log_model(
         onnx.load_from_string(onnx_model.onnx),
         name="model",
@@ -142,9 +155,12 @@ def deployed_model(
         pip_requirements=["onnxruntime"],
     )
     registered_version = str(info.registered_model_version)
-    mlflow.tracking.MlflowClient().set_registered_model_alias(
-        model_name, CHAMPION_ALIAS, registered_version
-    )
+    client = mlflow.tracking.MlflowClient()
+    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, registered_version)
+    dagster_url = audit.dagster_run_url(dagster_ui, context.run_id)
+    client.set_model_version_tag(model_name, registered_version, "deployed_version", version)
+    client.set_model_version_tag(model_name, registered_version, "dagster_run_url", dagster_url)
+    client.set_model_version_tag(model_name, registered_version, "git_commit", commit)
     manifest = msgspec.structs.replace(
         onnx_model.manifest,
         version=version,
@@ -157,9 +173,10 @@ def deployed_model(
         mlflow_model_name=model_name,
         mlflow_model_version=registered_version,
         dagster_run_id=context.run_id,
-        code_version=code_version(),
+        code_version=commit,
         data_versions={
             **_data_versions(context, weeks),
+            **datasets,
             "hpo_release": hpo_release,
             **_hpo_files(context),
         },
@@ -168,7 +185,17 @@ def deployed_model(
     remote = storage.remote
     if remote is not None:  # the version folder first, then the pointer the API follows
         remote.publish_deployment(storage.paths.deployments, version)
-    mlflow.set_tags({"deployed_version": version})
+    mlflow.set_tags(
+        {
+            "deployed_version": version,
+            "dagster_run_url": dagster_url,
+            "git_commit": commit,
+            "mlflow.source.git.commit": commit,  # shown as the run's source commit in the UI
+        }
+    )
+    run_url = audit.mlflow_run_url(
+        mlflow_ui, diagnosis_model.mlflow_run_id or run.info.run_id, experiment_id
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
@@ -178,7 +205,35 @@ def deployed_model(
             "onnx_sha256": onnx_model.sha256,
             "mlflow_run_id": diagnosis_model.mlflow_run_id,
             "mlflow_model_version": registered_version,
+            "mlflow_run": dg.MetadataValue.url(run_url),
+            "mlflow_registered_model": dg.MetadataValue.url(
+                audit.mlflow_model_version_url(mlflow_ui, model_name, registered_version)
+            ),
             "code_version": manifest.code_version,
+            "training_table_digest": datasets["training_table"]["digest"],
+            "label_set_digest": datasets["label_set"]["digest"],
             "classes": len(manifest.classes),
         },
     )
+
+
+def log_datasets(training_table: pl.DataFrame, where: str) -> dict:
+    """Log the training table and its clinician-label rows as the MLflow run's input datasets,
+    with digests (:func:`diagnosis.audit.frame_digest`); the same digests go into the manifest's
+    data versions, so a deployment names exactly the rows it learned from."""
+    import mlflow
+    import mlflow.data
+
+    labels = training_table.filter(pl.col("source") == SOURCE_CLINICIAN_LABEL)
+    found = {}
+    for name, frame, context in (
+        ("training_table", training_table, "training"),
+        ("label_set", labels, "training"),
+    ):
+        digest = audit.frame_digest(frame)
+        dataset = mlflow.data.from_polars(
+            frame, source=f"{where}/{name}", name=name, digest=digest[:36]
+        )
+        mlflow.log_input(dataset, context=context)
+        found[name] = {"rows": frame.height, "digest": digest, "mlflow_digest": digest[:36]}
+    return found

@@ -5,6 +5,7 @@ import dagster as dg
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
+from diagnosis import audit
 from diagnosis.hpo import Ontology
 from diagnosis.reference import (
     REFERENCE_SOURCE,
@@ -16,7 +17,13 @@ from diagnosis.reference import (
     reliability_markdown,
 )
 from diagnosis.runtime import ModelLoadError, load_deployment
-from diagnosis.training.evaluation import Evaluation, evaluate
+from diagnosis.training.evaluation import (
+    Evaluation,
+    confusion_figure,
+    evaluate,
+    recall_figure,
+    table_markdown,
+)
 from diagnosis.training.export import Artifact
 from diagnosis.training.fitting import knowledge_cases
 from orchestration.resources import ModelPolicy, TriageStorage
@@ -100,6 +107,7 @@ def model_evaluation(
         {"classes": result.classes, "matrix": result.confusion_matrix},
         "evaluation/confusion_matrix.json",
     )
+    links = publish_breakdown(mlflow, result)
     return dg.Output(
         result,
         metadata={
@@ -109,8 +117,113 @@ def model_evaluation(
             },
             "real_cases": dg.MetadataValue.md(real_cases_markdown(result.metrics)),
             "reliability_real": dg.MetadataValue.md(reliability_markdown(real)),
+            **breakdown_metadata(result),
+            **links,
         },
     )
+
+
+RECALL_COLUMNS = ["code", "category", "rows", "recall_top1", "recall_top3", "predicted_first"]
+GROUP_COLUMNS = ["group", "value", "rows", "recall_top1", "recall_top3"]
+
+
+def publish_breakdown(mlflow, result: Evaluation) -> dict:
+    """The held-out breakdown in MLflow: the reliability diagram, per-class recall and the
+    confusion matrix as figures, and the per-class, per-group and reliability rows as tables.
+    Returns the Dagster metadata links to the run and its evaluation artifacts."""
+    import pandas as pd
+
+    from diagnosis.reference import RealEvaluation, reliability_figure
+
+    view = result.breakdown
+    records = RealEvaluation(
+        summary={"all": {"ece": view["ece"] or 0.0}}, reliability=view["reliability"]
+    )
+    mlflow.log_figure(
+        reliability_figure(records, "Held-out records: first entry"),
+        "evaluation/reliability_records.png",
+    )
+    mlflow.log_figure(recall_figure(view["per_class"]), "evaluation/per_class_recall.png")
+    mlflow.log_figure(
+        confusion_figure(result.classes, result.confusion_matrix), "evaluation/confusion_matrix.png"
+    )
+    mlflow.log_table(
+        pd.DataFrame(view["per_class"], columns=RECALL_COLUMNS), "evaluation/per_class_recall.json"
+    )
+    mlflow.log_table(
+        pd.DataFrame(view["groups"], columns=GROUP_COLUMNS), "evaluation/recall_by_group.json"
+    )
+    mlflow.log_table(pd.DataFrame(view["reliability"]), "evaluation/reliability_records.json")
+    mlflow.log_table(
+        pd.DataFrame(
+            [
+                {"true": t, "first_entry": p, "rows": n}
+                for t, row in zip(result.classes, result.confusion_matrix)
+                for p, n in zip(result.classes, row)
+                if n
+            ]
+        ),
+        "evaluation/confusion_matrix_table.json",
+    )
+    if view["ece"] is not None:
+        mlflow.log_metric("records_ece", view["ece"])
+    run = mlflow.active_run()
+    mlflow_ui, _ = audit.ui_bases()
+    experiment_id, run_id = run.info.experiment_id, run.info.run_id
+    return {
+        "mlflow_run": dg.MetadataValue.url(audit.mlflow_run_url(mlflow_ui, run_id, experiment_id)),
+        "mlflow_evaluation_figures": dg.MetadataValue.url(
+            audit.mlflow_artifact_url(mlflow_ui, experiment_id, run_id, "evaluation")
+        ),
+    }
+
+
+def _table(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
+    kinds = {
+        "rows": "int",
+        "predicted_first": "int",
+        "recall_top1": "float",
+        "recall_top3": "float",
+    }
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: row[c] for c in columns}) for row in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, kinds.get(c, "string")) for c in columns]),
+    )
+
+
+def confusion_markdown(classes: list[str], matrix: list[list[int]]) -> str:
+    header = "| true \\ first entry | " + " | ".join(classes) + " |"
+    lines = [header, "|" + "---|" * (len(classes) + 1)]
+    for code, row in zip(classes, matrix):
+        lines.append(f"| **{code}** | " + " | ".join(str(n) if n else "·" for n in row) + " |")
+    return "\n".join(lines)
+
+
+def breakdown_metadata(result: Evaluation) -> dict:
+    view = result.breakdown
+    if not view.get("per_class"):
+        return {}
+    bins = [b for b in view["reliability"] if b["cases"]]
+    reliability_rows = [
+        {
+            "probability": f"{b['low']:.1f}-{b['high']:.1f}",
+            "cases": b["cases"],
+            "mean probability": f"{b['confidence']:.3f}",
+            "right": f"{b['accuracy']:.3f}",
+        }
+        for b in bins
+    ]
+    return {
+        "per_class_recall": _table(view["per_class"], RECALL_COLUMNS),
+        "recall_by_group": _table(view["groups"], GROUP_COLUMNS),
+        "records_ece": dg.MetadataValue.float(float(view["ece"])),
+        "reliability_records": dg.MetadataValue.md(
+            table_markdown(reliability_rows, ["probability", "cases", "mean probability", "right"])
+        ),
+        "confusion_matrix": dg.MetadataValue.md(
+            confusion_markdown(result.classes, result.confusion_matrix)
+        ),
+    }
 
 
 def real_cases_markdown(metrics: dict) -> str:

@@ -54,6 +54,204 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return run_pipeline(seed_demo=not args.no_seed)
 
 
+def _remote_store():
+    """The S3 store of this environment, or ``None`` (embedded default)."""
+    from diagnosis.remote import RemoteStore
+    from orchestration.settings import current_environment
+
+    location = current_environment().s3_location()
+    return RemoteStore(location) if location is not None else None
+
+
+def _mlflow_client(paths):
+    """An MLflow client on the pipeline's tracking store (TRIAGE_MLFLOW_TRACKING_URI, else the
+    SQLite store under TRIAGE_HOME/mlflow), or ``None`` when there is none."""
+    import os
+
+    uri = os.environ.get("TRIAGE_MLFLOW_TRACKING_URI")
+    if not uri:
+        db = paths.mlflow / "mlflow.db"
+        if not db.is_file():
+            return None
+        uri = f"sqlite:///{db}"
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def trace_links(manifest, client=None) -> dict:
+    """The UI links of a deployed version's MLflow run, registered version and Dagster run."""
+    from diagnosis import audit
+
+    mlflow_ui, dagster_ui = audit.ui_bases()
+    links: dict = {}
+    if manifest.mlflow_run_id:
+        experiment_id = None
+        if client is not None:
+            try:
+                experiment_id = client.get_run(manifest.mlflow_run_id).info.experiment_id
+            except Exception:  # the UI link still works without the experiment id
+                experiment_id = None
+        links["mlflow_run"] = audit.mlflow_run_url(mlflow_ui, manifest.mlflow_run_id, experiment_id)
+    if manifest.mlflow_model_name and manifest.mlflow_model_version:
+        links["mlflow_model_version"] = audit.mlflow_model_version_url(
+            mlflow_ui, manifest.mlflow_model_name, manifest.mlflow_model_version
+        )
+    if manifest.dagster_run_id:
+        links["dagster_run"] = audit.dagster_run_url(dagster_ui, manifest.dagster_run_id)
+    return links
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from diagnosis import audit
+    from diagnosis.remote import RemoteError
+    from schemas.contracts import ContractError
+    from schemas.layout import TriagePaths
+
+    prediction_id = args.prediction_id.strip().lower()
+    if audit.PREDICTION_ID_RE.match(prediction_id) is None:
+        print(
+            "triage trace: a prediction id is 32 hexadecimal characters (as /v1/predict returns)",
+            file=sys.stderr,
+        )
+        return 2
+    paths = TriagePaths.from_env()
+    remote = _remote_store()
+    if remote is not None:
+        try:
+            remote.pull("predictions", paths.prediction_cache)
+        except RemoteError as exc:
+            print(f"triage trace: cannot read the shared prediction log: {exc}", file=sys.stderr)
+    line = audit.find_logged_prediction((paths.predictions, paths.prediction_cache), prediction_id)
+    if line is None:
+        print(f"triage trace: no prediction {prediction_id} in the prediction log", file=sys.stderr)
+        return 1
+    result: dict = {"prediction": msgspec.to_builtins(line)}
+    try:
+        manifest = audit.read_manifest(paths.deployments, line.model_version, remote)
+    except (ContractError, audit.AuditError) as exc:
+        manifest, result["model_problem"] = None, str(exc)
+    if manifest is None:
+        result.setdefault("model_problem", f"no manifest of version {line.model_version}")
+    else:
+        result["model"] = {
+            **audit.provenance(manifest),
+            "current": audit.current_version(paths.deployments) == manifest.version,
+        }
+        result["links"] = trace_links(manifest, _mlflow_client(paths))
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        _print_trace(result)
+    return 0
+
+
+def _print_trace(result: dict) -> None:
+    p = result["prediction"]
+    inputs = p["inputs"]
+    print(f"prediction  {p['prediction_id']}  at {p['time']}")
+    vitals = ", ".join(
+        f"{k}={inputs[k]}"
+        for k in ("age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp")
+        if inputs.get(k) is not None
+    )
+    print(f"  inputs    {vitals or 'no vitals'}")
+    print(f"  symptoms  {', '.join(inputs['symptoms']) or '-'}")
+    if inputs.get("absent_symptoms"):
+        print(f"  absent    {', '.join(inputs['absent_symptoms'])}")
+    top = ", ".join(f"{e['code']} {e['probability']:.3f}" for e in p["differential"][:5])
+    print(f"  answer    {top}")
+    print(f"            orphan probability {p['orphan_probability']:.3f}, severity {p['severity']}")
+    model = result.get("model")
+    if model is None:
+        print(f"model       {p['model_version']}: {result.get('model_problem')}")
+        return
+    print(f"model       {model['version']}{'  (serving now)' if model['current'] else ''}")
+    print(f"  trained   {model['trained_at']}")
+    print(f"  onnx      sha256 {model['onnx_sha256']}")
+    print(f"  code      {model['code_version']}")
+    print(
+        f"  mlflow    run {model['mlflow_run_id']}, model {model['mlflow_model_name']} "
+        f"version {model['mlflow_model_version']}"
+    )
+    print(f"  dagster   run {model['dagster_run_id']}")
+    for name, value in sorted(model["data_versions"].items()):
+        shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+        print(f"  data      {name}: {shown[:200]}")
+    for name, url in result.get("links", {}).items():
+        print(f"  link      {name}: {url}")
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    import getpass
+
+    from diagnosis import audit
+    from diagnosis.remote import RemoteError
+    from schemas.contracts import ContractError
+    from schemas.layout import TriagePaths
+
+    paths = TriagePaths.from_env()
+    deployments = paths.deployments
+    reason = " ".join(args.reason.split())
+    if not reason:
+        print(
+            "triage rollback: --reason must say why (it goes into the audit record)",
+            file=sys.stderr,
+        )
+        return 2
+    by = (args.by or "").strip() or getpass.getuser()
+    remote = _remote_store()
+    try:
+        if remote is not None:
+            remote.pull_deployment(deployments)
+        before = audit.current_version(deployments)
+        if before == args.version:
+            print(f"triage rollback: {args.version} is already the served version", file=sys.stderr)
+            return 2
+        s3_pointer = audit.repoint(deployments, args.version, remote)
+        manifest = audit.read_manifest(deployments, args.version)
+    except (audit.AuditError, ContractError, RemoteError) as exc:
+        print(f"triage rollback: {exc}; nothing was changed", file=sys.stderr)
+        return 2
+    record = audit.RollbackRecord(
+        at=audit.now_utc(),
+        by=by,
+        reason=reason,
+        from_version=before,
+        to_version=args.version,
+        mlflow_model_name=manifest.mlflow_model_name,
+        mlflow_model_version=manifest.mlflow_model_version,
+        s3_pointer=s3_pointer,
+    )
+    record.mlflow_alias = _move_champion(paths, manifest, record)
+    path = audit.write_rollback_record(deployments, record, remote)
+    print(f"serving {args.version} (was {before}); the API picks it up at its next pointer check")
+    print(f"MLflow alias champion: {record.mlflow_alias}; S3 pointer: {s3_pointer}")
+    print(f"audit record: {path}")
+    return 0 if record.mlflow_alias in {"moved", "no MLflow model recorded"} else 1
+
+
+def _move_champion(paths, manifest, record) -> str:
+    from diagnosis.audit import CHAMPION_ALIAS
+
+    if not (manifest.mlflow_model_name and manifest.mlflow_model_version):
+        return "no MLflow model recorded"
+    try:
+        client = _mlflow_client(paths)
+        if client is None:
+            return "failed: no MLflow tracking store (set TRIAGE_MLFLOW_TRACKING_URI)"
+        name, version = manifest.mlflow_model_name, manifest.mlflow_model_version
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        client.set_model_version_tag(name, version, "rollback_reason", record.reason)
+        client.set_model_version_tag(name, version, "rollback_by", record.by)
+        client.set_model_version_tag(name, version, "rollback_at", record.at)
+    except Exception as exc:  # the pointer already moved: report, do not undo
+        return f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return "moved"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="triage",
@@ -123,6 +321,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("--no-seed", action="store_true", help="do not seed demo data")
     pipe.set_defaults(func=_cmd_pipeline)
+
+    trace = sub.add_parser(
+        "trace",
+        help="show one prediction, the model version that gave it and where that came from",
+        description=(
+            "Print a logged prediction (its identifier-free inputs and the answer), the model "
+            "version that served it and that version's provenance from its manifest (MLflow run "
+            "and registered version, Dagster run, code commit, data versions) with links to the "
+            "MLflow UI (TRIAGE_MLFLOW_UI_URL, default http://127.0.0.1:5000) and the Dagster UI "
+            "(TRIAGE_DAGSTER_UI_URL, default http://127.0.0.1:3000). Exits 1 when the id was "
+            "never logged, 2 when it is malformed."
+        ),
+    )
+    trace.add_argument("prediction_id", help="the prediction_id returned by /v1/predict")
+    trace.add_argument("--json", action="store_true", help="print JSON instead of text")
+    trace.set_defaults(func=_cmd_trace)
+
+    back = sub.add_parser(
+        "rollback",
+        help="serve an earlier deployed version again, with who and why on record",
+        description=(
+            "Re-point the service to VERSION: checks that the version loads (hashes and a smoke "
+            "prediction), switches deployments/current.json (and the S3 pointer when "
+            "TRIAGE_S3_BUCKET is set), moves the MLflow `champion` alias to its registered "
+            "version and writes deployments/audit/<time>-rollback-<VERSION>.json. Running APIs "
+            "reload within their pointer check interval. Exits 2 when nothing was changed, 1 "
+            "when the service was re-pointed but the MLflow alias could not be moved."
+        ),
+    )
+    back.add_argument("version", help="a folder name under TRIAGE_HOME/deployments")
+    back.add_argument("--reason", required=True, help="why (kept in the audit record)")
+    back.add_argument("--by", help="who (default: the operating-system user)")
+    back.set_defaults(func=_cmd_rollback)
     return parser
 
 

@@ -2,7 +2,16 @@
 
 import dagster as dg
 
-from assets import deployment, evaluation, ingestion, knowledge, monitoring, training, validation
+from assets import (
+    deployment,
+    evaluation,
+    ingestion,
+    knowledge,
+    monitoring,
+    screening,
+    training,
+    validation,
+)
 from orchestration.jobs import (
     monitoring_job,
     monitoring_schedule,
@@ -21,7 +30,16 @@ from orchestration.sensors import (
 )
 
 # one module per asset group (assets/<group>.py; monitoring is a package of four modules)
-_modules = [ingestion, validation, knowledge, training, evaluation, deployment, *monitoring.MODULES]
+_modules = [
+    ingestion,
+    validation,
+    knowledge,
+    training,
+    evaluation,
+    deployment,
+    *monitoring.MODULES,
+    screening,
+]
 
 defs = dg.Definitions(
     # each asset links to its source file and line in the UI

@@ -27,6 +27,9 @@ telemetry:
 run_monitoring:
   enabled: true
   poll_interval_seconds: 60
+# no first-visit "join the community" pop-up in the UI
+nux:
+  enabled: false
 """
 
 
@@ -197,6 +200,20 @@ def run_pipeline(seed_demo: bool = True) -> int:
         for refusal in refused:
             print(refusal.summary(), file=sys.stderr)
         print(f"no readable weekly export in {storage.describe('landing')}", file=sys.stderr)
+        return 1
+    # Observe the HPO release first (as hpo_release_sensor does), so the knowledge assets record
+    # its data version: otherwise the sensor's first observation shows them stale right after a
+    # clean run ("hpo_release has a new data version").
+    release = dg.AssetKey("hpo_release")
+    observed = defs.resolve_implicit_job_def_def_for_assets([release]).execute_in_process(
+        instance=instance,
+        asset_selection=[release],
+        raise_on_error=False,
+        run_config=QUIET_LOGS,
+        tags=tags,
+    )
+    if not observed.success:
+        print("hpo_release: the HPO release files cannot be read", file=sys.stderr)
         return 1
     result = defs.resolve_job_def("training").execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET_LOGS, tags=tags

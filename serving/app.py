@@ -38,6 +38,7 @@ from litestar.typing import FieldDefinition
 
 from diagnosis.remote import DeploymentFollower, LogShipper, RemoteError
 from serving import metrics
+from serving.audit import AuditController
 from serving.controllers import (
     HealthController,
     LabelController,
@@ -366,6 +367,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         LabelController,
         SearchController,
         ModelController,
+        AuditController,
         HealthController,
         WebController,
         static_router(),

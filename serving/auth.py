@@ -21,6 +21,8 @@ GET  /v1/labels/{id}       403        yes      yes
 GET  /v1/symptoms          yes        yes      yes
 GET  /v1/diseases          yes        yes      yes
 GET  /v1/model             403        yes      yes
+GET  /v1/predictions/{id}  403        yes      yes
+GET  /v1/models/{version}  403        yes      yes
 GET  /metrics              403        403      yes
 =========================  =========  =======  =====
 """

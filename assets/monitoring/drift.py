@@ -2,12 +2,14 @@
 against the serving model's reference, with its warning check."""
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from assets.monitoring.predictions import PREDICTION_LOG
+from diagnosis import audit
 from diagnosis.artifacts import read_current, read_deployed_manifest
 from diagnosis.training.dataset import SPLIT_TRAIN
 from diagnosis.training.fitting import TrainedModel
@@ -18,6 +20,7 @@ from diagnosis.training.monitoring import (
     drift_summary,
 )
 from orchestration.resources import AlertsResource, MonitoringPolicy, TriageStorage
+from orchestration.settings import current_environment
 
 DRIFT_CHECK = "drift_share"
 DRIFT_REPORT = dg.AssetKey("drift_report")
@@ -73,7 +76,11 @@ def serving_reference(
         path = drift_reference_path(storage.paths.reports, str(manifest.dagster_run_id))
         storage.pull("reports", under=path.relative_to(storage.paths.reports).as_posix())
         if path.is_file():
-            return path, {"model_version": pointer.version, "reference": "serving model"}
+            return path, {
+                "model_version": pointer.version,
+                "reference": "serving model",
+                "mlflow_run_id": manifest.mlflow_run_id,
+            }
     event = context.instance.get_latest_materialization_event(DRIFT_REFERENCE)
     if event is not None and event.asset_materialization is not None:
         path = Path(event.asset_materialization.metadata["path"].value)
@@ -133,6 +140,7 @@ def drift_report(
         html_path,
         tracked_symptoms=monitoring.drift_top_symptoms,
         with_predicted=with_predicted,
+        drift_share=monitoring.drift_share_threshold,
     )
     summary.update(
         {
@@ -148,10 +156,15 @@ def drift_report(
     if not with_predicted:
         summary["week"] = label
     json_path = html_path.with_suffix(".json")
+    report_url = publish_to_mlflow(
+        context, storage, reference_info.get("mlflow_run_id"), html_path, label
+    )
+    summary["report_url"] = report_url
     json_path.write_text(json.dumps(summary, indent=2))
     storage.push(
         "reports", [p.relative_to(storage.paths.reports).as_posix() for p in (html_path, json_path)]
     )
+    links = {"report": dg.MetadataValue.url(report_url)} if report_url else {}
     return dg.Output(
         summary,
         metadata={
@@ -161,10 +174,13 @@ def drift_report(
             "current_rows": summary["current_rows"],
             "drift_share": summary["drift_share"],
             "drift_share_threshold": monitoring.drift_share_threshold,
+            "dataset_drift": summary["dataset_drift"],
+            "evidently_dataset_test": (summary["dataset_test"] or {}).get("description") or "",
             "drifted_columns": dg.MetadataValue.json(summary["drifted_columns"]),
             "columns": dg.MetadataValue.json(summary["columns"]),
             "report_html": dg.MetadataValue.path(str(html_path)),
             "summary_json": dg.MetadataValue.path(str(json_path)),
+            **links,
         },
     )
 
@@ -182,11 +198,17 @@ def drift_share_check(
     drift_report: dict,
 ) -> dg.AssetCheckResult:
     share = drift_report["drift_share"] or 0.0
-    passed = share <= monitoring.drift_share_threshold
+    threshold = drift_report.get("drift_share_threshold", monitoring.drift_share_threshold)
+    # Evidently's own verdict (its test "share of drifted columns < threshold", the preset built
+    # with the policy's threshold); a summary from before the verdict was recorded uses the rule
+    if "dataset_drift" in drift_report:
+        passed = not drift_report["dataset_drift"]
+    else:
+        passed = share < threshold
     description = (
-        f"drift share {share:.2f} <= {monitoring.drift_share_threshold}"
+        f"drift share {share:.2f} < {threshold} (Evidently)"
         if passed
-        else f"drift share {share:.2f} > {monitoring.drift_share_threshold}: "
+        else f"drift share {share:.2f} >= {threshold} (Evidently): "
         + ", ".join(drift_report["drifted_columns"])
     )
     alerted = False
@@ -199,6 +221,7 @@ def drift_share_check(
                 "current_source": drift_report.get("current_source"),
                 "drifted_columns": drift_report["drifted_columns"],
                 "report_html": drift_report.get("report_html"),
+                "report_url": drift_report.get("report_url"),
             },
             log=context.log,
         )
@@ -208,8 +231,47 @@ def drift_share_check(
         description=description,
         metadata={
             "drift_share": share,
-            "threshold": monitoring.drift_share_threshold,
+            "threshold": threshold,
+            "evidently_dataset_test": (drift_report.get("dataset_test") or {}).get("description")
+            or "",
             "drifted_columns": dg.MetadataValue.json(drift_report["drifted_columns"]),
             "alert_delivered": alerted,
         },
+    )
+
+
+def publish_to_mlflow(
+    context: dg.AssetExecutionContext,
+    storage: TriageStorage,
+    run_id: str | None,
+    html_path: Path,
+    label: str,
+) -> str | None:
+    """Attach the HTML report to the serving model's MLflow run (``drift/<label>/``) so a
+    browser opens it from the MLflow UI (also with S3 artifacts); return its UI URL, or ``None``
+    (with a warning) when there is no run or no tracking store."""
+    if not run_id:
+        return None
+    uri = os.environ.get("TRIAGE_MLFLOW_TRACKING_URI")
+    if not uri:
+        db = storage.paths.mlflow / "mlflow.db"
+        if not db.is_file():
+            context.log.warning("no MLflow tracking store: the drift report is not published")
+            return None
+        uri = f"sqlite:///{db}"
+    location = current_environment().s3_location()
+    if location is not None and location.endpoint_url:  # MLflow's S3 store reads its own variable
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", location.endpoint_url)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = client.get_run(run_id).info.experiment_id
+        client.log_artifact(run_id, str(html_path), artifact_path=f"drift/{label}")
+    except Exception as exc:  # the report stays on disk and in the metadata either way
+        context.log.warning(f"drift report not published to MLflow run {run_id}: {exc}")
+        return None
+    mlflow_ui, _ = audit.ui_bases()
+    return audit.mlflow_artifact_url(
+        mlflow_ui, experiment_id, run_id, f"drift/{label}/{html_path.name}"
     )

@@ -12,6 +12,7 @@ whole system.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +168,8 @@ class Evaluation:
     patients: list[dict[str, Any]] = field(default_factory=list)
     ranked: Ranked | None = None
     served: Runtime | None = field(default=None, repr=False)  # the challenger as it was scored
+    truth: list[str] = field(default_factory=list)  # the true diagnosis of each scored row
+    breakdown: dict[str, Any] = field(default_factory=dict)  # see breakdown()
     severity: Any = None  # schemas.contracts.SeveritySpec as fitted (beta), for the manifest
     real: Any = None  # diagnosis.reference.RealEvaluation, added by the caller
 
@@ -279,5 +282,151 @@ def evaluate(
         patients=test_patients,
         ranked=ranked,
         served=served,
+        truth=truth,
+        breakdown=breakdown(ranked, truth, test_patients),
         severity=served.manifest.severity,
     )
+
+
+AGE_BANDS = ((0, 18, "0-17"), (18, 40, "18-39"), (40, 65, "40-64"), (65, 200, "65+"))
+
+
+def age_band(age: Any) -> str:
+    if age is None:
+        return "unknown"
+    for low, high, name in AGE_BANDS:
+        if low <= float(age) < high:
+            return name
+    return "unknown"
+
+
+def _group_row(group: str, value: str, hits1: np.ndarray, hits3: np.ndarray) -> dict[str, Any]:
+    return {
+        "group": group,
+        "value": value,
+        "rows": int(hits1.size),
+        "recall_top1": round(_share(hits1), 4),
+        "recall_top3": round(_share(hits3), 4),
+    }
+
+
+def breakdown(ranked: Ranked, truth: list[str], patients: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the held-out scores say beyond the headline metrics, as tables (JSON-able rows):
+
+    * ``per_class``: per true diagnosis, its category, rows, recall of the first entry and of the
+      first three, and how often it was predicted first;
+    * ``groups``: the same recalls per category (common, orphan, healthy), per sex and per age
+      band (missing age or sex is its own ``unknown`` group, never merged into another);
+    * ``reliability``: the probability of the first entry against how often it is right, in
+      equal-width bins, with the calibration error (what a clinician reads is that probability).
+    """
+    from diagnosis.reference import expected_calibration_error, reliability_bins
+
+    if not truth:
+        return {"per_class": [], "groups": [], "reliability": [], "ece": None}
+    top = np.array(ranked.codes, dtype=object).reshape(len(truth), -1)
+    truth_arr = np.array(truth, dtype=object)
+    hits1 = top[:, 0] == truth_arr
+    hits3 = np.array([t in row[:3] for t, row in zip(truth, top)], dtype=bool)
+    predicted_first = Counter(top[:, 0].tolist())
+    per_class = []
+    for code in sorted(set(truth)):
+        mask = truth_arr == code
+        per_class.append(
+            {
+                "code": code,
+                "category": category_of(code),
+                "rows": int(mask.sum()),
+                "recall_top1": round(_share(hits1[mask]), 4),
+                "recall_top3": round(_share(hits3[mask]), 4),
+                "predicted_first": int(predicted_first.get(code, 0)),
+            }
+        )
+    groups = []
+    keys = {
+        "category": [category_of(t) for t in truth],
+        "sex": [str(p.get("sex") or "unknown") for p in patients],
+        "age_band": [age_band(p.get("age")) for p in patients],
+    }
+    for group, values in keys.items():
+        values_arr = np.array(values, dtype=object)
+        for value in sorted(set(values)):
+            mask = values_arr == value
+            groups.append(_group_row(group, value, hits1[mask], hits3[mask]))
+    probabilities = np.array([row[0] for row in ranked.probabilities], dtype=np.float64)
+    return {
+        "per_class": per_class,
+        "groups": groups,
+        "reliability": reliability_bins(probabilities, hits1),
+        "ece": round(expected_calibration_error(probabilities, hits1), 4),
+    }
+
+
+def confusion_figure(classes: list[str], matrix: list[list[int]]):
+    """The confusion matrix (rows: true, columns: first entry), row-normalised colours and the
+    counts written in each non-empty cell (matplotlib Figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    counts = np.array(matrix, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    size = max(5.0, 0.32 * len(classes) + 2.0)
+    figure = Figure(figsize=(size, size))
+    ax = figure.add_subplot(1, 1, 1)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(classes)), classes, fontsize=6)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if counts[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    int(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=5,
+                    color="white" if shares[i, j] > 0.5 else "black",
+                )
+    ax.set_xlabel("first entry of the differential")
+    ax.set_ylabel("true diagnosis")
+    ax.set_title("Held-out records: confusion matrix (colour = share of the row)", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def recall_figure(per_class: list[dict[str, Any]]):
+    """Per-class recall of the first entry (bars coloured by category) and of the first three."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    colours = {"common": "#1f77b4", "orphan": "#d62728", "healthy": "#2ca02c"}
+    rows = sorted(per_class, key=lambda r: (r["category"], r["code"]))
+    figure = Figure(figsize=(max(6.0, 0.3 * len(rows) + 2.0), 4.2))
+    ax = figure.add_subplot(1, 1, 1)
+    x = np.arange(len(rows))
+    ax.bar(x, [r["recall_top3"] for r in rows], color="#dddddd", label="in the first three")
+    ax.bar(
+        x,
+        [r["recall_top1"] for r in rows],
+        color=[colours.get(r["category"], "#777777") for r in rows],
+        label="first entry (colour: category)",
+    )
+    ax.set_xticks(x, [f"{r['code']} ({r['rows']})" for r in rows], rotation=90, fontsize=6)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("recall")
+    ax.set_title("Held-out records: recall per true diagnosis (rows)", fontsize=9)
+    ax.legend(loc="lower right", fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def table_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

@@ -371,9 +371,12 @@ def drift_summary(
     *,
     tracked_symptoms: int,
     with_predicted: bool,
+    drift_share: float = 0.5,
 ) -> dict:
-    """Run Evidently's DataDriftPreset; save the HTML report; return a JSON-ready summary with
-    each feature's method, threshold, score and verdict.
+    """Run Evidently's DataDriftPreset with the policy's ``drift_share`` and its tests; save the
+    HTML report; return a JSON-ready summary with each feature's method, threshold, score and
+    Evidently's own verdict, and the dataset verdict (``dataset_drift``: Evidently's test "share
+    of drifted columns less than ``drift_share``" failed).
 
     Evidently picks the method per column from the data: up to 1,000 reference rows K-S (vitals) or
     chi-square (categories) p-values, drifting below the threshold; above, Wasserstein distance
@@ -389,15 +392,16 @@ def drift_summary(
     numerical = list(VITAL_FEATURES)
     categorical = [c for c in ref.columns if c not in numerical]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    snapshot = Report([DataDriftPreset()]).run(
+    snapshot = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True).run(
         current_data=Dataset.from_pandas(cur, data_definition=definition),
         reference_data=Dataset.from_pandas(ref, data_definition=definition),
     )
     html_path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(html_path))
+    result = snapshot.dict()
     per_column: dict[str, dict] = {}
     share = None
-    for metric in snapshot.dict()["metrics"]:
+    for metric in result["metrics"]:
         config = metric.get("config") or {}
         if "column" in config and "method" in config:
             score = metric["value"]
@@ -409,7 +413,13 @@ def drift_summary(
             }
         elif isinstance(metric.get("value"), dict) and "share" in metric["value"]:
             share = float(metric["value"]["share"])
+    verdicts, dataset_test = evidently_verdicts(result.get("tests") or [])
     for column, entry in per_column.items():
+        status = verdicts.get(column)
+        entry["evidently_test"] = status
+        if status is not None:  # Evidently's own verdict
+            entry["drifted"] = status == "FAIL"
+            continue
         score, threshold, method = entry["score"], entry["threshold"], entry["method"] or ""
         if score is None or threshold is None or np.isnan(score):
             entry["drifted"] = False
@@ -417,6 +427,7 @@ def drift_summary(
             entry["drifted"] = bool(score < threshold)
         else:
             entry["drifted"] = bool(score >= threshold)
+    for column, entry in per_column.items():
         if entry["kind"] == "symptom_prevalence":
             entry["reference_prevalence"] = round(float(ref[column].mean()), 4)
             entry["current_prevalence"] = round(float(cur[column].mean()), 4)
@@ -426,14 +437,41 @@ def drift_summary(
     drifted = sorted(c for c, e in per_column.items() if e["drifted"])
     if share is None and per_column:
         share = len(drifted) / len(per_column)
+    if dataset_test is not None:
+        dataset_drift = dataset_test["status"] == "FAIL"
+    else:  # no test in the snapshot: the same rule as Evidently's (share < drift_share passes)
+        dataset_drift = share is not None and share >= drift_share
     return {
         "reference_rows": reference.height,
         "current_rows": current.height,
         "drift_share": share,
+        "drift_share_threshold": drift_share,
+        "dataset_drift": bool(dataset_drift),
+        "dataset_test": dataset_test,
         "drifted_columns": drifted,
         "tracked_symptoms": symptoms,
         "columns": per_column,
     }
+
+
+def evidently_verdicts(tests: Sequence[dict]) -> tuple[dict[str, str], dict | None]:
+    """Evidently's test results: the status (``SUCCESS``/``FAIL``/...) of each column's drift
+    test, and the dataset test on the share of drifted columns (name, description, status)."""
+    columns: dict[str, str] = {}
+    dataset = None
+    for test in tests:
+        params = (test.get("metric_config") or {}).get("params") or {}
+        status = test.get("status")
+        status = str(getattr(status, "value", status))  # TestStatus enum -> "FAIL", "SUCCESS", ...
+        if "column" in params:
+            columns[str(params["column"])] = status
+        elif "drift_share" in params:
+            dataset = {
+                "name": test.get("name"),
+                "description": test.get("description"),
+                "status": status,
+            }
+    return columns, dataset
 
 
 def _round(value) -> float | None:

@@ -30,6 +30,7 @@ STAGES = {
     "labelled_feedback": "monitoring",
     "drift_reference": "monitoring",
     "live_performance": "monitoring",
+    "orphan_screening": "screening",
 }
 
 
@@ -126,3 +127,14 @@ def test_weekly_export_sensor_refuses_an_unreadable_file_and_registers_only_the_
     assert not (landing / "landing" / "records_2026-01-05.txt").exists()
     assert refused.stat().st_mode & 0o777 == 0o700
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in refused.iterdir())
+
+
+def test_the_generated_instance_has_no_telemetry_and_no_first_visit_popup(tmp_path, monkeypatch):
+    from orchestration.pipeline import ensure_dagster_home
+    from schemas.layout import TriagePaths
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = ensure_dagster_home(TriagePaths(tmp_path))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.nux_enabled is False
+        assert instance.telemetry_enabled is False
