@@ -45,6 +45,7 @@ import numpy as np
 import onnxruntime as ort
 
 from diagnosis.blend import BlendParams, blend
+from diagnosis.common_conditions import spanish_names
 from diagnosis.explain import (
     EXPLAINED_DIAGNOSES,
     SymptomNamer,
@@ -541,6 +542,7 @@ class Runtime:
             sev_rows = result.severity.tolist()
             orphan = result.orphan.tolist()
         labels = self.severity_labels
+        names_es = spanish_names()
         answers: list[Prediction] = []
         for row in range(len(scored)):
             sev = sev_rows[row]
@@ -548,6 +550,7 @@ class Runtime:
                 DifferentialEntry(
                     code=self.entries[j].code,
                     name=self.entries[j].name,
+                    name_es=names_es.get(self.entries[j].code),
                     category=self.entries[j].category,
                     probability=p,
                 )

@@ -213,8 +213,10 @@ class Label(msgspec.Struct, kw_only=True):
 class SymptomMatch(msgspec.Struct, kw_only=True):
     id: str
     name: str
-    synonym: str | None = None  # the synonym that matched, when the name did not
-    in_model: bool  # the deployed model uses this term as a feature
+    label_es: str | None = None  # the HPO's official Spanish label (None: not translated)
+    synonym: str | None = None  # the English synonym that matched, when no label did
+    in_model: bool  # the deployed model's classifier uses this term as a feature
+    in_ranker: bool = False  # the deployed model's rare-disease ranker reads this term
 
 
 class SymptomPage(msgspec.Struct, kw_only=True):
@@ -224,6 +226,7 @@ class SymptomPage(msgspec.Struct, kw_only=True):
     limit: int
     items: list[SymptomMatch]
     hpo_release: str
+    corrected: str | None = None  # the query searched instead when this one matched nothing
 
 
 class DiseaseMatch(msgspec.Struct, kw_only=True):
