@@ -14,6 +14,7 @@ styles from this origin only, no inline code) limits what injected markup could 
 from __future__ import annotations
 
 import functools
+import html
 import importlib.resources
 from pathlib import Path
 
@@ -43,7 +44,19 @@ def _package_dir(name: str) -> Path:
 
 @functools.cache
 def _template() -> str:
-    return (_package_dir("templates") / "index.html").read_text(encoding="utf-8")
+    """The page with the curated common conditions filled in (code, English and Spanish name:
+    the form says what the common catalogue covers)."""
+    from diagnosis.common_conditions import COMMON_CONDITIONS
+
+    items = "\n".join(
+        f'        <li><code>{html.escape(c.code)}</code> <span data-name-en="{html.escape(c.name_en)}"'
+        f' data-name-es="{html.escape(c.name_es)}">{html.escape(c.name_en)}</span></li>'
+        for c in COMMON_CONDITIONS
+    )
+    page = (_package_dir("templates") / "index.html").read_text(encoding="utf-8")
+    return page.replace("{{n_common}}", str(len(COMMON_CONDITIONS))).replace(
+        "{{common_conditions}}", items
+    )
 
 
 def language_from(accept_language: str | None) -> str:
