@@ -43,7 +43,7 @@ from serving.model_store import NoModelError
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
-from serving.ui import WebController, static_router
+from serving.ui import WebController, docs_plugins, static_router
 
 log = logging.getLogger("triage.serving")
 
@@ -235,6 +235,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "and severity, from symptoms (HPO ids) and vital signs."
         ),
         path="/schema",
+        render_plugins=docs_plugins(),  # pinned assets served by the app: works offline
         components=Components(
             security_schemes={
                 "BearerToken": SecurityScheme(

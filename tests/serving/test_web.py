@@ -167,3 +167,15 @@ def test_page_says_what_the_common_catalogue_covers_in_both_languages(client):
         assert f"<code>{condition.code}</code>" in page
         assert f'data-name-es="{condition.name_es}"' in page
     assert "{{" not in page  # every placeholder filled
+
+
+def test_api_docs_load_their_assets_from_the_app_itself(client):
+    for path in ("/schema", "/schema/redoc", "/schema/swagger"):
+        page = client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+        assert assets and all(a.startswith("/static/vendor/") for a in assets), (path, assets)
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
+    assert "fonts.googleapis" not in client.get("/schema").text
+    assert client.get("/schema/openapi.json").json()["info"]["title"] == "triage"
