@@ -48,7 +48,11 @@ def server(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "TRIAGE_HOME": str(tmp_path / "home"), "TRIAGE_API_KEYS": "admin:docs-token"}
+    env = {
+        **os.environ,
+        "TRIAGE_HOME": str(tmp_path / "home"),
+        "TRIAGE_API_KEYS": "admin:docs-token",
+    }
     process = subprocess.Popen(
         [str(TRIAGE), "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
