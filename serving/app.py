@@ -271,7 +271,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=route_handlers,
         middleware=middleware,
-        lifespan=[_lifespan(services)],
+        lifespan=[_lifespan(services), metrics.publish_at_startup],
         dependencies=dependencies(services),
         exception_handlers=exception_handlers,
         openapi_config=openapi,
@@ -301,6 +301,8 @@ def serve(
     import uvicorn
 
     Settings.from_env()  # fail fast with a readable message before uvicorn forks workers
+    if workers > 1:  # before the workers import prometheus_client: one scrape sees them all
+        metrics.prepare_multiprocess()
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
