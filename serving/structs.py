@@ -28,6 +28,7 @@ from schemas.clinical import (
 from schemas.contracts import (  # the runtime's answer is the API's response body
     Prediction,
 )
+from serving.problem_codes import problem_code
 
 MAX_BATCH = 1000
 MAX_SYMPTOMS = 256
@@ -250,6 +251,11 @@ class Problem(msgspec.Struct, kw_only=True):
     value: Any
     message: str
     allowed: str | None = None
+    code: str | None = None  # v1.4: stable code of the message (serving.problem_codes)
+
+    def __post_init__(self) -> None:
+        if self.code is None:
+            self.code = problem_code(self.message)
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):

@@ -116,6 +116,16 @@
       f_diastolic_bp: "Presión diastólica", f_symptoms: "Síntomas",
       f_absent_symptoms: "Síntomas descartados",
       f_prediction_id: "Id de predicción", f_diagnosis: "Diagnóstico", f_severity: "Gravedad",
+      p_out_of_range: "fuera del intervalo permitido ({allowed})",
+      p_out_of_range_fahrenheit: "fuera del intervalo permitido ({allowed}); parece °F, indíquela en °C",
+      p_wrong_type: "tipo de valor no válido",
+      p_diastolic_not_below_systolic: "debe ser menor que la presión sistólica",
+      p_present_and_absent: "no puede estar a la vez presente y descartado",
+      p_unknown_sex: "sexo desconocido", p_unknown_severity: "gravedad desconocida",
+      p_not_hpo_id: "no es un id HPO", p_unknown_field: "campo desconocido",
+      p_not_prediction_id: "no es un id de predicción (32 caracteres hexadecimales)",
+      p_not_diagnosis_code: "no es un código de diagnóstico (NONE, CIE-10, ORPHA:<n> u OMIM:<n>)",
+      p_required: "obligatorio", p_too_many: "demasiados elementos",
       whySupports: "A favor", whyAgainst: "En contra", pts: "ptos",
       whyNone: "Ningún dato por sí solo cambia esta probabilidad en 0,1 puntos o más.",
       whyHint: "A favor / En contra: cuántos puntos porcentuales pierde o gana la probabilidad del diagnóstico cuando el modelo vuelve a evaluar al paciente sin ese dato."
@@ -220,7 +230,14 @@
       problems.forEach(function (p) {
         var field = String(p.field || "").replace(/\[\d+\]$/, "");
         var name = I18N.en["f_" + field] ? t("f_" + field) : p.field;
-        list.appendChild(el("li", null, name + ": " + p.message + (p.allowed ? " (" + p.allowed + ")" : "")));
+        /* a problem's stable code is translated; English (or an unknown code) shows the message */
+        var key = "p_" + p.code;
+        var text = lang !== "en" && I18N[lang][key]
+          ? t(key, { allowed: p.allowed || "" })
+          : p.message + (p.allowed ? " (" + p.allowed + ")" : "");
+        var item = el("li", null, name + ": " + text);
+        item.setAttribute("data-code", p.code || "");
+        list.appendChild(item);
       });
       box.appendChild(list);
     }
