@@ -39,6 +39,7 @@ from serving.controllers import (
     SearchController,
 )
 from serving.dependencies import SearchUnavailable, Services, dependencies
+from serving.logs import RequestIdMiddleware, configure_logging, current_request_id
 from serving.model_store import NoModelError
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
@@ -105,7 +106,7 @@ def _on_remote_error(_: Request, exc: RemoteError) -> Response[ErrorBody]:
 
 
 def _on_unexpected(_: Request, exc: Exception) -> Response[ErrorBody]:
-    reference = uuid.uuid4().hex[:12]
+    reference = current_request_id() or uuid.uuid4().hex[:12]  # the X-Request-ID of the answer
     # type and traceback only: the request body is never logged
     log.error("unhandled %s (reference %s)", type(exc).__name__, reference, exc_info=exc)
     return _error(500, f"internal error (reference {reference})")
@@ -224,6 +225,7 @@ async def _install_knowledge(services: Services) -> None:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; ``settings`` default to :meth:`Settings.from_env` (read once, here)."""
     settings = settings or Settings.from_env()
+    configure_logging()  # JSON lines with the request id
     services = Services.build(settings)
     if not settings.api_keys:
         log.warning("TRIAGE_API_KEYS is empty: every protected endpoint will answer 401")
@@ -261,7 +263,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         WebController,
         static_router(),
     ]
-    middleware: list[Any] = []
+    middleware: list[Any] = [RequestIdMiddleware]  # first: the id is set for everything after
     request_metrics = metrics.request_metrics_middleware()
     if request_metrics is not None:
         route_handlers.append(metrics.MetricsController)

@@ -59,6 +59,16 @@
       f_systolic_bp: "Systolic BP", f_diastolic_bp: "Diastolic BP", f_symptoms: "Symptoms",
       f_absent_symptoms: "Absent symptoms",
       f_prediction_id: "Prediction id", f_diagnosis: "Diagnosis", f_severity: "Severity",
+      p_out_of_range: "outside the allowed range ({allowed})",
+      p_out_of_range_fahrenheit: "outside the allowed range ({allowed}); looks like °F, enter °C",
+      p_wrong_type: "not a valid value",
+      p_diastolic_not_below_systolic: "must be below the systolic pressure",
+      p_present_and_absent: "cannot be both present and absent",
+      p_unknown_sex: "unknown sex", p_unknown_severity: "unknown severity",
+      p_not_hpo_id: "not an HPO id", p_unknown_field: "unknown field",
+      p_not_prediction_id: "not a prediction id (32 hexadecimal characters)",
+      p_not_diagnosis_code: "not a diagnosis code (NONE, ICD-10, ORPHA:<n> or OMIM:<n>)",
+      p_required: "required", p_too_many: "too many items",
       whySupports: "Supports", whyAgainst: "Against", pts: "pts",
       whyNone: "No single input changes this probability by 0.1 points or more.",
       whyHint: "Supports / Against: how many percentage points the diagnosis's probability loses or gains when the model scores the patient again without that input."
@@ -230,9 +240,9 @@
       problems.forEach(function (p) {
         var field = String(p.field || "").replace(/\[\d+\]$/, "");
         var name = I18N.en["f_" + field] ? t("f_" + field) : p.field;
-        /* a problem's stable code is translated; English (or an unknown code) shows the message */
+        /* a problem is worded by its stable code; an unknown code shows the API's message */
         var key = "p_" + p.code;
-        var text = lang !== "en" && I18N[lang][key]
+        var text = I18N[lang][key]
           ? t(key, { allowed: p.allowed || "" })
           : p.message + (p.allowed ? " (" + p.allowed + ")" : "");
         var item = el("li", null, name + ": " + text);
