@@ -15,14 +15,15 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 HOST ?= 127.0.0.1
 API_PORT ?= 8000
 UI_PORT ?= 3000
+MLFLOW_PORT ?= 5000
 # One API worker per core: a prediction is CPU-bound (README, "Where an API request's time goes").
 API_WORKERS ?= 2
 export API_WORKERS
 
-.PHONY: install pipeline serve ui run test test-reliability lint bench-validate bench-model bench-real bench-api bench-inprocess bench-pipeline fit-ranker clean help
+.PHONY: install pipeline serve ui mlflow run test test-reliability lint bench-validate bench-model bench-real bench-api bench-inprocess bench-pipeline fit-ranker clean help
 
 help:
-	@echo "make run       install, run the pipeline, then start the Dagster UI and the API"
+	@echo "make run       install, run the pipeline, then start the Dagster UI, the API and the MLflow UI"
 	@echo "make test      install, check imports and style (make lint), run the whole test suite"
 	@echo "make lint      import-linter contracts, ruff check and ruff format --check"
 	@echo "make test-reliability  faults, load and hostile input (kill -9, bad weeks, labels); not in make test"
@@ -30,6 +31,7 @@ help:
 	@echo "make pipeline  seed demo data if needed and materialise every asset (headless)"
 	@echo "make serve     start the API on $(HOST):$(API_PORT)"
 	@echo "make ui        start the Dagster UI on $(HOST):$(UI_PORT)"
+	@echo "make mlflow    start the MLflow UI on $(HOST):$(MLFLOW_PORT) over the local SQLite store"
 	@echo "make bench-real  the differential on real published cases (README, Real patients)"
 
 $(UV):
@@ -51,8 +53,13 @@ serve: install
 ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(UI_PORT)
 
+# the MLflow UI over the store the pipeline writes to by default (TRIAGE_HOME/mlflow/mlflow.db)
+mlflow: install
+	@mkdir -p "$(TRIAGE_HOME)/mlflow"
+	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(TRIAGE_HOME)/mlflow/mlflow.db" --host $(HOST) --port $(MLFLOW_PORT)
+
 run: pipeline
-	@bash orchestration/run_local.sh "$(HOST)" "$(UI_PORT)" "$(API_PORT)"
+	@bash orchestration/run_local.sh "$(HOST)" "$(UI_PORT)" "$(API_PORT)" "$(MLFLOW_PORT)"
 
 # the import contracts and ruff first (seconds), then the suite; the reliability suite (minutes of
 # real processes killed and restarted) runs on its own: make test-reliability

@@ -32,6 +32,7 @@ __all__ = [
     "HEALTHY_INCIDENTAL_SYMPTOMS",
     "by_code",
     "all_symptom_ids",
+    "spanish_names",
 ]
 
 HEALTHY_NAME_EN = "No disease"  # the one name of NONE (diagnosis.catalogue, model classes, API)
@@ -676,3 +677,12 @@ def all_symptom_ids() -> frozenset[str]:
     """Every HPO id the table (and the healthy incidental list) uses."""
     ids = {term for condition in COMMON_CONDITIONS for term in condition.symptoms}
     return frozenset(ids | set(HEALTHY_INCIDENTAL_SYMPTOMS))
+
+
+@cache
+def spanish_names() -> Mapping[str, str]:
+    """``{code: Spanish name}`` of every curated condition and of ``NONE``: the diseases the
+    product has a Spanish name for (the ORPHA/OMIM catalogue has no Spanish source)."""
+    names = {condition.code: condition.name_es for condition in COMMON_CONDITIONS}
+    names[HEALTHY_CODE] = HEALTHY_NAME_ES
+    return MappingProxyType(names)

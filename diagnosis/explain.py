@@ -47,7 +47,8 @@ FIELD_LABELS: dict[str, tuple[str, str, str | None]] = {
     "sex": ("Sex", "Sexo", None),
 }
 
-SymptomNamer = Callable[[str], "str | None"]
+# an HPO id -> its name, or (English name, Spanish name), or None when unknown
+SymptomNamer = Callable[[str], "str | tuple[str, str] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +96,11 @@ def _item(
 ) -> dict[str, Any]:
     if removed.field in ("symptoms", "absent_symptoms"):
         term = str(removed.value)
-        name = (symptom_name(term) if symptom_name is not None else None) or term
-        label, label_es, unit = name, name, None
+        named = (symptom_name(term) if symptom_name is not None else None) or term
+        label, label_es = (named, named) if isinstance(named, str) else named
+        unit = None
         if removed.field == "absent_symptoms":
-            label, label_es = f"{name} (absent)", f"{name} (descartado)"
+            label, label_es = f"{label} (absent)", f"{label_es} (descartado)"
     else:
         default = (removed.field, removed.field, None)
         label, label_es, unit = FIELD_LABELS.get(removed.field, default)

@@ -50,6 +50,7 @@ import onnxruntime as ort
 
 from diagnosis import sparse_graph
 from diagnosis.blend import BlendParams, CandidateBlend, blend
+from diagnosis.common_conditions import spanish_names
 from diagnosis.explain import (
     EXPLAINED_DIAGNOSES,
     SymptomNamer,
@@ -697,12 +698,17 @@ class Runtime:
         orphan = ranked.orphan.tolist()
         labels = self.severity_labels
         codes, names, categories = self._entry_codes, self._entry_names, self._entry_categories
+        names_es = spanish_names()
         ids = _prediction_ids(len(scored))
         answers: list[Prediction] = []
         for i, row in enumerate(first):
             differential = [
                 DifferentialEntry(
-                    code=codes[j], name=names[j], category=categories[j], probability=p
+                    code=codes[j],
+                    name=names[j],
+                    name_es=names_es.get(codes[j]),
+                    category=categories[j],
+                    probability=p,
                 )
                 for j, p in zip(order[row], probabilities[row])
             ]

@@ -187,8 +187,9 @@ class ExplanationItem(msgspec.Struct, kw_only=True):
     label_es: Annotated[
         str,
         Meta(
-            description="Spanish label (HPO terms have no Spanish release: their English name).",
-            examples=["Fever"],
+            description="Spanish label: the HPO's official Spanish label of a term (its English "
+            "name when the term has none), or the field's.",
+            examples=["Fiebre"],
         ),
     ]
     unit: Annotated[
@@ -216,6 +217,8 @@ class Explanation(msgspec.Struct, kw_only=True):
 class DifferentialEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     code: str
     name: str
+    # v1.4: the Spanish name (the common conditions); null for diseases with no Spanish source
+    name_es: str | None
     category: Category
     probability: Probability
     # v1.2: only on the first 3 entries, and only when explanations were asked for

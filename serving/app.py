@@ -48,12 +48,13 @@ from serving.controllers import (
     SearchController,
 )
 from serving.dependencies import SearchUnavailable, Services, dependencies
+from serving.logs import RequestIdMiddleware, configure_logging, current_request_id
 from serving.model_store import NoModelError
 from serving.scoring import ScoringAbandoned, ScoringPool, WorkBudgetExceeded
 from serving.search import Knowledge, load_knowledge
 from serving.settings import Settings
 from serving.structs import ErrorBody, Problem
-from serving.ui import WebController, static_router
+from serving.ui import WebController, docs_plugins, static_router
 
 log = logging.getLogger("triage.serving")
 
@@ -147,14 +148,14 @@ def _undecodable_body(exc: BaseException) -> bool:
 _BODY_NOT_DECODABLE = "nested too deeply, or a string is not valid UTF-8"
 
 
-def _on_unexpected(request: Request, exc: Exception) -> Response[ErrorBody]:
+def _on_unexpected(_: Request, exc: Exception) -> Response[ErrorBody]:
     if _undecodable_body(exc):  # a client error on a route without a body hook: no traceback
         return _error(
             HTTP_400_BAD_REQUEST,
             "request body is not valid JSON",
             [Problem(field="body", value=None, message=_BODY_NOT_DECODABLE)],
         )
-    reference = uuid.uuid4().hex[:12]
+    reference = current_request_id() or uuid.uuid4().hex[:12]  # the X-Request-ID of the answer
     # type and traceback only: the request body is never logged
     log.error("unhandled %s (reference %s)", type(exc).__name__, reference, exc_info=exc)
     return _error(500, f"internal error (reference {reference})")
@@ -333,6 +334,7 @@ async def _install_knowledge(services: Services) -> None:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; ``settings`` default to :meth:`Settings.from_env` (read once, here)."""
     settings = settings or Settings.from_env()
+    configure_logging()  # JSON lines with the request id
     services = Services.build(settings)
     if not settings.api_keys:
         log.warning("TRIAGE_API_KEYS is empty: every protected endpoint will answer 401")
@@ -344,6 +346,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "and severity, from symptoms (HPO ids) and vital signs."
         ),
         path="/schema",
+        render_plugins=docs_plugins(),  # pinned assets served by the app: works offline
         components=Components(
             security_schemes={
                 "BearerToken": SecurityScheme(
@@ -372,7 +375,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         WebController,
         static_router(),
     ]
-    middleware: list[Any] = [RejectBadPaths]
+    # the request id first: it is set for everything after (bad paths included)
+    middleware: list[Any] = [RequestIdMiddleware, RejectBadPaths]
     request_metrics = metrics.request_metrics_middleware()
     if request_metrics is not None:
         route_handlers.append(metrics.MetricsController)
@@ -382,7 +386,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=route_handlers,
         middleware=middleware,
-        lifespan=[_lifespan(services)],
+        lifespan=[_lifespan(services), metrics.publish_at_startup],
         dependencies=dependencies(services),
         exception_handlers=exception_handlers,
         openapi_config=openapi,
@@ -412,6 +416,8 @@ def serve(
     import uvicorn
 
     settings = Settings.from_env()  # fail fast with a readable message before uvicorn forks workers
+    if workers > 1:  # before the workers import prometheus_client: one scrape sees them all
+        metrics.prepare_multiprocess()
     uvicorn.run(
         "serving.app:create_app",
         factory=True,

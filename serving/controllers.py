@@ -566,11 +566,14 @@ class SearchController(Controller):
     ) -> SymptomPage:
         """Autocomplete over HPO phenotypic abnormalities (current terms): names and synonyms.
 
-        An HPO id (``HP:0001945``, also an old ``alt_id``) finds its current term. Labels are the
-        HPO's English ones (there is no Spanish release); matching ignores case and accents.
-        ``in_model`` tells whether the deployed model uses the term.
+        Matches the HPO's English names and synonyms and its official Spanish labels
+        (``label_es``), ignoring case and accents; exact and word-start matches come first. A
+        query that matches nothing is searched again with its typos corrected (``corrected``).
+        An HPO id (``HP:0001945``, also an old ``alt_id``) finds its current term. ``in_model``
+        tells whether the deployed model's classifier uses the term (the rare-disease ranker reads
+        every term).
         """
-        total, page = search.symptoms.search(q, offset, limit)
+        total, page, corrected = search.symptoms.lookup(q, offset, limit)
         model = model_store.model
         return SymptomPage(
             query=q,
@@ -578,12 +581,17 @@ class SearchController(Controller):
             offset=offset,
             limit=limit,
             hpo_release=search.symptoms.release,
+            corrected=corrected,
             items=[
                 SymptomMatch(
                     id=term.id,
                     name=term.name,
+                    label_es=term.name_es,
                     synonym=synonym,
                     in_model=model is not None and model.spec.knows_symptom(term.id),
+                    in_ranker=model is not None
+                    and model.knowledge is not None
+                    and model.knowledge.canonical(term.id) is not None,
                 )
                 for term, synonym in page
             ],

@@ -13,18 +13,19 @@ _FALSE = {"false", "0"}
 
 
 def symptom_namer(knowledge: Any) -> SymptomNamer | None:
-    """HPO term names from the API's symptom search index (:class:`serving.search.Knowledge`), or
-    ``None`` when the index is unavailable (the explanation then labels symptoms by their id).
-    An old ``alt_id`` gets its current term's name."""
+    """HPO term names, English and Spanish, from the API's symptom search index
+    (:class:`serving.search.Knowledge`), or ``None`` when the index is unavailable (the
+    explanation then labels symptoms by their id). An old ``alt_id`` gets its current term's
+    names; a term without an official Spanish label keeps its English name in Spanish."""
     if knowledge is None:
         return None
     index = knowledge.symptoms
 
-    def name(term: str) -> str | None:
-        _, page = index.search(term, 0, 1)
-        return page[0][0].name if page else None
+    def names(term: str) -> tuple[str, str] | None:
+        found = index.term(term)
+        return None if found is None else (found.name, found.name_es or found.name)
 
-    return name
+    return names
 
 
 def parse_explain(raw: str | None, default: bool) -> tuple[bool, list[Problem]]:

@@ -18,14 +18,26 @@ use. Both are searched in well under a millisecond for typical queries:
   within a tier shorter keys come first, then names before synonyms, then alphabetical order;
 * each entry appears once, at the rank of its best key.
 
-There are no Spanish HPO labels in the release, and none are invented here: Spanish users get
-accent- and case-insensitive matching on the English labels; the curated common conditions carry
-their Spanish names (``name_es``) and those are searchable.
+Spanish: the HPO project's official Spanish labels ship with the product
+(``diagnosis/data/hp-es.babelon.tsv``, attribution in ``diagnosis/data/README.md``); each symptom's
+Spanish label is one more key of its entry, so ``"fiebre"`` finds *Fever* and ``"tos"`` finds
+*Cough* (an exact key, tier 0) before *Ptosis* (inside a word, tier 3). The curated common
+conditions carry their Spanish names (``name_es``) and those are searchable too; the ORPHA/OMIM
+diseases have no Spanish source and keep their English names.
+
+Typos: when a query matches nothing, each of its words that starts no word of the index is
+replaced by the closest word of the index (``difflib`` ratio ≥ 0.75, words of similar length; of
+equally close words the one most keys use), and the corrected query is searched
+(``"fievre"`` -> ``"fiebre"``, ``"cuogh"`` -> ``"cough"``). The answer says which query it
+searched (``corrected``).
 """
 
 from __future__ import annotations
 
+import csv
+import difflib
 import functools
+import importlib.resources
 import logging
 import re
 import threading
@@ -51,6 +63,7 @@ __all__ = [
     "TextIndex",
     "fold",
     "load_knowledge",
+    "spanish_labels",
 ]
 
 log = logging.getLogger("triage.serving.search")
@@ -62,6 +75,9 @@ SEARCH_LIMIT_MAX = 50
 SEARCH_LIMIT_DEFAULT = 10
 QUERY_MAX_LENGTH = 100
 _INNER_MIN_LENGTH = 3
+_TYPO_CUTOFF = 0.75  # difflib ratio a replacement word needs (one edit in a 6-letter word: 0.83)
+_TYPO_MIN_LENGTH = 3  # shorter words are not corrected (too many close words)
+SPANISH_LABELS_FILE = "hp-es.babelon.tsv"  # in diagnosis/data/
 
 
 def fold(text: str) -> str:
@@ -102,6 +118,47 @@ class TextIndex:
             table[byte] = byte >= 0x80 or chr(byte).isalnum()
         self._is_word = table[self._blob]
         self.n_keys = len(rows)
+        self._folded = folded
+        self._words: dict[int, list[str]] | None = None  # by length, built on the first typo
+        self._word_counts: dict[str, int] = {}
+
+    def _vocabulary(self) -> dict[int, list[str]]:
+        if self._words is None:
+            counts: dict[str, int] = {}
+            for key in self._folded:
+                for word in key.split(" "):
+                    counts[word] = counts.get(word, 0) + 1
+            by_length: dict[int, list[str]] = {}
+            for word in sorted(counts):
+                by_length.setdefault(len(word), []).append(word)
+            self._word_counts = counts
+            self._words = by_length
+        return self._words
+
+    def correct(self, query: str) -> str | None:
+        """The query with each word that starts no word of the index replaced by the closest
+        word of the index (``None`` when no word could be corrected)."""
+        vocabulary = self._vocabulary()
+        changed = False
+        words = fold(query).split(" ")
+        for i, word in enumerate(words):
+            if len(word) < _TYPO_MIN_LENGTH or len(self._occurrences(word.encode("utf-8"))):
+                continue
+            candidates = [
+                w for n in range(len(word) - 2, len(word) + 3) for w in vocabulary.get(n, ())
+            ]
+            scored = []
+            for candidate in candidates:
+                matcher = difflib.SequenceMatcher(None, word, candidate)
+                if matcher.real_quick_ratio() >= _TYPO_CUTOFF and matcher.quick_ratio() >= (
+                    _TYPO_CUTOFF
+                ):
+                    ratio = matcher.ratio()
+                    if ratio >= _TYPO_CUTOFF:
+                        scored.append((ratio, self._word_counts[candidate], candidate))
+            if scored:  # the closest word; of equally close ones, the most used
+                words[i], changed = max(scored)[2], True
+        return " ".join(words) if changed else None
 
     def _occurrences(self, q: bytes) -> np.ndarray:
         """Byte offsets where ``q`` starts in the blob (vectorised: a few 100 µs on 1 MB)."""
@@ -142,13 +199,23 @@ class TextIndex:
         first.sort()
         return entries[first], ranked_keys[first]
 
-    def page(self, query: str, offset: int, limit: int) -> tuple[int, list[Hit]]:
-        """(total number of matching entries, the hits in ``[offset, offset + limit)``)."""
+    def page(
+        self, query: str, offset: int, limit: int, typos: bool = False
+    ) -> tuple[int, list[Hit], str | None]:
+        """(total number of matching entries, the hits in ``[offset, offset + limit)``, the
+        corrected query when ``typos`` allowed one because ``query`` matched nothing)."""
         entries, keys = self.search(query)
+        corrected = None
+        if typos and not len(entries):
+            corrected = self.correct(query)
+            if corrected is not None:
+                entries, keys = self.search(corrected)
         window = slice(offset, offset + limit)
-        return len(entries), [
-            Hit(int(e), self._originals[int(k)]) for e, k in zip(entries[window], keys[window])
-        ]
+        return (
+            len(entries),
+            [Hit(int(e), self._originals[int(k)]) for e, k in zip(entries[window], keys[window])],
+            corrected,
+        )
 
 
 # ---------------------------------------------------------------------------------- symptoms
@@ -156,10 +223,28 @@ class TextIndex:
 class Symptom:
     id: str
     name: str
+    name_es: str | None = None  # the HPO's official Spanish label, when there is one
+
+
+@functools.cache
+def spanish_labels() -> dict[str, str]:
+    """``{HPO id: official Spanish label}`` from the shipped Babelon file (about 20,000 terms)."""
+    resource = importlib.resources.files("diagnosis") / "data" / SPANISH_LABELS_FILE
+    labels: dict[str, str] = {}
+    with resource.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if (
+                row.get("translation_language") == "es"
+                and row.get("predicate_id") == "rdfs:label"
+                and row.get("translation_value")
+            ):
+                labels[row["subject_id"]] = row["translation_value"].strip()
+    return labels
 
 
 class SymptomIndex:
-    """Current terms under *Phenotypic abnormality* (HP:0000118): names and synonyms."""
+    """Current terms under *Phenotypic abnormality* (HP:0000118): English names and synonyms,
+    and the official Spanish labels."""
 
     def __init__(
         self,
@@ -177,20 +262,37 @@ class SymptomIndex:
         keys: list[tuple[str, int, bool]] = []
         for i, term in enumerate(self.terms):
             keys.append((term.name, i, True))
+            if term.name_es:
+                keys.append((term.name_es, i, False))
             keys.extend((s, i, False) for s in synonyms.get(term.id, ()))
         self._index = TextIndex(keys)
 
     def __len__(self) -> int:
         return len(self.terms)
 
+    def term(self, term_id: str) -> Symptom | None:
+        """The current term of an id (an old ``alt_id`` gives its current term), else ``None``."""
+        position = self._position.get(term_id)
+        if position is None:
+            position = self._position.get(self._alt_ids.get(term_id, ""))
+        return None if position is None else self.terms[position]
+
     def search(
         self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
     ) -> tuple[int, list[tuple[Symptom, str | None]]]:
-        """(total, page of (term, the synonym that matched or ``None`` when the name did)).
+        """(total, page of (term, the English synonym that matched or ``None`` when the name or
+        the Spanish label did)). See :meth:`lookup` for the corrected query of a typo."""
+        total, page, _ = self.lookup(query, offset, limit)
+        return total, page
+
+    def lookup(
+        self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
+    ) -> tuple[int, list[tuple[Symptom, str | None]], str | None]:
+        """(total, page of (term, matched synonym or ``None``), the corrected query or ``None``).
 
         A query that is an HPO id (``HP:0001945``, ``hp0001945`` or the 7 digits) returns that term;
         ids of an older release (``alt_id``, or an obsolete id's ``replaced_by``) return the
-        current term.
+        current term. A query that matches nothing is searched again with its typos corrected.
         """
         match = _HPO_QUERY.match(query.strip().lower())
         if match:
@@ -198,13 +300,13 @@ class SymptomIndex:
             term_id = term_id if term_id in self._position else self._alt_ids.get(term_id, "")
             position = self._position.get(term_id)
             found = [] if position is None else [(self.terms[position], None)]
-            return len(found), found[offset : offset + limit]
-        total, hits = self._index.page(query, offset, limit)
+            return len(found), found[offset : offset + limit], None
+        total, hits, corrected = self._index.page(query, offset, limit, typos=True)
         page = []
         for hit in hits:
             term = self.terms[hit.entry]
-            page.append((term, None if hit.key == term.name else hit.key))
-        return total, page
+            page.append((term, None if hit.key in (term.name, term.name_es) else hit.key))
+        return total, page, corrected
 
 
 def build_symptom_index(obo: Path | None = None) -> SymptomIndex:
@@ -212,8 +314,9 @@ def build_symptom_index(obo: Path | None = None) -> SymptomIndex:
 
     ontology = Ontology.load(obo)
     subtree = sorted(ontology.descendants(PHENOTYPIC_ABNORMALITY) - {PHENOTYPIC_ABNORMALITY})
+    spanish = spanish_labels()
     return SymptomIndex(
-        [Symptom(t, ontology.names[t]) for t in subtree],
+        [Symptom(t, ontology.names[t], spanish.get(t)) for t in subtree],
         {t: ontology.synonyms[t] for t in subtree if t in ontology.synonyms},
         {**ontology.replaced_by, **ontology.alt_ids},  # ids of older releases -> current term
         ontology.release,
@@ -254,7 +357,7 @@ class DiseaseIndex:
         self, query: str, offset: int = 0, limit: int = SEARCH_LIMIT_DEFAULT
     ) -> tuple[int, list[Disease]]:
         """(total, page of diseases) matching ``query`` (names in English or Spanish, or codes)."""
-        total, hits = self._index.page(query, offset, limit)
+        total, hits, _ = self._index.page(query, offset, limit)
         return total, [self.diseases[hit.entry] for hit in hits]
 
 

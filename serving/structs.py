@@ -28,6 +28,7 @@ from schemas.clinical import (
 from schemas.contracts import (  # the runtime's answer is the API's response body
     Prediction,
 )
+from serving.problem_codes import problem_code
 
 MAX_BATCH = 1000
 MAX_SYMPTOMS = 256
@@ -239,8 +240,10 @@ class LabelHistory(msgspec.Struct, kw_only=True):
 class SymptomMatch(msgspec.Struct, kw_only=True):
     id: str
     name: str
-    synonym: str | None = None  # the synonym that matched, when the name did not
-    in_model: bool  # the deployed model uses this term as a feature
+    label_es: str | None = None  # the HPO's official Spanish label (None: not translated)
+    synonym: str | None = None  # the English synonym that matched, when no label did
+    in_model: bool  # the deployed model's classifier uses this term as a feature
+    in_ranker: bool = False  # the deployed model's rare-disease ranker reads this term
 
 
 class SymptomPage(msgspec.Struct, kw_only=True):
@@ -250,6 +253,7 @@ class SymptomPage(msgspec.Struct, kw_only=True):
     limit: int
     items: list[SymptomMatch]
     hpo_release: str
+    corrected: str | None = None  # the query searched instead when this one matched nothing
 
 
 class DiseaseMatch(msgspec.Struct, kw_only=True):
@@ -273,6 +277,11 @@ class Problem(msgspec.Struct, kw_only=True):
     value: Any
     message: str
     allowed: str | None = None
+    code: str | None = None  # v1.4: stable code of the message (serving.problem_codes)
+
+    def __post_init__(self) -> None:
+        if self.code is None:
+            self.code = problem_code(self.message)
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):

@@ -3,7 +3,8 @@
 * ``GET /`` and ``GET /ui``: ``templates/index.html``, in Spanish or English. The language comes
   from ``?lang=es|en`` or else the ``Accept-Language`` header; the page's switch changes it
   in place afterwards (and remembers the choice in ``localStorage``).
-* ``GET /static/...``: ``app.js``, ``app.css``.
+* ``GET /static/...``: ``app.js``, ``app.css``, and the pinned Redoc / Swagger UI assets of the
+  API documentation (``static/vendor``, see :func:`docs_plugins`).
 
 The page calls the JSON API with the token the user types; the token is kept in the tab's
 ``sessionStorage`` only (gone when the tab closes, never in a cookie, never sent anywhere but the
@@ -14,11 +15,18 @@ styles from this origin only, no inline code) limits what injected markup could 
 from __future__ import annotations
 
 import functools
+import html
 import importlib.resources
 from pathlib import Path
 
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.datastructures import CacheControlHeader
+from litestar.openapi.plugins import (
+    JsonRenderPlugin,
+    OpenAPIRenderPlugin,
+    RedocRenderPlugin,
+    SwaggerRenderPlugin,
+)
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
@@ -43,7 +51,19 @@ def _package_dir(name: str) -> Path:
 
 @functools.cache
 def _template() -> str:
-    return (_package_dir("templates") / "index.html").read_text(encoding="utf-8")
+    """The page with the curated common conditions filled in (code, English and Spanish name:
+    the form says what the common catalogue covers)."""
+    from diagnosis.common_conditions import COMMON_CONDITIONS
+
+    items = "\n".join(
+        f'        <li><code>{html.escape(c.code)}</code> <span data-name-en="{html.escape(c.name_en)}"'
+        f' data-name-es="{html.escape(c.name_es)}">{html.escape(c.name_en)}</span></li>'
+        for c in COMMON_CONDITIONS
+    )
+    page = (_package_dir("templates") / "index.html").read_text(encoding="utf-8")
+    return page.replace("{{n_common}}", str(len(COMMON_CONDITIONS))).replace(
+        "{{common_conditions}}", items
+    )
 
 
 def language_from(accept_language: str | None) -> str:
@@ -81,6 +101,34 @@ class WebController(Controller):
         html = _template().replace("{{lang}}", lang)
         headers = {**SECURITY_HEADERS, "Content-Language": lang, "Vary": "Accept-Language"}
         return Response(html, media_type=MediaType.HTML, headers=headers)
+
+
+# pinned documentation assets vendored under static/vendor (licences in its README.md)
+SWAGGER_UI = "/static/vendor/swagger-ui-5.35.0"
+REDOC = "/static/vendor/redoc-2.5.4"
+_DOCS_FAVICON = f"<link rel='icon' type='image/png' href='{SWAGGER_UI}/favicon-32x32.png'>"
+
+
+def docs_plugins() -> list[OpenAPIRenderPlugin]:
+    """The OpenAPI pages, every asset served by the app itself (no CDN, no web fonts):
+    ``/schema`` and ``/schema/redoc`` (Redoc), ``/schema/swagger`` (Swagger UI, whose
+    *Authorize* button takes a bearer token) and ``/schema/openapi.json``."""
+    return [
+        RedocRenderPlugin(
+            path=["/", "/redoc"],
+            js_url=f"{REDOC}/redoc.standalone.js",
+            google_fonts=False,
+            favicon=_DOCS_FAVICON,
+        ),
+        SwaggerRenderPlugin(
+            path="/swagger",
+            js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            standalone_preset_js_url=f"{SWAGGER_UI}/swagger-ui-standalone-preset.js",
+            favicon=_DOCS_FAVICON,
+        ),
+        JsonRenderPlugin(path="/openapi.json"),
+    ]
 
 
 def static_router() -> Router:

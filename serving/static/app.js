@@ -18,16 +18,22 @@
       heartRate: "Heart rate (/min)", temperature: "Temperature (°C)",
       systolic: "Systolic BP (mmHg)", diastolic: "Diastolic BP (mmHg)",
       symptoms: "Symptoms (HPO)", symptomPlaceholder: "Type a symptom, e.g. fever",
-      symptomHint: "HPO terms are in English; accents and case do not matter. Click \u201cpresent\u201d on a symptom to mark it absent (ruled out).",
+      symptomHint: "Search in English or Spanish (official HPO labels); accents, case and small typos do not matter. Click \u201cpresent\u201d on a symptom to mark it absent (ruled out).",
+      corrected: "No match for \u201c{query}\u201d; showing \u201c{corrected}\u201d",
       present: "present", absent: "absent",
       markAbsent: "Mark {name} as absent (ruled out)", markPresent: "Mark {name} as present",
-      notInModel: "not used by the model", remove: "Remove", noMatches: "No matches",
+      usedBoth: "classifier and ranker", usedRanker: "rare-disease ranker only",
+      usedNone: "not used by the model", remove: "Remove", noMatches: "No matches",
       submitTriage: "Get differential", reset: "Clear", working: "Working…",
       resultTitle: "Differential diagnosis", predictionId: "Prediction id",
       usePredictionId: "Use for validation", modelVersion: "Model",
       orphanProbability: "Orphan disease probability", code: "Code", diagnosis: "Diagnosis",
       category: "Type", probability: "Probability", severity: "Severity", warnings: "Warnings",
       cat_common: "Common", cat_orphan: "Orphan", cat_healthy: "Healthy",
+      catalogueHint: "Common: the {n} conditions of the curated catalogue listed below; a common disease outside it is never suggested. Orphan: the rare diseases (ORPHA, OMIM) of the HPO annotations.",
+      catalogueList: "Common conditions covered",
+      noSpanish: "",
+      resultReady: "Differential ready: {name}, {pct}.",
       sev_not_ill: "Not ill", sev_mild: "Mild", sev_acute: "Acute", sev_chronic: "Chronic",
       sev_terminal: "Terminal",
       labelTitle: "Confirm a diagnosis",
@@ -47,11 +53,22 @@
       warnOldId: "{what} {term} is an old id of {current}; read as {current}",
       w_symptom: "symptom", w_absent: "absent symptom",
       warnBaseRates: "no vital signs or symptoms given: the answer reflects base rates only",
+      warnThin: "few findings and no vital signs measured: the differential is broad and its probabilities uncertain; add vital signs or further findings",
       footer: "The token is kept in this browser tab only (sessionStorage) and is sent only to this server.",
       f_age: "Age", f_sex: "Sex", f_heart_rate: "Heart rate", f_body_temperature: "Temperature",
       f_systolic_bp: "Systolic BP", f_diastolic_bp: "Diastolic BP", f_symptoms: "Symptoms",
       f_absent_symptoms: "Absent symptoms",
       f_prediction_id: "Prediction id", f_diagnosis: "Diagnosis", f_severity: "Severity",
+      p_out_of_range: "outside the allowed range ({allowed})",
+      p_out_of_range_fahrenheit: "outside the allowed range ({allowed}); looks like °F, enter °C",
+      p_wrong_type: "not a valid value",
+      p_diastolic_not_below_systolic: "must be below the systolic pressure",
+      p_present_and_absent: "cannot be both present and absent",
+      p_unknown_sex: "unknown sex", p_unknown_severity: "unknown severity",
+      p_not_hpo_id: "not an HPO id", p_unknown_field: "unknown field",
+      p_not_prediction_id: "not a prediction id (32 hexadecimal characters)",
+      p_not_diagnosis_code: "not a diagnosis code (NONE, ICD-10, ORPHA:<n> or OMIM:<n>)",
+      p_required: "required", p_too_many: "too many items",
       whySupports: "Supports", whyAgainst: "Against", pts: "pts",
       whyNone: "No single input changes this probability by 0.1 points or more.",
       whyHint: "Supports / Against: how many percentage points the diagnosis's probability loses or gains when the model scores the patient again without that input."
@@ -65,11 +82,13 @@
       female: "Mujer", male: "Hombre", other: "Otro", unknown: "Desconocido",
       heartRate: "Frecuencia cardíaca (/min)", temperature: "Temperatura (°C)",
       systolic: "Presión sistólica (mmHg)", diastolic: "Presión diastólica (mmHg)",
-      symptoms: "Síntomas (HPO)", symptomPlaceholder: "Escriba un síntoma, p. ej. fever (fiebre)",
-      symptomHint: "Los términos HPO están en inglés; no importan tildes ni mayúsculas. Pulse \u00abpresente\u00bb en un síntoma para marcarlo como descartado.",
+      symptoms: "Síntomas (HPO)", symptomPlaceholder: "Escriba un síntoma, p. ej. fiebre",
+      symptomHint: "Busque en español o en inglés (etiquetas oficiales de la HPO); no importan tildes, mayúsculas ni pequeñas erratas. Pulse \u00abpresente\u00bb en un síntoma para marcarlo como descartado.",
+      corrected: "Sin resultados para \u00ab{query}\u00bb; se muestra \u00ab{corrected}\u00bb",
       present: "presente", absent: "descartado",
       markAbsent: "Marcar {name} como descartado", markPresent: "Marcar {name} como presente",
-      notInModel: "no lo usa el modelo", remove: "Quitar", noMatches: "Sin resultados",
+      usedBoth: "clasificador y buscador de raras", usedRanker: "solo buscador de enfermedades raras",
+      usedNone: "no lo usa el modelo", remove: "Quitar", noMatches: "Sin resultados",
       submitTriage: "Obtener diferencial", reset: "Limpiar", working: "Procesando…",
       resultTitle: "Diagnóstico diferencial", predictionId: "Id de predicción",
       usePredictionId: "Usar para validar", modelVersion: "Modelo",
@@ -77,6 +96,10 @@
       diagnosis: "Diagnóstico", category: "Tipo", probability: "Probabilidad",
       severity: "Gravedad", warnings: "Avisos",
       cat_common: "Común", cat_orphan: "Huérfana", cat_healthy: "Sano",
+      catalogueHint: "Común: las {n} enfermedades del catálogo curado que se listan abajo; nunca se propone una enfermedad común fuera de él. Huérfana: las enfermedades raras (ORPHA, OMIM) de las anotaciones de la HPO.",
+      catalogueList: "Enfermedades comunes incluidas",
+      noSpanish: "Las enfermedades raras (ORPHA, OMIM) no tienen nombre oficial en español: se muestran en inglés, marcadas con (en).",
+      resultReady: "Diferencial listo: {name}, {pct}.",
       sev_not_ill: "No enfermo", sev_mild: "Leve", sev_acute: "Aguda", sev_chronic: "Crónica",
       sev_terminal: "Terminal",
       labelTitle: "Confirmar un diagnóstico",
@@ -96,12 +119,23 @@
       warnOldId: "{what} {term} es un id antiguo de {current}; se lee como {current}",
       w_symptom: "el síntoma", w_absent: "el síntoma descartado",
       warnBaseRates: "no se indicaron constantes vitales ni síntomas: la respuesta solo refleja las frecuencias de base",
+      warnThin: "pocos hallazgos y ninguna constante vital medida: el diferencial es amplio y sus probabilidades inciertas; añada constantes vitales u otros hallazgos",
       footer: "El token se guarda solo en esta pestaña del navegador (sessionStorage) y solo se envía a este servidor.",
       f_age: "Edad", f_sex: "Sexo", f_heart_rate: "Frecuencia cardíaca",
       f_body_temperature: "Temperatura", f_systolic_bp: "Presión sistólica",
       f_diastolic_bp: "Presión diastólica", f_symptoms: "Síntomas",
       f_absent_symptoms: "Síntomas descartados",
       f_prediction_id: "Id de predicción", f_diagnosis: "Diagnóstico", f_severity: "Gravedad",
+      p_out_of_range: "fuera del intervalo permitido ({allowed})",
+      p_out_of_range_fahrenheit: "fuera del intervalo permitido ({allowed}); parece °F, indíquela en °C",
+      p_wrong_type: "tipo de valor no válido",
+      p_diastolic_not_below_systolic: "debe ser menor que la presión sistólica",
+      p_present_and_absent: "no puede estar a la vez presente y descartado",
+      p_unknown_sex: "sexo desconocido", p_unknown_severity: "gravedad desconocida",
+      p_not_hpo_id: "no es un id HPO", p_unknown_field: "campo desconocido",
+      p_not_prediction_id: "no es un id de predicción (32 caracteres hexadecimales)",
+      p_not_diagnosis_code: "no es un código de diagnóstico (NONE, CIE-10, ORPHA:<n> u OMIM:<n>)",
+      p_required: "obligatorio", p_too_many: "demasiados elementos",
       whySupports: "A favor", whyAgainst: "En contra", pts: "ptos",
       whyNone: "Ningún dato por sí solo cambia esta probabilidad en 0,1 puntos o más.",
       whyHint: "A favor / En contra: cuántos puntos porcentuales pierde o gana la probabilidad del diagnóstico cuando el modelo vuelve a evaluar al paciente sin ese dato."
@@ -127,9 +161,14 @@
     if (text !== undefined && text !== null) { node.textContent = text; }
     return node;
   }
+  /* a probability as a percentage with one decimal; below 0.05 % it would read "0.0 %" and
+     from 99.95 % "100.0 %": those show as "< 0.1 %" and "> 99.9 %" (never certainty) */
   function percent(p) {
-    return new Intl.NumberFormat(locale(),
-      { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(p);
+    var format = new Intl.NumberFormat(locale(),
+      { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 });
+    if (p < 0.0005) { return "< " + format.format(0.001); }
+    if (p >= 0.9995) { return "> " + format.format(0.999); }
+    return format.format(p);
   }
 
   function locale() { return lang === "es" ? "es-ES" : "en-GB"; }
@@ -152,6 +191,11 @@
     document.querySelectorAll("[data-i18n]").forEach(function (node) {
       node.textContent = t(node.getAttribute("data-i18n"));
     });
+    document.querySelectorAll("[data-name-en]").forEach(function (node) {
+      node.textContent = node.getAttribute(lang === "es" ? "data-name-es" : "data-name-en");
+    });
+    var catalogue = $("catalogue-hint");
+    catalogue.textContent = t("catalogueHint", { n: catalogue.getAttribute("data-count") });
     document.querySelectorAll("[data-i18n-placeholder]").forEach(function (node) {
       node.setAttribute("placeholder", t(node.getAttribute("data-i18n-placeholder")));
     });
@@ -196,7 +240,14 @@
       problems.forEach(function (p) {
         var field = String(p.field || "").replace(/\[\d+\]$/, "");
         var name = I18N.en["f_" + field] ? t("f_" + field) : p.field;
-        list.appendChild(el("li", null, name + ": " + p.message + (p.allowed ? " (" + p.allowed + ")" : "")));
+        /* a problem is worded by its stable code; an unknown code shows the API's message */
+        var key = "p_" + p.code;
+        var text = I18N[lang][key]
+          ? t(key, { allowed: p.allowed || "" })
+          : p.message + (p.allowed ? " (" + p.allowed + ")" : "");
+        var item = el("li", null, name + ": " + text);
+        item.setAttribute("data-code", p.code || "");
+        list.appendChild(item);
       });
       box.appendChild(list);
     }
@@ -217,7 +268,7 @@
     }
     function highlight(index) {
       active = index;
-      Array.prototype.forEach.call(list.children, function (li, i) {
+      Array.prototype.forEach.call(list.querySelectorAll("li.option"), function (li, i) {
         li.setAttribute("aria-selected", String(i === index));
         if (i === index) { input.setAttribute("aria-activedescendant", li.id); li.scrollIntoView({ block: "nearest" }); }
       });
@@ -237,6 +288,10 @@
           if (!result.ok) { close(); return; }
           items = result.data.items || [];
           list.replaceChildren();
+          if (result.data.corrected && items.length) {
+            list.appendChild(el("li", "empty corrected",
+              t("corrected", { query: q, corrected: result.data.corrected })));
+          }
           if (!items.length) {
             list.appendChild(el("li", "empty", t("noMatches")));
           }
@@ -268,11 +323,32 @@
     input.addEventListener("blur", function () { setTimeout(close, 150); });
   }
 
+  /* a symptom's name in the current language (the HPO's Spanish label when it has one) */
+  function symptomName(item) {
+    return lang === "es" && item.label_es ? item.label_es : item.name;
+  }
+  /* which part of the model reads a term: the classifier (common conditions) and the
+     rare-disease ranker, the ranker only, or neither */
+  function usage(item) {
+    if (item.in_model) { return item.in_ranker ? "both" : "classifier"; }
+    return item.in_ranker ? "ranker" : "none";
+  }
+  function usageBadge(item) {
+    var kind = usage(item);
+    if (kind === "classifier") { return null; }
+    var badge = el("span", "badge badge-" + kind,
+      t({ both: "usedBoth", ranker: "usedRanker", none: "usedNone" }[kind]));
+    badge.setAttribute("data-usage", kind);
+    return badge;
+  }
   function renderSymptomOption(li, item) {
-    li.appendChild(el("span", "option-name", item.name));
+    li.appendChild(el("span", "option-name", symptomName(item)));
+    var other = lang === "es" ? item.name : item.label_es;
     if (item.synonym) { li.appendChild(el("span", "option-extra", "(" + item.synonym + ")")); }
+    else if (other && other !== symptomName(item)) { li.appendChild(el("span", "option-extra", "(" + other + ")")); }
     li.appendChild(el("span", "option-code", item.id));
-    if (!item.in_model) { li.appendChild(el("span", "badge", t("notInModel"))); }
+    var badge = usageBadge(item);
+    if (badge) { li.appendChild(badge); }
   }
   function renderDiseaseOption(li, item) {
     li.appendChild(el("span", "option-code", item.code));
@@ -287,13 +363,16 @@
       var li = el("li", symptom.absent ? "chip chip-absent" : "chip");
       li.setAttribute("data-hpo", symptom.id);
       li.setAttribute("data-state", symptom.absent ? "absent" : "present");
-      li.appendChild(el("span", "chip-name", symptom.name));
+      li.setAttribute("data-usage", usage(symptom));
+      li.appendChild(el("span", "chip-name", symptomName(symptom)));
       li.appendChild(el("span", "option-code", symptom.id));
+      var badge = usageBadge(symptom);
+      if (badge) { li.appendChild(badge); }
       /* present <-> absent: the button shows the chip's state and switches it */
       var toggle = el("button", "chip-toggle", t(symptom.absent ? "absent" : "present"));
       toggle.type = "button";
       toggle.setAttribute("aria-pressed", String(symptom.absent));
-      toggle.setAttribute("aria-label", t(symptom.absent ? "markPresent" : "markAbsent", { name: symptom.name }));
+      toggle.setAttribute("aria-label", t(symptom.absent ? "markPresent" : "markAbsent", { name: symptomName(symptom) }));
       toggle.title = toggle.getAttribute("aria-label");
       toggle.addEventListener("click", function () {
         symptom.absent = !symptom.absent;
@@ -304,7 +383,7 @@
       li.appendChild(toggle);
       var remove = el("button", "chip-remove", "×");
       remove.type = "button";
-      remove.setAttribute("aria-label", t("remove") + " " + symptom.name);
+      remove.setAttribute("aria-label", t("remove") + " " + symptomName(symptom));
       remove.addEventListener("click", function () {
         selected = selected.filter(function (s) { return s.id !== symptom.id; });
         renderChips();
@@ -333,6 +412,7 @@
         term: old[2], current: old[3] });
     }
     if (text === I18N.en.warnBaseRates) { return t("warnBaseRates"); }
+    if (text === I18N.en.warnThin) { return t("warnThin"); }
     return text;
   }
 
@@ -371,18 +451,50 @@
     return row;
   }
 
+  function diseaseName(d) { return lang === "es" && d.name_es ? d.name_es : d.name; }
+
+  /* the result section empty and hidden: nothing of an earlier patient stays on screen */
+  function clearResult() {
+    lastResult = null;
+    $("result").hidden = true;
+    $("result-prediction-id").textContent = "";
+    $("result-model").textContent = "";
+    $("orphan-probability").textContent = "";
+    $("differential").querySelector("tbody").replaceChildren();
+    $("severity-label").textContent = "";
+    $("severity-bars").replaceChildren();
+    $("warnings").replaceChildren();
+    $("warnings-box").hidden = true;
+    $("result-announce").textContent = "";
+  }
+  /* a new result is announced to screen readers (polite live region) and gets the focus */
+  function announceResult(answer) {
+    var top = answer.differential[0];
+    $("result-announce").textContent = top
+      ? t("resultReady", { name: diseaseName(top), pct: percent(top.probability) }) : "";
+    var heading = $("result-title");
+    heading.focus({ preventScroll: true });
+  }
+
   function renderResult(answer) {
     $("result-prediction-id").textContent = answer.prediction_id;
     $("result-model").textContent = answer.model_version;
     $("orphan-probability").textContent = percent(answer.orphan_probability);
     var body = $("differential").querySelector("tbody");
     body.replaceChildren();
+    var untranslated = false;
     answer.differential.forEach(function (d, i) {
       var row = el("tr", "dx-row");
       row.setAttribute("data-code", d.code);
       row.appendChild(el("td", "rank", String(i + 1)));
       row.appendChild(el("td", "code", d.code));
-      row.appendChild(el("td", "name", d.name));
+      var name = el("td", "name", diseaseName(d));
+      if (lang === "es" && !d.name_es) {
+        name.appendChild(el("span", "lang-note", " (en)"));
+        name.setAttribute("lang", "en");
+        untranslated = true;
+      }
+      row.appendChild(name);
       var tagCell = el("td");
       tagCell.appendChild(el("span", "tag tag-" + d.category, t("cat_" + d.category)));
       row.appendChild(tagCell);
@@ -401,6 +513,7 @@
       }
     });
     $("why-hint").hidden = !answer.differential.some(function (d) { return d.explanation; });
+    $("no-spanish").hidden = !untranslated;
     var severity = answer.severity;
     var label = $("severity-label");
     label.textContent = t("sev_" + severity.label);
@@ -432,6 +545,7 @@
     event.preventDefault();
     var errorBox = $("triage-error");
     errorBox.hidden = true;
+    clearResult();
     var body = {
       age: numberOrNull("age"), sex: $("sex").value || null,
       heart_rate: numberOrNull("heart_rate"), body_temperature: numberOrNull("body_temperature"),
@@ -444,12 +558,13 @@
     button.textContent = t("working");
     api("POST", "/v1/predict?top_k=10", body)
       .then(function (result) {
-        if (!result.ok) { showError(errorBox, result); return; }
+        if (!result.ok) { clearResult(); showError(errorBox, result); return; }
         lastResult = result.data;
         renderResult(lastResult);
+        announceResult(lastResult);
         $("result").scrollIntoView({ behavior: "smooth", block: "start" });
       })
-      .catch(function () { networkError(errorBox); })
+      .catch(function () { clearResult(); networkError(errorBox); })
       .then(function () { button.disabled = false; button.textContent = t("submitTriage"); });
   }
 
@@ -509,7 +624,8 @@
     autocomplete($("symptom-input"), $("symptom-suggestions"), "/v1/symptoms", renderSymptomOption,
       function (item) {
         if (!selected.some(function (s) { return s.id === item.id; })) {
-          selected.push({ id: item.id, name: item.name, absent: false });
+          selected.push({ id: item.id, name: item.name, label_es: item.label_es,
+            in_model: item.in_model, in_ranker: item.in_ranker, absent: false });
           renderChips();
         }
         $("symptom-input").value = "";
@@ -523,6 +639,7 @@
       selected = [];
       renderChips();
       $("triage-error").hidden = true;
+      clearResult();
     });
     $("use-prediction-id").addEventListener("click", function () {
       if (lastResult) { $("label-prediction-id").value = lastResult.prediction_id; }

@@ -84,6 +84,7 @@ def serve_with_the_deployed_classifier(home: Path, patients: list[dict]) -> list
                     DifferentialEntry(
                         code=model.classes[i],
                         name=model.classes[i],
+                        name_es=None,
                         category=category_of(model.classes[i]),
                         probability=min(float(p_dx[i]), 1.0),
                     )

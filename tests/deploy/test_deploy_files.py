@@ -249,7 +249,7 @@ def test_every_variable_a_service_receives_is_read_by_what_runs_in_that_service(
         mounted = ""
         for volume in service.get("volumes") or []:
             source = str(volume).split(":")[0]
-            if source.startswith("./"):
+            if source.startswith("./") and (COMPOSE.parent / source).is_file():
                 mounted += (COMPOSE.parent / source).read_text(encoding="utf-8")
         mounted = "\n".join(
             line for line in mounted.splitlines() if not line.lstrip().startswith("#")
@@ -397,7 +397,8 @@ def test_published_ports_are_distinct_and_served_inside_the_container():
             assert host_port not in seen, f"{name} and {seen[host_port]} both publish {host_port}"
             seen[host_port] = name
             assert any(
-                str(container_port) == token or token.endswith(f":{container_port}")
+                str(container_port) == token
+                or token.endswith((f":{container_port}", f"={container_port}"))
                 for token in command
             ), f"{name} publishes {container_port} it does not serve"
             if _image_kind(service) not in {"api"}:

@@ -81,6 +81,17 @@ def _points(effect: float) -> str:
     return f"{points:+.{0 if abs(points) >= 10 else 1}f}"
 
 
+def _percent(shown: str) -> float:
+    """A percentage as the page writes it ("12.3%", "12,3 %", "< 0.1%", "> 99.9%"): its number,
+    nudged inside the bound for the "<" and ">" forms."""
+    text = shown.replace("\u00a0", " ").replace(" ", "").replace(",", ".").rstrip("%")
+    if text.startswith("<"):
+        return float(text[1:]) / 2
+    if text.startswith(">"):
+        return (float(text[1:]) + 100) / 2
+    return float(text)
+
+
 def _same_value(shown: str, value: str | float) -> bool:
     return shown == value if isinstance(value, str) else float(shown) == value
 
@@ -229,8 +240,9 @@ def test_triage_language_switch_and_validation_in_a_real_browser(server, browser
         d["code"] for d in expected["differential"]
     ]
     assert len(rows) == len(expected["differential"]) > 1
-    percents = [float(r.find_element(By.CSS_SELECTOR, ".pct").text.rstrip("%")) for r in rows]
+    percents = [_percent(r.find_element(By.CSS_SELECTOR, ".pct").text) for r in rows]
     assert percents == sorted(percents, reverse=True)
+    assert all(0 < p < 100 for p in percents)  # "< 0.1%" and "> 99.9%": never 0 or certainty
     tags = {r.find_element(By.CSS_SELECTOR, ".tag").text for r in rows}
     assert tags <= {"Common", "Orphan", "Healthy"} and tags
     severity = browser.find_element(By.ID, "severity-label")
@@ -379,3 +391,74 @@ def test_absent_items_of_an_explanation_are_shown_with_their_labels(server, brow
         "el síntoma descartado HP:9999999 no está en la versión 2025-01-16 de HPO; se ha ignorado"
         in warnings
     )
+
+
+def test_a_spanish_clinician_searches_in_spanish_reads_spanish_names_and_clears(server, browser):
+    """Done-when of issue 15: "fiebre" and "tos" find Fever and Cough first, the differential
+    shows the Spanish names the API gives (and marks English ones), a new result is announced,
+    and Clear or an error leaves no earlier patient's result on screen."""
+    wait = WebDriverWait(browser, 15)
+    browser.get(f"{server}/?lang=es")
+    browser.execute_script("sessionStorage.setItem('triage.token', arguments[0])", CLINICIAN)
+    browser.refresh()
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "es"
+
+    for query, term, label_es in (("fiebre", FEVER, "Fiebre"), ("tos", COUGH, "Tos")):
+        _type(browser, "symptom-input", query)
+        first = wait.until(
+            EC.visibility_of_element_located(
+                (By.CSS_SELECTOR, '#symptom-suggestions li[role="option"]')
+            )
+        )
+        assert first.find_element(By.CSS_SELECTOR, ".option-code").text == term, first.text
+        assert first.find_element(By.CSS_SELECTOR, ".option-name").text == label_es
+        first.click()
+    chips = browser.find_elements(By.CSS_SELECTOR, "#symptom-chips li.chip")
+    assert [c.find_element(By.CSS_SELECTOR, ".chip-name").text for c in chips] == ["Fiebre", "Tos"]
+    for chip in chips:  # what reads the term is said on the chip
+        assert chip.get_attribute("data-usage") in {"both", "classifier", "ranker", "none"}
+
+    _type(browser, "age", "30")
+    browser.find_element(By.ID, "triage-submit").click()
+    wait.until(EC.visibility_of_element_located((By.ID, "result")))
+    expected = _post(
+        f"{server}/v1/predict?top_k=10", {"age": 30, "symptoms": [FEVER, COUGH]}, CLINICIAN
+    )
+    rows = browser.find_elements(By.CSS_SELECTOR, "#differential tbody tr.dx-row")
+    assert [r.get_attribute("data-code") for r in rows] == [
+        d["code"] for d in expected["differential"]
+    ]
+    spanish = [d for d in expected["differential"] if d["name_es"]]
+    assert spanish, "no entry with a Spanish name in the differential"
+    for row, entry in zip(rows, expected["differential"]):
+        name = row.find_element(By.CSS_SELECTOR, ".name").text
+        if entry["name_es"]:
+            assert name == entry["name_es"]
+        else:  # no Spanish source: the English name, marked, and the page says why
+            assert name == f"{entry['name']} (en)"
+            assert browser.find_element(By.ID, "no-spanish").is_displayed()
+    announced = browser.find_element(By.ID, "result-announce").get_attribute("textContent")
+    assert announced.startswith("Diferencial listo: ")
+    assert browser.execute_script("return document.activeElement.id") == "result-title"
+    assert "100,0" not in browser.find_element(By.ID, "result").text
+
+    # Clear: the form and the result are gone
+    browser.find_element(By.ID, "triage-reset").click()
+    assert not browser.find_element(By.ID, "result").is_displayed()
+    assert browser.find_elements(By.CSS_SELECTOR, "#differential tbody tr") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "#symptom-chips li") == []
+
+    # a new submission that fails shows the error and no earlier result
+    _type(browser, "symptom-input", "fiebre")
+    wait.until(
+        EC.element_to_be_clickable((By.CSS_SELECTOR, '#symptom-suggestions li[role="option"]'))
+    ).click()
+    browser.find_element(By.ID, "triage-submit").click()
+    wait.until(EC.visibility_of_element_located((By.ID, "result")))
+    _type(browser, "age", "500")
+    browser.find_element(By.ID, "triage-submit").click()
+    error = wait.until(EC.visibility_of_element_located((By.ID, "triage-error")))
+    assert "Edad: fuera del intervalo permitido" in error.text  # translated by its code
+    assert "outside" not in error.text
+    assert not browser.find_element(By.ID, "result").is_displayed()
+    assert browser.find_elements(By.CSS_SELECTOR, "#differential tbody tr") == []

@@ -204,7 +204,7 @@ def test_the_api_symptom_namer_labels_absent_items(client):
     (note,) = explanations(np.array([0.5]), np.array([[0.2], [0.6]]), inputs, namer)
     (absent,) = note["against"]
     assert absent["field"] == "absent_symptoms" and absent["value"] == FEVER
-    assert (absent["label"], absent["label_es"]) == ("Fever (absent)", "Fever (descartado)")
+    assert (absent["label"], absent["label_es"]) == ("Fever (absent)", "Fiebre (descartado)")
 
 
 def test_the_explanation_lists_an_excluded_finding_with_its_label(ranker_client):
@@ -223,7 +223,7 @@ def test_the_explanation_lists_an_excluded_finding_with_its_label(ranker_client)
     assert absent, answer["differential"]
     assert absent[0]["value"] == ECTOPIA_LENTIS
     assert absent[0]["label"] == "Ectopia lentis (absent)"
-    assert absent[0]["label_es"] == "Ectopia lentis (descartado)"
+    assert absent[0]["label_es"] == "Ectopia del cristalino (descartado)"  # the HPO label
 
 
 def test_an_excluded_finding_lowers_the_diseases_annotated_with_it(ranker_client):

@@ -174,7 +174,13 @@ def test_predict_returns_top_k_sorted_with_contract_fields(client):
     probabilities = [d["probability"] for d in differential]
     assert probabilities == sorted(probabilities, reverse=True)
     for entry in differential:  # v1.2 adds an `explanation` (tests/serving/test_explain.py)
-        assert set(entry) - {"explanation"} == {"code", "name", "category", "probability"}
+        assert set(entry) - {"explanation"} == {
+            "code",
+            "name",
+            "name_es",
+            "category",
+            "probability",
+        }
         assert entry["category"] in {"common", "orphan", "healthy"}
     assert body["severity"]["label"] in SEVERITIES
     assert set(body["severity"]["probabilities"]) == set(SEVERITIES)

@@ -201,7 +201,7 @@ def test_only_the_top_three_entries_carry_an_explanation_with_labels(small_clien
     assert top["code"] in {"J10", "J18.9"}
     items = {i["value"] if i["field"] == "symptoms" else i["field"]: i for i in _items(top)}
     assert FEVER in items, "fever must move the probability of a febrile diagnosis"
-    assert (items[FEVER]["label"], items[FEVER]["label_es"]) == ("Fever", "Fever")  # HPO: English
+    assert (items[FEVER]["label"], items[FEVER]["label_es"]) == ("Fever", "Fiebre")  # HPO labels
     for field, (label, label_es, unit) in {
         "body_temperature": ("Temperature", "Temperatura", "°C"),
         "heart_rate": ("Heart rate", "Frecuencia cardíaca", "/min"),
@@ -243,7 +243,10 @@ def test_a_symptom_the_model_does_not_read_is_never_evidence(small_client):
 
 def test_explanations_can_be_turned_off_and_batches_skip_them_by_default(small_client):
     off = _predict(small_client, FEBRILE, "&explain=false")
-    assert all(set(d) == {"code", "name", "category", "probability"} for d in off["differential"])
+    assert all(
+        set(d) == {"code", "name", "name_es", "category", "probability"}
+        for d in off["differential"]
+    )
     on = _predict(small_client, FEBRILE)
     # the same model either way (explained rows are scored in one batched call: float32 order)
     assert [d["code"] for d in off["differential"]] == [d["code"] for d in on["differential"]]

@@ -57,9 +57,66 @@ def test_names_win_over_synonyms_of_the_same_length():
 # ------------------------------------------------------------------ symptoms
 def test_symptom_search_puts_the_exact_term_first_and_flags_model_features(client):
     page = _symptoms(client, "fever")
-    assert page["items"][0] == {"id": FEVER, "name": "Fever", "synonym": None, "in_model": True}
+    assert page["items"][0] == {
+        "id": FEVER,
+        "name": "Fever",
+        "label_es": "Fiebre",
+        "synonym": None,
+        "in_model": True,
+        "in_ranker": False,  # this model has no rare-disease ranker
+    }
     assert page["total"] >= 10 and page["hpo_release"] == "2025-01-16"
     assert not all(item["in_model"] for item in page["items"])
+
+
+def test_spanish_labels_find_their_terms_first_accents_and_case_ignored(client):
+    for query, expected in [
+        ("fiebre", FEVER),
+        ("tos", "HP:0012735"),  # Cough ("Tos"), not Ptosis, which only contains the letters
+        ("TOS", "HP:0012735"),
+        ("cefalea", "HP:0002315"),
+        ("dolor abdominal", "HP:0002027"),
+        ("convulsion", "HP:0001250"),  # "Convulsión" without its accent
+    ]:
+        page = _symptoms(client, query)
+        assert page["items"][0]["id"] == expected, (query, page["items"][:3])
+        assert page["items"][0]["synonym"] is None and page["corrected"] is None
+    cough = _symptoms(client, "tos")["items"]
+    assert (cough[0]["name"], cough[0]["label_es"]) == ("Cough", "Tos")
+    ranked = _symptoms(client, "tos", limit=50)["items"]
+    ptosis = [i["id"] for i in ranked].index("HP:0000508")  # "tos" inside a word: after those
+    word_starts = [
+        i for i in ranked if any(w.startswith("tos") for w in fold(i["label_es"]).split())
+    ]
+    assert len(word_starts) >= 5 and all(ranked.index(i) < ptosis for i in word_starts)
+
+
+def test_a_query_with_a_typo_is_corrected_when_nothing_matches(client):
+    page = _symptoms(client, "fievre")
+    assert page["corrected"] == "fiebre" and page["items"][0]["id"] == FEVER
+    page = _symptoms(client, "dolr abdominal")
+    assert page["corrected"] == "dolor abdominal"
+    assert page["items"][0]["id"] == "HP:0002027"
+    assert _symptoms(client, "cuogh")["items"][0]["id"] == "HP:0012735"
+    # a query that matches is never "corrected"; gibberish stays unmatched
+    assert _symptoms(client, "fever")["corrected"] is None
+    nothing = _symptoms(client, "xqzvwk")
+    assert (nothing["total"], nothing["corrected"]) == (0, None)
+
+
+def test_the_spanish_labels_ship_with_the_product():
+    from serving.search import spanish_labels
+
+    labels = spanish_labels()
+    assert len(labels) > 19_000
+    assert (labels[FEVER], labels["HP:0012735"]) == ("Fiebre", "Tos")
+
+
+def test_symptoms_the_ranker_reads_are_flagged(ranker_client):
+    fever = _symptoms(ranker_client, "fever")["items"][0]
+    assert fever["id"] == FEVER and fever["in_ranker"] is True
+    ectopia = _symptoms(ranker_client, "ectopia lentis")["items"][0]
+    assert ectopia["in_ranker"] is True
 
 
 def test_symptom_search_matches_synonyms_and_says_which(client):
@@ -218,3 +275,26 @@ def test_with_a_knowledge_ranker_the_diseases_are_those_of_the_deployed_release(
 def test_classifier_only_model_searches_the_local_release(client):
     marfan = {i["code"] for i in _diseases(client, "marfan", limit=50)["items"]}
     assert {"ORPHA:558", "OMIM:154700"} < marfan
+
+
+# ------------------------------------------------------------------ Spanish in the answer
+def test_the_differential_carries_spanish_names_where_the_product_has_one(client):
+    answer = client.post(
+        "/v1/predict?top_k=4", json={"symptoms": [FEVER], "age": 30}, headers=auth()
+    ).json()
+    names_es = {entry["code"]: entry["name_es"] for entry in answer["differential"]}
+    assert names_es == {
+        "NONE": "Sin enfermedad (sano)",
+        "J10": "Gripe (influenza)",
+        "J18.9": "Neumonía, organismo no especificado",
+        "ORPHA:558": None,  # no Spanish source for the orphan catalogue: null, never invented
+    }
+    labels = [
+        (item["label"], item["label_es"])
+        for entry in answer["differential"]
+        if entry.get("explanation")
+        for side in ("supports", "against")
+        for item in entry["explanation"][side]
+        if item["field"] == "symptoms"
+    ]
+    assert labels and set(labels) == {("Fever", "Fiebre")}

@@ -156,3 +156,26 @@ def test_metrics_count_reload_failures_and_labels(client, served_home, built_mod
     text = client.get("/metrics", headers=auth("admin")).text
     assert _sample(text, "triage_model_reload_failures_total") == 1
     assert _sample(text, "triage_labels_total", category="orphan") >= 1
+
+
+def test_page_says_what_the_common_catalogue_covers_in_both_languages(client):
+    from diagnosis.common_conditions import COMMON_CONDITIONS
+
+    page = client.get("/?lang=es").text
+    assert 'data-count="20"' in page and len(COMMON_CONDITIONS) == 20
+    for condition in COMMON_CONDITIONS:
+        assert f"<code>{condition.code}</code>" in page
+        assert f'data-name-es="{condition.name_es}"' in page
+    assert "{{" not in page  # every placeholder filled
+
+
+def test_api_docs_load_their_assets_from_the_app_itself(client):
+    for path in ("/schema", "/schema/redoc", "/schema/swagger"):
+        page = client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+        assert assets and all(a.startswith("/static/vendor/") for a in assets), (path, assets)
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
+    assert "fonts.googleapis" not in client.get("/schema").text
+    assert client.get("/schema/openapi.json").json()["info"]["title"] == "triage"
