@@ -2,6 +2,7 @@
 immutable, versioned deployment and the atomic pointer switch (logic: :mod:`diagnosis.training.export`,
 :mod:`diagnosis.artifacts`)."""
 
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -231,9 +232,11 @@ def log_datasets(training_table: pl.DataFrame, where: str) -> dict:
         ("label_set", labels, "training"),
     ):
         digest = audit.frame_digest(frame)
-        dataset = mlflow.data.from_polars(
-            frame, source=f"{where}/{name}", name=name, digest=digest[:36]
-        )
+        with warnings.catch_warnings():  # MLflow registers two equal local-file source types
+            warnings.filterwarnings("ignore", message="The specified dataset source")
+            dataset = mlflow.data.from_polars(
+                frame, source=f"{where}/{name}", name=name, digest=digest[:36]
+            )
         mlflow.log_input(dataset, context=context)
         found[name] = {"rows": frame.height, "digest": digest, "mlflow_digest": digest[:36]}
     return found
