@@ -61,7 +61,9 @@ def test_prediction_record_found_after_a_restart(served_home, client: TestClient
         record = fresh.get(f"/v1/predictions/{served['prediction_id']}", headers=auth("admin"))
         assert record.status_code == 200, record.text
         assert record.json()["inputs"]["body_temperature"] == 39.4
-        assert fresh.app.state.prediction_index.scans == 1
+        index = fresh.app.state.prediction_index
+        # found through the file index (built at start-up, or caught up by this look-up)
+        assert index.bytes_read > 0 and index.scans <= 1
 
 
 def test_prediction_record_roles_and_bad_ids(client: TestClient) -> None:
