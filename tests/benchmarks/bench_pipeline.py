@@ -356,7 +356,9 @@ def main() -> int:
         print(
             f"          (the whole pipeline run, evaluation, export and deployment included: {r.wall:.1f} s)"
         )
-    print(f"  {'all targets run were met' if met else 'not every target was met'}")
+        if (n, args.new_week_rows) != (100_000, 25_000):
+            print("          (a scaled-down case: issue 17's target is 25,000 rows after 100,000)")
+    print(f"  {'every figure above is within its target' if met else 'not every target was met'}")
     return 0
 
 
