@@ -155,16 +155,25 @@ def read_prediction_log(
     return frame.unique("prediction_id", keep="first", maintain_order=True), problems
 
 
+REVISIONS_FOLDER = "revisions"  # serving.labels.REVISIONS_DIR (the API's label history)
+
+
 def label_files(directory: Path) -> list[Path]:
     """Label files in the landing zone: ``*.json`` at any depth (a revision may be kept in a
     folder of its prediction), not hidden (a writer's temporary file)."""
     if not directory.is_dir():
         return []
-    return sorted(
+    found = sorted(
         p
         for p in directory.rglob("*.json")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
     )
+    # The API keeps every revision as revisions/<prediction_id>.<n>.json and a copy of the latest
+    # as <prediction_id>.json: a prediction with revisions is read from them only (counted once).
+    revised = {
+        p.name.split(".", 1)[0] for p in found if p.parent.name == REVISIONS_FOLDER
+    }
+    return [p for p in found if not (p.parent == directory and p.stem in revised)]
 
 
 def _parse_time(value) -> dt.datetime | None:

@@ -502,3 +502,24 @@ def test_the_drifted_week_makes_the_drift_sensor_request_retraining(monitored):
     (request,) = result.run_requests
     assert request.tags[TRIGGER_TAG] == TRIGGER_DRIFT
     assert float(request.tags["triage/drift_share"]) > 0.2
+
+
+def test_the_apis_label_revisions_are_read_once_each_and_the_latest_wins(tmp_path):
+    """The API keeps every revision under labels/revisions/ and a copy of the latest as
+    labels/<id>.json: the pipeline reads each revision once (the copy is not a third label)."""
+    from serving.labels import LabelStore
+
+    labels = tmp_path / "labels"
+    store = LabelStore(labels)
+    pid = "a" * 32
+    prediction = {"model_version": "v1", "time": "2026-01-12T10:00:00+00:00"}
+    fields = {"prediction_id": pid, "diagnosis": "J18", "severity": "acute"}
+    store.write(fields, "clinician", prediction, confirmed_by="dr-a")
+    store.write({**fields, "diagnosis": "J20"}, "clinician", prediction, confirmed_by="dr-a")
+
+    frame = monitoring.validate_label_files(monitoring.label_files(labels), {pid})
+    assert frame.height == 2
+    accepted = frame.filter(pl.col("status") == monitoring.STATUS_ACCEPTED)
+    assert accepted["diagnosis"].to_list() == ["J20"]
+    assert accepted["revisions"].to_list() == [2]
+    assert frame.filter(pl.col("status") == monitoring.STATUS_SUPERSEDED).height == 1
