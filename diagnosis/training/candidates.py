@@ -34,6 +34,10 @@ Design notes
   ~170 s. Hence the resampling balancings run only for the ``resample_top`` best families of
   stage 1 (default 1, set in ``SelectionConfig``); the table's asset metadata lists what was not
   run. Whole comparison in the pipeline: ~31 s. Every estimator runs with one thread.
+* Scale (issue 17): the asset compares the candidates on a stratified sample sized by
+  :func:`learning_curve` (at most ``SELECTION_MAX_ROWS``), and resampling adds at most
+  ``MAX_RESAMPLED_ROWS`` rows (:func:`resampling_targets`); the demo's training split is below
+  both, so its comparison is unchanged.
 * ONNX size: a forest stores one weight per class per leaf; ``RF_PARAMS`` (100 trees, depth 10,
   min 3 rows per leaf) exported at 0.7 MB on the demo data (45 classes, with or without SMOTE);
   depth 10 caps it at 100 x 1,024 leaves, so it cannot reach the unbounded forests' hundreds of
