@@ -170,9 +170,7 @@ def label_files(directory: Path) -> list[Path]:
     )
     # The API keeps every revision as revisions/<prediction_id>.<n>.json and a copy of the latest
     # as <prediction_id>.json: a prediction with revisions is read from them only (counted once).
-    revised = {
-        p.name.split(".", 1)[0] for p in found if p.parent.name == REVISIONS_FOLDER
-    }
+    revised = {p.name.split(".", 1)[0] for p in found if p.parent.name == REVISIONS_FOLDER}
     return [p for p in found if not (p.parent == directory and p.stem in revised)]
 
 
