@@ -41,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from diagnosis.common_conditions import COMMON_CONDITIONS
 from diagnosis.files import atomic_write
 from diagnosis.remote import RemoteStore
 from schemas.clinical import DIAGNOSIS_RE, SEVERITIES, normalise_severity
@@ -253,7 +254,9 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 class Catalogue:
     """The diagnosis codes a label may name: the deployed model's classes and the ranker's
-    diseases (its ``entries``), and ``NONE``; computed once per loaded model."""
+    diseases (its ``entries``), the curated common conditions (as the pipeline's
+    ``disease_catalogue``: a condition this week's training data lacked can still be confirmed,
+    and learned from) and ``NONE``; computed once per loaded model."""
 
     def __init__(self) -> None:
         self._model: Any = None
@@ -261,7 +264,9 @@ class Catalogue:
 
     def codes(self, model: Any) -> frozenset[str]:
         if model is not self._model:  # a reference swap on hot reload: recompute once
-            self._codes = frozenset({NO_DISEASE, *(entry.code for entry in model.entries)})
+            self._codes = frozenset(
+                {NO_DISEASE, *COMMON_CODES, *(entry.code for entry in model.entries)}
+            )
             self._model = model
         return self._codes
 
@@ -280,3 +285,4 @@ class Catalogue:
 
 
 NO_DISEASE = "NONE"
+COMMON_CODES = frozenset(condition.code for condition in COMMON_CONDITIONS)

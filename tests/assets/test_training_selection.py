@@ -2,6 +2,8 @@
 that sized the sample is in the metadata, the candidates' MLflow runs are gathered with the
 selected one tagged, and a run that adds a small week reuses the selection with its evidence."""
 
+import shutil
+
 import dagster as dg
 import pytest
 
@@ -45,10 +47,17 @@ def test_candidates_run_as_steps_and_the_curve_and_runs_are_recorded(deployed_ho
     assert any(r.info.run_name == selected.replace(" + ", "+") for r in runs), selected
 
 
-def test_a_small_new_week_reuses_the_last_selection_with_its_evidence(deployed_home):
+def test_a_small_new_week_reuses_the_last_selection_with_its_evidence(
+    deployed_home, tmp_path, monkeypatch
+):
     from diagnosis.simulation import write_weekly_exports
     from orchestration.pipeline import run_pipeline
 
+    # a copy: the session's deployed home is shared by other suites and must stay as deployed
+    home = tmp_path / "home"
+    shutil.copytree(deployed_home, home)
+    monkeypatch.setenv("TRIAGE_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     instance = dg.DagsterInstance.get()
     ran = [
         r
@@ -56,7 +65,7 @@ def test_a_small_new_week_reuses_the_last_selection_with_its_evidence(deployed_h
         if r.asset_materialization.metadata["reused"].value is False
     ][-1]
     write_weekly_exports(
-        deployed_home / "landing",
+        home / "landing",
         patients=300,
         weeks=1,
         seed=21,

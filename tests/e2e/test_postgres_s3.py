@@ -158,7 +158,8 @@ def test_pipeline_runs_on_postgres_and_s3(pipeline_run, production_env, database
             "WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
         )
         materialised = cursor.fetchone()[0]
-    assert statuses == {"SUCCESS": len(WEEKS) + 1}, statuses  # one validation per week + training
+    # one validation per week, the HPO release observation, training
+    assert statuses == {"SUCCESS": len(WEEKS) + 2}, statuses
     assert materialised >= 15
     assert not (pipeline_run["home"] / "dagster").exists()
 
@@ -224,7 +225,7 @@ def test_api_serves_the_model_it_finds_in_s3(pipeline_run, production_env, s3, s
     assert prediction["model_version"] == pointer["version"]
     assert prediction["differential"]
 
-    label = {"prediction_id": prediction["prediction_id"], "diagnosis": "J11.1", "severity": "mild"}
+    label = {"prediction_id": prediction["prediction_id"], "diagnosis": "J10", "severity": "mild"}
     request = urllib.request.Request(f"{base}/v1/labels", json.dumps(label).encode(), headers)
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 202
@@ -232,7 +233,7 @@ def test_api_serves_the_model_it_finds_in_s3(pipeline_run, production_env, s3, s
     stored = s3.get_object(
         Bucket=BUCKET, Key=f"hospital-net/labels/{prediction['prediction_id']}.json"
     )["Body"].read()
-    assert json.loads(stored)["diagnosis"] == "J11.1"
+    assert json.loads(stored)["diagnosis"] == "J10"
 
     # the prediction log reaches the bucket within the shipping interval
     deadline = time.monotonic() + 20

@@ -110,6 +110,7 @@ def test_make_private_tightens_state_written_with_an_open_mask(tmp_path):
     table.write_bytes(b"rows")
     table.chmod(0o644)
     (area / "validated_patient_records").chmod(0o755)
+    area.chmod(0o755)  # explicit: an earlier in-process pipeline run may have left a 077 umask
     assert make_private(area) == 3
     assert _mode(area) == _mode(area / "validated_patient_records") == 0o700
     assert _mode(table) == 0o600
