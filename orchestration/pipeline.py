@@ -152,7 +152,6 @@ def run_pipeline(seed_demo: bool = True, max_quarantine_rate: float | None = Non
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-    from assets.evaluation import QUALITY_GATE_CHECK
     from assets.ingestion import admit_exports, landing_partition_keys, weekly_exports
     from orchestration.definitions import defs
     from orchestration.recovery import process_tags, sweep
@@ -244,31 +243,40 @@ def run_pipeline(seed_demo: bool = True, max_quarantine_rate: float | None = Non
     for refusal in refused:
         print(refusal.summary())
     if not result.success:
-        refused_checks = [
-            check.check_name
-            for check in result.get_asset_check_evaluations()
-            if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-        ]
-        for check in result.get_asset_check_evaluations():
-            if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
-                print(f"  check {check.check_name} refused: {check.description}", file=sys.stderr)
-        failed_steps = {event.step_key for event in result.all_events if event.is_failure}
-        for event in result.all_events:
-            if event.is_failure:
-                print(f"  {event.step_key}: {event.message}", file=sys.stderr)
-        # the gate's refusal fails exactly one step (the blocking check); any other failed step
-        # is an error whatever the gate said
-        if QUALITY_GATE_CHECK in refused_checks and len(failed_steps) <= 1:
-            print(
-                "the quality gate refused the challenger; the champion keeps serving (exit 3)",
-                file=sys.stderr,
-            )
-            return EXIT_GATE_REFUSED
-        return EXIT_ERROR
+        return training_failure_code(result)
     print(
         f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {storage.describe('deployments')}"
     )
     return EXIT_ERROR if failed_weeks else EXIT_OK
+
+
+def training_failure_code(result) -> int:
+    """Report a failed training run on stderr and choose the exit code: 3 when the quality gate
+    refused the challenger and nothing else failed, else 1."""
+    import dagster as dg
+
+    from assets.evaluation import QUALITY_GATE_CHECK
+
+    refused_checks = [
+        check
+        for check in result.get_asset_check_evaluations()
+        if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    for check in refused_checks:
+        print(f"  check {check.check_name} refused: {check.description}", file=sys.stderr)
+    for event in result.all_events:
+        if event.is_failure:
+            print(f"  {event.step_key}: {event.message}", file=sys.stderr)
+    # the gate's refusal fails exactly one step (the blocking check; the run's own failure event
+    # is not a step); any other failed step is an error whatever the gate said
+    failed_steps = {event.step_key for event in result.all_events if event.is_step_failure}
+    if QUALITY_GATE_CHECK in {c.check_name for c in refused_checks} and len(failed_steps) <= 1:
+        print(
+            "the quality gate refused the challenger; the champion keeps serving (exit 3)",
+            file=sys.stderr,
+        )
+        return EXIT_GATE_REFUSED
+    return EXIT_ERROR
 
 
 def quarantine_above(instance, weeks, limit: float) -> list[tuple[str, float]]:
