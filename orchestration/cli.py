@@ -2,14 +2,42 @@
 
 Heavy libraries (dagster, polars, onnxruntime) are imported inside each sub-command so that
 ``triage --help`` is instant and ``triage serve`` never loads the orchestration stack.
+
+Exit codes (the same for every sub-command): 0 ok, 1 error, 2 usage (bad arguments, or a request
+the command refuses without changing anything), 3 the quality gate refused the challenger (the
+champion keeps serving), 4 a week's quarantine rate is above ``--max-quarantine-rate``.
+An unexpected error prints one line; ``--debug`` (or TRIAGE_DEBUG=1) prints the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_GATE_REFUSED, EXIT_QUARANTINE = 0, 1, 2, 3, 4
+DEBUG_ENV = "TRIAGE_DEBUG"
+
+EXIT_CODES = """\
+exit codes:
+  0  ok
+  1  error (a failed step, a misconfiguration: one line on stderr; --debug for the traceback)
+  2  usage: bad arguments, or a request refused with nothing changed
+  3  triage pipeline: the quality gate refused the challenger; the champion keeps serving
+  4  triage pipeline: a week's quarantine rate is above --max-quarantine-rate (nothing trained)
+"""
+
+EXAMPLES = """\
+examples:
+  triage simulate --out /tmp/landing --weeks 2          # two synthetic weekly exports
+  triage validate /tmp/landing/records_2026-01-05.txt --out /tmp/checked
+  triage pipeline --max-quarantine-rate 0.2             # train; stop if a week is >20 % bad
+  triage serve --port 8000                              # the API and the web form
+  triage trace 0123456789abcdef0123456789abcdef         # where one answer came from
+  triage rollback 20260105T101500Z --reason "gate miss on week 3"
+"""
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -51,7 +79,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from orchestration.pipeline import run_pipeline
 
-    return run_pipeline(seed_demo=not args.no_seed)
+    return run_pipeline(seed_demo=not args.no_seed, max_quarantine_rate=args.max_quarantine_rate)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def version_text() -> str:
+    """The installed package version and the git commit of the code (TRIAGE_CODE_VERSION when
+    set, as in container images built without git), or 'commit unknown'."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("triage")
+    except PackageNotFoundError:
+        package = "unknown"
+    commit = os.environ.get("TRIAGE_CODE_VERSION", "").strip()
+    if not commit:
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short=12", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+    return f"triage {package} (commit {commit or 'unknown'})"
 
 
 def _remote_store():
@@ -253,16 +317,36 @@ def _move_champion(paths, manifest, record) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+        """Defaults shown after each option; text with line breaks (the exit codes and examples
+        epilog) kept as written, single paragraphs wrapped."""
+
+        def _fill_text(self, text, width, indent):
+            if "\n" in text:
+                return "".join(indent + line for line in text.splitlines(keepends=True))
+            return super()._fill_text(text, width, indent)
+
     parser = argparse.ArgumentParser(
         prog="triage",
         description=(
             "Differential diagnosis for common and orphan diseases. State lives under "
             "TRIAGE_HOME (default ./.triage)."
         ),
+        epilog=EXIT_CODES + "\n" + EXAMPLES,
+        formatter_class=Formatter,
+    )
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"print the full traceback of an unexpected error (or set {DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sim = sub.add_parser(
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=Formatter, epilog=EXIT_CODES, **kwargs)
+
+    sim = add(
         "simulate",
         help="write a synthetic demo cohort as weekly hospital exports",
         description=(
@@ -282,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", default="2026-01-05", help="Monday of the first week (YYYY-MM-DD)")
     sim.set_defaults(func=_cmd_simulate)
 
-    val = sub.add_parser(
+    val = add(
         "validate",
         help="check one raw export with the pipeline's own schemas, outside Dagster",
         description=(
@@ -298,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     val.set_defaults(func=_cmd_validate)
 
-    srv = sub.add_parser(
+    srv = add(
         "serve",
         help="serve the deployed model over HTTP (Litestar + onnxruntime)",
         description=(
@@ -311,18 +395,28 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--workers", type=int, default=1, help="server worker processes")
     srv.set_defaults(func=_cmd_serve)
 
-    pipe = sub.add_parser(
+    pipe = add(
         "pipeline",
         help="seed demo data if the landing zone is empty, then materialise every asset",
         description=(
             "Headless run of the whole asset graph on the local Dagster instance "
-            "(TRIAGE_HOME/dagster). Exits non-zero on any failure."
+            "(TRIAGE_HOME/dagster), printing each step as it starts and finishes. Exits 1 on a "
+            "failed step, 3 when the quality gate refuses the challenger (the champion keeps "
+            "serving), 4 when a week's quarantine rate is above --max-quarantine-rate."
         ),
     )
     pipe.add_argument("--no-seed", action="store_true", help="do not seed demo data")
+    pipe.add_argument(
+        "--max-quarantine-rate",
+        type=_rate,
+        default=None,
+        metavar="RATE",
+        help="stop before training (exit 4) when any validated week has a larger share of its "
+        "rows in quarantine (0-1; None: no limit)",
+    )
     pipe.set_defaults(func=_cmd_pipeline)
 
-    trace = sub.add_parser(
+    trace = add(
         "trace",
         help="show one prediction, the model version that gave it and where that came from",
         description=(
@@ -338,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--json", action="store_true", help="print JSON instead of text")
     trace.set_defaults(func=_cmd_trace)
 
-    back = sub.add_parser(
+    back = add(
         "rollback",
         help="serve an earlier deployed version again, with who and why on record",
         description=(
@@ -358,8 +452,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    args = build_parser().parse_args(argv)  # usage errors exit 2 here (argparse)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"triage {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes"}:
+            raise
+        print(f"triage {args.command}: {_one_line(exc)}", file=sys.stderr)
+        print(f"  (run with --debug or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _one_line(exc: Exception) -> str:
+    """A configuration error names the variable itself; anything else also names its type."""
+    from orchestration.settings import ConfigurationError
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, ConfigurationError):
+        return f"configuration error: {text}"
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"no such file: {exc.filename}"
+    return f"{type(exc).__name__}: {text[:500]}"
 
 
 if __name__ == "__main__":

@@ -122,7 +122,10 @@ def prune_unvalidated_partitions(instance) -> list[str]:
     return pruned
 
 
-def run_pipeline(seed_demo: bool = True) -> int:
+EXIT_OK, EXIT_ERROR, EXIT_GATE_REFUSED, EXIT_QUARANTINE = 0, 1, 3, 4  # as orchestration.cli
+
+
+def run_pipeline(seed_demo: bool = True, max_quarantine_rate: float | None = None) -> int:
     from diagnosis.files import make_private, private_dir, private_umask
 
     private_umask()  # exports, tables, labels and keys written by this process are owner-only
@@ -178,13 +181,15 @@ def run_pipeline(seed_demo: bool = True) -> int:
             if key not in pending:
                 print(f"weekly_validation {key}: unchanged since its last validation, skipped")
             continue
-        result = validation.execute_in_process(
-            instance=instance,
-            partition_key=key,
-            raise_on_error=False,
-            run_config=QUIET_LOGS,
-            tags=tags,
-        )
+        with StepProgress(instance, f"weekly_validation {key}") as progress:
+            result = validation.execute_in_process(
+                instance=instance,
+                partition_key=key,
+                raise_on_error=False,
+                run_config=QUIET_LOGS,
+                tags=tags,
+                run_id=progress.run_id,
+            )
         print(f"weekly_validation {key}: {'ok' if result.success else 'FAILED'} ({result.run_id})")
         if not result.success:
             failed_weeks.append((key, result))
@@ -200,7 +205,18 @@ def run_pipeline(seed_demo: bool = True) -> int:
         for refusal in refused:
             print(refusal.summary(), file=sys.stderr)
         print(f"no readable weekly export in {storage.describe('landing')}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    if max_quarantine_rate is not None:
+        too_many = quarantine_above(instance, valid_weeks, max_quarantine_rate)
+        for key, rate in too_many:
+            print(
+                f"week {key}: {rate:.1%} of its rows in quarantine, above "
+                f"--max-quarantine-rate {max_quarantine_rate:.1%}",
+                file=sys.stderr,
+            )
+        if too_many:
+            print("nothing trained (exit 4)", file=sys.stderr)
+            return EXIT_QUARANTINE
     # Observe the HPO release first (as hpo_release_sensor does), so the knowledge assets record
     # its data version: otherwise the sensor's first observation shows them stale right after a
     # clean run ("hpo_release has a new data version").
@@ -214,25 +230,132 @@ def run_pipeline(seed_demo: bool = True) -> int:
     )
     if not observed.success:
         print("hpo_release: the HPO release files cannot be read", file=sys.stderr)
-        return 1
-    result = defs.resolve_job_def("training").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET_LOGS, tags=tags
-    )
+        return EXIT_ERROR
+    with StepProgress(instance, "training") as progress:
+        result = defs.resolve_job_def("training").execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config=QUIET_LOGS,
+            tags=tags,
+            run_id=progress.run_id,
+        )
     print(f"training: {'ok' if result.success else 'FAILED'} ({result.run_id})")
     for refusal in refused:
         print(refusal.summary())
     if not result.success:
-        for check in result.get_asset_check_evaluations():
-            if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
-                print(f"  check {check.check_name} refused: {check.description}", file=sys.stderr)
-        for event in result.all_events:
-            if event.is_failure:
-                print(f"  {event.step_key}: {event.message}", file=sys.stderr)
-        return 1
+        return training_failure_code(result)
     print(
         f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {storage.describe('deployments')}"
     )
-    return 1 if failed_weeks else 0
+    return EXIT_ERROR if failed_weeks else EXIT_OK
+
+
+def training_failure_code(result) -> int:
+    """Report a failed training run on stderr and choose the exit code: 3 when the quality gate
+    refused the challenger and nothing else failed, else 1."""
+    import dagster as dg
+
+    from assets.evaluation import QUALITY_GATE_CHECK
+
+    refused_checks = [
+        check
+        for check in result.get_asset_check_evaluations()
+        if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    for check in refused_checks:
+        print(f"  check {check.check_name} refused: {check.description}", file=sys.stderr)
+    for event in result.all_events:
+        if event.is_failure:
+            print(f"  {event.step_key}: {event.message}", file=sys.stderr)
+    # the gate's refusal fails exactly one step (the blocking check; the run's own failure event
+    # is not a step); any other failed step is an error whatever the gate said
+    failed_steps = {event.step_key for event in result.all_events if event.is_step_failure}
+    if QUALITY_GATE_CHECK in {c.check_name for c in refused_checks} and len(failed_steps) <= 1:
+        print(
+            "the quality gate refused the challenger; the champion keeps serving (exit 3)",
+            file=sys.stderr,
+        )
+        return EXIT_GATE_REFUSED
+    return EXIT_ERROR
+
+
+def quarantine_above(instance, weeks, limit: float) -> list[tuple[str, float]]:
+    """The validated weeks whose share of rows in quarantine is above ``limit``, from each week's
+    latest materialisations of the validated and quarantined tables (their row counts)."""
+    import dagster as dg
+
+    from assets.validation import QUARANTINED, VALIDATED
+
+    def rows(asset: dg.AssetKey, week: str) -> int | None:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[week]), limit=1
+        ).records
+        if not records:
+            return None
+        value = records[0].asset_materialization.metadata.get("dagster/row_count")
+        return None if value is None else int(value.value)
+
+    above = []
+    for week in weeks:
+        valid, quarantined = rows(VALIDATED, week), rows(QUARANTINED, week)
+        if valid is None or quarantined is None or valid + quarantined == 0:
+            continue
+        rate = quarantined / (valid + quarantined)
+        if rate > limit:
+            above.append((week, rate))
+    return above
+
+
+class StepProgress:
+    """Prints each step of a run as it starts and finishes, with the seconds since the run began:
+    a background thread reads the run's step events from the instance's event log once a second
+    (``execute_in_process`` blocks and its console log is kept at WARNING)."""
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, instance, label: str):
+        import threading
+        import uuid
+
+        self.instance, self.label = instance, label
+        self.run_id = str(uuid.uuid4())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._seen = 0
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> "StepProgress":
+        print(f"{self.label}: started (run {self.run_id})", flush=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._report()  # the steps that finished since the last poll
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.POLL_SECONDS):
+            self._report()
+
+    def _report(self) -> None:
+        import dagster as dg
+
+        kinds = {
+            dg.DagsterEventType.STEP_START: "started",
+            dg.DagsterEventType.STEP_SUCCESS: "done",
+            dg.DagsterEventType.STEP_FAILURE: "FAILED",
+            dg.DagsterEventType.STEP_SKIPPED: "skipped",
+        }
+        try:
+            events = self.instance.all_logs(self.run_id, of_type=set(kinds))
+        except Exception:  # progress is a courtesy: never fail the run over it
+            return
+        for entry in events[self._seen :]:
+            event = entry.dagster_event
+            elapsed = time.perf_counter() - self._started
+            print(f"  [{elapsed:6.1f} s] {event.step_key}: {kinds[event.event_type]}", flush=True)
+        self._seen = max(self._seen, len(events))
 
 
 def _first_failure(result) -> str:
