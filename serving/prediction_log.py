@@ -35,13 +35,12 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
+from diagnosis.audit import LOG_GLOB, PREDICTION_ID_RE
 from schemas.contracts import LoggedEntry, LoggedInputs, Prediction, PredictionLogLine
 
 log = logging.getLogger("triage.serving.predictions")
 
 _INPUT_FIELDS = ("age", "sex", "heart_rate", "body_temperature", "systolic_bp", "diastolic_bp")
-FILE_GLOB = "predictions-*.jsonl"
-PREDICTION_ID_RE = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex, as the model store issues them
 RECENT_IDS_MAX = 200_000
 _MERGE_AT = 50_000  # ids read since the last merge into the sorted arrays
 _LINE_START = re.compile(rb'\{"prediction_id":"([0-9a-f]{32})"')
@@ -118,7 +117,7 @@ class PredictionIndex:
         """Index the lines appended to the log files since the last call; the bytes read."""
         with self._index_lock:
             try:
-                names = sorted(p.name for p in self.directory.glob(FILE_GLOB))
+                names = sorted(p.name for p in self.directory.glob(LOG_GLOB))
             except OSError:
                 return 0
             read = 0

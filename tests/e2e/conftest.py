@@ -1,6 +1,8 @@
-"""Shared by the end-to-end suites: the real API process on a free loopback port."""
+"""Shared by the end-to-end suites: the real API process on a free loopback port, and headless
+Chromium for the browser tests."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,51 @@ from pathlib import Path
 import pytest
 
 TRIAGE = Path(sys.executable).parent / "triage"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# every browser test: headless, no first-run or background traffic, a throwaway profile
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """``start(*flags, page_load_timeout=30, capabilities=None) -> driver``: headless Chromium
+    through chromedriver with :data:`CHROMIUM_FLAGS` plus the test's own flags and a profile under
+    ``tmp_path``; every driver started is quit after the test and its profile removed."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tmp_path / "chromium-profile"
+    drivers = []
+
+    def start(*flags: str, page_load_timeout: float = 30, capabilities: dict | None = None):
+        options = Options()
+        options.binary_location = str(CHROMIUM)
+        for flag in (*CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        for name, value in (capabilities or {}).items():
+            options.set_capability(name, value)
+        driver = webdriver.Chrome(
+            service=Service(executable_path=str(CHROMEDRIVER)), options=options
+        )
+        drivers.append(driver)
+        driver.set_page_load_timeout(page_load_timeout)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture
