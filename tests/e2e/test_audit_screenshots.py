@@ -168,6 +168,18 @@ def test_an_auditor_sees_the_links_the_figures_and_the_screening_table(
     assert "join the" not in browser.find_element(By.TAG_NAME, "body").text.lower()
     browser.save_screenshot(str(SCREENSHOTS / "audit-dagster-deployed-model-links.png"))
 
+    # Dagster: the whole asset graph by group, then the training group's assets, as a data team
+    # first sees them
+    browser.get(f"{dagster_ui}/asset-groups")
+    _wait_text(browser, "Global asset lineage")
+    for group in ("ingestion", "validation", "knowledge", "training", "evaluation", "deployment"):
+        _wait_text(browser, group, seconds=60)
+    browser.save_screenshot(str(SCREENSHOTS / "dagster-asset-graph.png"))
+    browser.get(f"{dagster_ui}/locations/triage/asset-groups/training")
+    for asset in ("training_table", "model_selection", "diagnosis_model", "model_evaluation"):
+        _wait_text(browser, asset, seconds=60)
+    browser.save_screenshot(str(SCREENSHOTS / "dagster-training-group.png"))
+
     # Dagster: the week's screening table for clinician review
     browser.get(f"{dagster_ui}/assets/orphan_screening?partition={week}")
     _wait_text(browser, "patients_for_review")
