@@ -27,10 +27,10 @@ import msgspec
 from diagnosis.artifacts import MANIFEST_FILE, point_to, read_current
 from diagnosis.files import atomic_write
 from schemas.contracts import ContractError, Manifest, PredictionLogLine, decode, encode
+from schemas.layout import PREDICTION_LOG_GLOB, prediction_log_file
 
 PREDICTION_ID_RE = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex, as the runtime issues them
 VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-LOG_GLOB = "predictions-*.jsonl"
 AUDIT_FOLDER = "audit"
 CHAMPION_ALIAS = "champion"  # the MLflow registry alias of the served version
 
@@ -59,11 +59,11 @@ def find_logged_prediction(
     needle = b'{"prediction_id":"' + prediction_id.encode("ascii") + b'"'
     for directory in directories:
         try:
-            files = sorted(directory.glob(LOG_GLOB), reverse=True)
+            files = sorted(directory.glob(PREDICTION_LOG_GLOB), reverse=True)
         except OSError:
             continue
         if day is not None:
-            first = directory / f"predictions-{day}.jsonl"
+            first = prediction_log_file(directory, day)
             files = [first, *(f for f in files if f != first)] if first in files else files
         for path in files:
             line = _line_starting_with(path, needle)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnosis.files import atomic_write
+from schemas.layout import PREDICTION_LOG_GLOB, prediction_log_day, prediction_log_file
 
 log = logging.getLogger("triage.remote")
 
@@ -264,7 +265,7 @@ class RemoteStore:
             data = b"".join(
                 self.get_bytes("predictions", name) or b"" for _, _, name in sorted(segments)
             )
-            target = local_dir / f"predictions-{day}.jsonl"
+            target = prediction_log_file(local_dir, day)
             if target.is_file() and target.read_bytes() == data:
                 continue
             atomic_write(target, data)
@@ -289,8 +290,10 @@ class LogShipper:
         """Upload what was appended to every daily log since the last call; segments sent."""
         sent = 0
         with self._lock:
-            for path in sorted(self.directory.glob("predictions-*.jsonl")):
-                day = path.name[len("predictions-") : -len(".jsonl")]
+            for path in sorted(self.directory.glob(PREDICTION_LOG_GLOB)):
+                day = prediction_log_day(path)
+                if day is None:
+                    continue
                 before = self.offsets.get(day, 0)
                 try:
                     after = self.remote.ship_segment(path, day, before)
@@ -310,8 +313,10 @@ class LogShipper:
     def start(self) -> None:
         # Lines already in the local files were shipped by an earlier process (or belong to it):
         # start from the current ends so a restart never uploads them twice.
-        for path in self.directory.glob("predictions-*.jsonl"):
-            self.offsets[path.name[len("predictions-") : -len(".jsonl")]] = path.stat().st_size
+        for path in self.directory.glob(PREDICTION_LOG_GLOB):
+            day = prediction_log_day(path)
+            if day is not None:
+                self.offsets[day] = path.stat().st_size
         self._thread = threading.Thread(
             target=self._loop, name="prediction-log-shipper", daemon=True
         )

@@ -19,11 +19,27 @@ The files that cross the pipeline/API boundary are typed in :mod:`schemas.contra
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = ".triage"
+
+# the API's prediction log: one file per UTC day, predictions-<YYYY-MM-DD>.jsonl
+PREDICTION_LOG_GLOB = "predictions-*.jsonl"
+PREDICTION_LOG_RE = re.compile(r"^predictions-(\d{4}-\d{2}-\d{2})\.jsonl$")
+
+
+def prediction_log_file(directory: Path, day: str) -> Path:
+    """The prediction log file of one UTC day (``YYYY-MM-DD``) in ``directory``."""
+    return directory / f"predictions-{day}.jsonl"
+
+
+def prediction_log_day(path: Path) -> str | None:
+    """The UTC day a prediction log file holds, or None when the name is not a daily log's."""
+    match = PREDICTION_LOG_RE.match(path.name)
+    return match.group(1) if match else None
 
 
 def home_from(env: Mapping[str, str]) -> Path:

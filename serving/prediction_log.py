@@ -35,8 +35,9 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
-from diagnosis.audit import LOG_GLOB, PREDICTION_ID_RE
+from diagnosis.audit import PREDICTION_ID_RE
 from schemas.contracts import LoggedEntry, LoggedInputs, Prediction, PredictionLogLine
+from schemas.layout import PREDICTION_LOG_GLOB, prediction_log_file
 
 log = logging.getLogger("triage.serving.predictions")
 
@@ -117,7 +118,7 @@ class PredictionIndex:
         """Index the lines appended to the log files since the last call; the bytes read."""
         with self._index_lock:
             try:
-                names = sorted(p.name for p in self.directory.glob(LOG_GLOB))
+                names = sorted(p.name for p in self.directory.glob(PREDICTION_LOG_GLOB))
             except OSError:
                 return 0
             read = 0
@@ -214,7 +215,7 @@ class PredictionLog:
         self.write_errors = 0
 
     def path_for(self, day: str) -> Path:
-        return self.directory / f"predictions-{day}.jsonl"
+        return prediction_log_file(self.directory, day)
 
     def _handle_for(self, day: str) -> IO[bytes]:
         if self._handle is None or self._day != day:

@@ -5,6 +5,7 @@ import polars as pl
 
 from diagnosis.training.monitoring import read_prediction_log
 from orchestration.resources import TriageStorage
+from schemas.layout import prediction_log_file
 
 PREDICTION_LOG = dg.AssetKey("prediction_log")
 
@@ -29,7 +30,7 @@ def prediction_log(
 ) -> dg.Output[pl.DataFrame]:
     day = context.partition_key
     storage.pull("predictions")
-    path = storage.paths.predictions / f"predictions-{day}.jsonl"
+    path = prediction_log_file(storage.paths.predictions, day)
     frame, problems = read_prediction_log(storage.paths.predictions, [day])
     by_version = frame.group_by("model_version").len().sort("model_version")
     return dg.Output(

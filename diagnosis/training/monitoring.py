@@ -10,7 +10,6 @@ Evidently is imported inside :func:`drift_summary` only (it takes seconds to imp
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from diagnosis.training.dataset import encode_table
 from diagnosis.training.fitting import TrainedModel
 from schemas.clinical import DIAGNOSIS_RE, normalise_severity
 from schemas.contracts import LabelRecord, PredictionLogLine
+from schemas.layout import PREDICTION_LOG_RE, prediction_log_file
 
 _LOG_LINE = msgspec.json.Decoder(PredictionLogLine)
 _LABEL = msgspec.json.Decoder(LabelRecord)
@@ -49,9 +49,6 @@ def _read_label(path: Path) -> Any:
         return msgspec.json.decode(content)
     except msgspec.DecodeError:
         return _NOT_JSON
-
-
-PREDICTION_FILE_RE = re.compile(r"^predictions-(\d{4}-\d{2}-\d{2})\.jsonl$")
 
 
 PREDICTION_SCHEMA: dict[str, pl.DataType] = {
@@ -86,7 +83,7 @@ def prediction_file_days(directory: Path) -> list[str]:
     """The UTC days (YYYY-MM-DD) that have a prediction file, oldest first."""
     if not directory.is_dir():
         return []
-    days = (PREDICTION_FILE_RE.match(p.name) for p in directory.iterdir() if p.is_file())
+    days = (PREDICTION_LOG_RE.match(p.name) for p in directory.iterdir() if p.is_file())
     return sorted(m.group(1) for m in days if m)
 
 
@@ -144,7 +141,7 @@ def read_prediction_log(
     wanted = prediction_file_days(directory) if days is None else list(days)
     rows, problems = [], []
     for day in wanted:
-        path = directory / f"predictions-{day}.jsonl"
+        path = prediction_log_file(directory, day)
         if not path.is_file():
             continue
         with path.open("rb") as handle:
