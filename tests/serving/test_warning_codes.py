@@ -175,3 +175,15 @@ def test_the_runtime_words_every_code_as_the_form_does_in_english():
         for value in detail.params.values():  # ids and releases appear as sent
             if value not in WHATS:
                 assert value in spanish
+
+
+def test_openapi_documents_the_warning_details(classifier_client):
+    doc = classifier_client.get("/schema/openapi.json").json()
+    assert doc["info"]["version"] == "1.5.0"
+    schemas = doc["components"]["schemas"]
+    details = schemas["Prediction"]["properties"]["warning_details"]
+    assert details["type"] == "array"
+    detail = schemas[details["items"]["$ref"].rsplit("/", 1)[1]]
+    assert set(detail["properties"]) == {"code", "message", "params"}
+    assert {"code", "message"} <= set(detail["required"])
+    assert detail["properties"]["params"]["additionalProperties"] == {"type": "string"}
