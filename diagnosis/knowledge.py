@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.contracts import ContractError, KnowledgeFile, decode
+from diagnosis import warning_codes
+from schemas.contracts import ContractError, KnowledgeFile, WarningDetail, decode
 
 
 def age_row(age: float | None, edges: Sequence[float]) -> int:
@@ -122,14 +123,16 @@ class KnowledgeIndex:
         sex_row = self.sexes.index(sex) if sex in self.sexes else 0
         return [*present, *absent, self.age_offset + age_bin, self.sex_offset + sex_row]
 
-    def warnings(self, symptoms: Sequence[str], what: str = "symptom") -> list[str]:
+    def warnings(
+        self, symptoms: Sequence[str], what: str = warning_codes.SYMPTOM
+    ) -> list[WarningDetail]:
+        """The ids of one request list (``what``: ``symptom`` or ``absent_symptom``) this release
+        lacks (ignored) or reads as another term (an alt_id or obsolete id)."""
         notes = []
         for term in symptoms:
             current = self.canonical(term)
             if current is None:
-                notes.append(
-                    f"{what} {term} is not in HPO release {self.hpo_release}; it was ignored"
-                )
+                notes.append(warning_codes.symptom_not_in_release(what, term, self.hpo_release))
             elif current != term:
-                notes.append(f"{what} {term} is an old id of {current}; read as {current}")
+                notes.append(warning_codes.symptom_old_id(what, term, current))
         return notes

@@ -48,7 +48,7 @@ import msgspec
 import numpy as np
 import onnxruntime as ort
 
-from diagnosis import sparse_graph
+from diagnosis import sparse_graph, warning_codes
 from diagnosis.blend import BlendParams, CandidateBlend, blend
 from diagnosis.common_conditions import spanish_names
 from diagnosis.explain import (
@@ -72,6 +72,7 @@ from schemas.contracts import (
     Prediction,
     Severity,
     SeveritySpec,
+    WarningDetail,
     decode,
 )
 
@@ -720,6 +721,7 @@ class Runtime:
                 for entry, note in zip(differential, notes):
                     entry.explanation = _explanation(note)
             sev = severity[row]
+            details = self.warnings_for(patients[i])
             answers.append(
                 Prediction(
                     prediction_id=ids[i],
@@ -730,7 +732,8 @@ class Runtime:
                         label=labels[max(range(len(sev)), key=sev.__getitem__)],
                         probabilities=dict(zip(labels, sev)),
                     ),
-                    warnings=self.warnings_for(patients[i]),
+                    warnings=[w.message for w in details],
+                    warning_details=details,
                 )
             )
         return answers
@@ -851,17 +854,18 @@ class Runtime:
         total += blended.ranker_weight[:, None] * mix
         return _unit(severity_of_mix(total, head, spec.head_prior, spec.beta))
 
-    def warnings_for(self, patient: Mapping[str, Any]) -> list[str]:
-        """What the answer says about the request: ids the release lacks or reads as another, and
-        a request with neither vitals nor symptoms."""
+    def warnings_for(self, patient: Mapping[str, Any]) -> list[WarningDetail]:
+        """What the answer says about the request (:mod:`diagnosis.warning_codes`): ids the
+        release lacks or reads as another, and a request with neither vitals nor symptoms or with
+        few findings and no vitals."""
         if self.knowledge is not None:
             warnings = self.knowledge.warnings(list(patient.get("symptoms") or ()))
             warnings += self.knowledge.warnings(
-                list(patient.get("absent_symptoms") or ()), what="absent symptom"
+                list(patient.get("absent_symptoms") or ()), what=warning_codes.ABSENT_SYMPTOM
             )
         else:
             warnings = [
-                f"symptom {term} is not used by this model"
+                warning_codes.symptom_not_used(term)
                 for term in patient.get("symptoms") or ()
                 if not self.spec.knows_symptom(term)
             ]
@@ -871,12 +875,9 @@ class Runtime:
             and not patient.get("absent_symptoms")
             and all(patient.get(name) is None for name in self.spec.vitals)
         ):
-            warnings.append("no vital signs or symptoms given: the answer reflects base rates only")
+            warnings.append(warning_codes.base_rates_only())
         elif no_vitals and len(patient.get("symptoms") or ()) < THIN_SYMPTOMS:
-            warnings.append(
-                "few findings and no vital signs measured: the differential is broad and its "
-                "probabilities uncertain; add vital signs or further findings"
-            )
+            warnings.append(warning_codes.few_findings())
         return warnings
 
 

@@ -230,6 +230,36 @@ class Severity(msgspec.Struct, kw_only=True):
     probabilities: dict[str, Probability]
 
 
+class WarningDetail(msgspec.Struct, kw_only=True):
+    """One warning of an answer with a stable, language-neutral code (API v1.5): a client words it
+    by its code and params; the codes and their English wording: :mod:`diagnosis.warning_codes`."""
+
+    code: Annotated[
+        str,
+        Meta(
+            description="Stable snake_case code of the warning; a client meeting a code it does "
+            "not know shows `message`.",
+            examples=["symptom_not_in_release"],
+        ),
+    ]
+    message: Annotated[
+        str,
+        Meta(
+            description="The English warning: the same string as the entry of `warnings` at the "
+            "same position.",
+            examples=["symptom HP:9999999 is not in HPO release 2025-01-16; it was ignored"],
+        ),
+    ]
+    params: Annotated[
+        dict[str, str],
+        Meta(
+            description="The values the message names, by name (e.g. `what`, `term`, `release`, "
+            "`current`); empty when it names none.",
+            examples=[{"what": "symptom", "term": "HP:9999999", "release": "2025-01-16"}],
+        ),
+    ] = msgspec.field(default_factory=dict)
+
+
 class Prediction(msgspec.Struct, kw_only=True):
     prediction_id: str
     model_version: str
@@ -237,6 +267,8 @@ class Prediction(msgspec.Struct, kw_only=True):
     orphan_probability: Probability
     severity: Severity
     warnings: list[str] = msgspec.field(default_factory=list)
+    # v1.5: one per entry of ``warnings``, in the same order, with its code and params
+    warning_details: list[WarningDetail] = msgspec.field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------ service records

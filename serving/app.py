@@ -58,7 +58,7 @@ from serving.ui import WebController, docs_plugins, static_router
 
 log = logging.getLogger("triage.serving")
 
-API_VERSION = "1.4.0"  # the README's contract version (OpenAPI info.version)
+API_VERSION = "1.5.0"  # the README's contract version (OpenAPI info.version)
 
 
 # ------------------------------------------------------------------ exception -> HTTP mapping

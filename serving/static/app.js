@@ -48,12 +48,12 @@
       err404: "No prediction with this id was found.",
       err422: "Please correct the following:", err503: "The service is not ready yet. Try again shortly.",
       errOther: "Unexpected error ({status}).", errNetwork: "The server could not be reached.",
-      warnUnused: "symptom {term} is not used by this model",
-      warnRelease: "{what} {term} is not in HPO release {release}; it was ignored",
-      warnOldId: "{what} {term} is an old id of {current}; read as {current}",
-      w_symptom: "symptom", w_absent: "absent symptom",
-      warnBaseRates: "no vital signs or symptoms given: the answer reflects base rates only",
-      warnThin: "few findings and no vital signs measured: the differential is broad and its probabilities uncertain; add vital signs or further findings",
+      warn_symptom_not_used: "symptom {term} is not used by this model",
+      warn_symptom_not_in_release: "{what} {term} is not in HPO release {release}; it was ignored",
+      warn_symptom_old_id: "{what} {term} is an old id of {current}; read as {current}",
+      w_symptom: "symptom", w_absent_symptom: "absent symptom",
+      warn_base_rates_only: "no vital signs or symptoms given: the answer reflects base rates only",
+      warn_few_findings: "few findings and no vital signs measured: the differential is broad and its probabilities uncertain; add vital signs or further findings",
       footer: "The token is kept in this browser tab only (sessionStorage) and is sent only to this server.",
       f_age: "Age", f_sex: "Sex", f_heart_rate: "Heart rate", f_body_temperature: "Temperature",
       f_systolic_bp: "Systolic BP", f_diastolic_bp: "Diastolic BP", f_symptoms: "Symptoms",
@@ -114,12 +114,12 @@
       err404: "No se encontró ninguna predicción con este id.",
       err422: "Corrija lo siguiente:", err503: "El servicio aún no está listo. Inténtelo en breve.",
       errOther: "Error inesperado ({status}).", errNetwork: "No se pudo contactar con el servidor.",
-      warnUnused: "el síntoma {term} no lo usa este modelo",
-      warnRelease: "{what} {term} no está en la versión {release} de HPO; se ha ignorado",
-      warnOldId: "{what} {term} es un id antiguo de {current}; se lee como {current}",
-      w_symptom: "el síntoma", w_absent: "el síntoma descartado",
-      warnBaseRates: "no se indicaron constantes vitales ni síntomas: la respuesta solo refleja las frecuencias de base",
-      warnThin: "pocos hallazgos y ninguna constante vital medida: el diferencial es amplio y sus probabilidades inciertas; añada constantes vitales u otros hallazgos",
+      warn_symptom_not_used: "el síntoma {term} no lo usa este modelo",
+      warn_symptom_not_in_release: "{what} {term} no está en la versión {release} de HPO; se ha ignorado",
+      warn_symptom_old_id: "{what} {term} es un id antiguo de {current}; se lee como {current}",
+      w_symptom: "el síntoma", w_absent_symptom: "el síntoma descartado",
+      warn_base_rates_only: "no se indicaron constantes vitales ni síntomas: la respuesta solo refleja las frecuencias de base",
+      warn_few_findings: "pocos hallazgos y ninguna constante vital medida: el diferencial es amplio y sus probabilidades inciertas; añada constantes vitales u otros hallazgos",
       footer: "El token se guarda solo en esta pestaña del navegador (sessionStorage) y solo se envía a este servidor.",
       f_age: "Edad", f_sex: "Sexo", f_heart_rate: "Frecuencia cardíaca",
       f_body_temperature: "Temperatura", f_systolic_bp: "Presión sistólica",
@@ -146,6 +146,8 @@
   var selected = [];        // [{id, name, absent}]: absent = an excluded finding (ruled out)
   var lastResult = null;    // last prediction answer, re-rendered on a language switch
   var lastLabel = null;
+  var shownErrors = {};     // error box id -> the failed answer (or NETWORK), re-rendered likewise
+  var NETWORK = "network";
 
   function $(id) { return document.getElementById(id); }
   function t(key, params) {
@@ -205,8 +207,14 @@
     });
     showTokenState();
     renderChips();
-    if (lastResult) { renderResult(lastResult); }
+    if (lastResult) {
+      renderResult(lastResult);
+      if ($("result-announce").textContent) { $("result-announce").textContent = announcement(lastResult); }
+    }
     if (lastLabel) { renderLabel(lastLabel); }
+    Object.keys(shownErrors).forEach(function (id) {
+      if (shownErrors[id] === NETWORK) { networkError($(id)); } else { showError($(id), shownErrors[id]); }
+    });
   }
 
   /* ---------------------------------------------------------------- token */
@@ -231,6 +239,7 @@
   }
 
   function showError(box, result) {
+    shownErrors[box.id] = result;
     box.replaceChildren();
     var key = { 401: "err401", 403: "err403", 404: "err404", 422: "err422", 400: "err422", 503: "err503" }[result.status];
     box.appendChild(el("p", null, key ? t(key) : t("errOther", { status: result.status })));
@@ -254,8 +263,13 @@
     box.hidden = false;
   }
   function networkError(box) {
+    shownErrors[box.id] = NETWORK;
     box.replaceChildren(el("p", null, t("errNetwork")));
     box.hidden = false;
+  }
+  function hideError(box) {
+    delete shownErrors[box.id];
+    box.hidden = true;
   }
 
   /* ---------------------------------------------------------------- autocomplete */
@@ -398,22 +412,27 @@
     var raw = $(id).value.trim().replace(",", ".");
     return raw === "" ? null : Number(raw);
   }
-  function translateWarning(text) {
-    var unused = /^symptom (HP:\d{7}) is not used by this model$/.exec(text);
-    if (unused) { return t("warnUnused", { term: unused[1] }); }
-    var release = /^(symptom|absent symptom) (HP:\d{7}) is not in HPO release (.+); it was ignored$/.exec(text);
-    if (release) {
-      return t("warnRelease", { what: t(release[1] === "symptom" ? "w_symptom" : "w_absent"),
-        term: release[2], release: release[3] });
+  /* an answer's warnings with their codes (API v1.5 warning_details, one per entry of warnings,
+     in order); an answer without them gives each English warning with no code */
+  function warningDetails(answer) {
+    var texts = answer.warnings || [];
+    var details = answer.warning_details || [];
+    if (details.length === texts.length) { return details; }
+    return texts.map(function (text) { return { code: "", message: text, params: {} }; });
+  }
+  /* a warning worded by its stable code and params in the current language; a code this page
+     does not know (or params its wording lacks) shows the API's English message */
+  function warningText(detail) {
+    var key = "warn_" + detail.code;
+    if (!detail.code || !I18N.en[key]) { return detail.message; }
+    var params = {};
+    Object.keys(detail.params || {}).forEach(function (name) { params[name] = detail.params[name]; });
+    if (params.what !== undefined) {
+      if (!I18N.en["w_" + params.what]) { return detail.message; }
+      params.what = t("w_" + params.what);
     }
-    var old = /^(symptom|absent symptom) (HP:\d{7}) is an old id of (HP:\d{7}); read as HP:\d{7}$/.exec(text);
-    if (old) {
-      return t("warnOldId", { what: t(old[1] === "symptom" ? "w_symptom" : "w_absent"),
-        term: old[2], current: old[3] });
-    }
-    if (text === I18N.en.warnBaseRates) { return t("warnBaseRates"); }
-    if (text === I18N.en.warnThin) { return t("warnThin"); }
-    return text;
+    var text = t(key, params);
+    return /\{\w+\}/.test(text) ? detail.message : text;
   }
 
   /* one input of an explanation: "Fever", "Cough (absent)" / "Cough (descartado)",
@@ -468,10 +487,12 @@
     $("result-announce").textContent = "";
   }
   /* a new result is announced to screen readers (polite live region) and gets the focus */
-  function announceResult(answer) {
+  function announcement(answer) {
     var top = answer.differential[0];
-    $("result-announce").textContent = top
-      ? t("resultReady", { name: diseaseName(top), pct: percent(top.probability) }) : "";
+    return top ? t("resultReady", { name: diseaseName(top), pct: percent(top.probability) }) : "";
+  }
+  function announceResult(answer) {
+    $("result-announce").textContent = announcement(answer);
     var heading = $("result-title");
     heading.focus({ preventScroll: true });
   }
@@ -536,15 +557,20 @@
     });
     var warnings = $("warnings");
     warnings.replaceChildren();
-    (answer.warnings || []).forEach(function (w) { warnings.appendChild(el("li", null, translateWarning(w))); });
-    $("warnings-box").hidden = !(answer.warnings || []).length;
+    var details = warningDetails(answer);
+    details.forEach(function (w) {
+      var item = el("li", null, warningText(w));
+      item.setAttribute("data-code", w.code || "");
+      warnings.appendChild(item);
+    });
+    $("warnings-box").hidden = !details.length;
     $("result").hidden = false;
   }
 
   function submitTriage(event) {
     event.preventDefault();
     var errorBox = $("triage-error");
-    errorBox.hidden = true;
+    hideError(errorBox);
     clearResult();
     var body = {
       age: numberOrNull("age"), sex: $("sex").value || null,
@@ -579,7 +605,7 @@
   function submitLabel(event) {
     event.preventDefault();
     var errorBox = $("label-error");
-    errorBox.hidden = true;
+    hideError(errorBox);
     $("label-status").hidden = true;
     lastLabel = null;
     var body = {
@@ -638,7 +664,7 @@
       $("triage-form").reset();
       selected = [];
       renderChips();
-      $("triage-error").hidden = true;
+      hideError($("triage-error"));
       clearResult();
     });
     $("use-prediction-id").addEventListener("click", function () {

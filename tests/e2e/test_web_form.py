@@ -20,6 +20,11 @@ CLINICIAN, ADMIN = "web-e2e-clinician-token", "web-e2e-admin-token"
 SCREENSHOTS = Path(os.environ.get("TRIAGE_SCREENSHOTS", "/tmp"))
 SCREENSHOT = SCREENSHOTS / "triage_web_form.png"
 SCREENSHOT_ABSENT = SCREENSHOTS / "form-absent.png"  # a chip marked absent
+SCREENSHOT_WARNINGS_ES = SCREENSHOTS / "form-warnings-es.png"  # a warning, in Spanish
+FEW_FINDINGS_ES = (
+    "pocos hallazgos y ninguna constante vital medida: el diferencial es amplio y sus "
+    "probabilidades inciertas; añada constantes vitales u otros hallazgos"
+)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
@@ -322,11 +327,12 @@ def test_spanish_browser_gets_the_spanish_page_and_a_wrong_role_sees_a_clear_err
 
 def test_absent_items_of_an_explanation_are_shown_with_their_labels(server, browser):
     """The page writes an excluded finding of an explanation with its label: "Cough (absent)",
-    "Cough (descartado)", and translates the release warning about an absent symptom. The
-    pipeline's model does not move on excluded findings yet, so the answer the page receives is
-    the API's own with one such item added to the top entry's evidence against it and one such
-    warning (the rendering is what is tested here; the API side is tested in
-    tests/serving/test_absent_and_phenopacket.py)."""
+    "Cough (descartado)", and words the release warning about an absent symptom by its code
+    (API v1.5). The pipeline's model does not move on excluded findings yet, so the answer the
+    page receives is the API's own with one such item added to the top entry's evidence against
+    it, one such warning and one with a code the page does not know (shown as the API's English
+    message); the rendering is what is tested here, the API side in
+    tests/serving/test_absent_and_phenopacket.py and tests/serving/test_warning_codes.py."""
     wait = WebDriverWait(browser, 15)
     browser.get(f"{server}/?lang=en")
     browser.execute_script("sessionStorage.setItem('triage.token', arguments[0])", CLINICIAN)
@@ -339,8 +345,14 @@ def test_absent_items_of_an_explanation_are_shown_with_their_labels(server, brow
             answer.differential[0].explanation.against.unshift({field: "absent_symptoms",
               value: "HP:0012735", label: "Cough (absent)", label_es: "Cough (descartado)",
               unit: null, effect: -0.123});
-            answer.warnings.push(
-              "absent symptom HP:9999999 is not in HPO release 2025-01-16; it was ignored");
+            [{code: "symptom_not_in_release", params: {what: "absent_symptom",
+                term: "HP:9999999", release: "2025-01-16"},
+              message: "absent symptom HP:9999999 is not in HPO release 2025-01-16; it was ignored"},
+             {code: "some_future_code", params: {}, message: "a warning of a later API"}
+            ].forEach(function (w) {
+              answer.warnings.push(w.message);
+              answer.warning_details.push(w);
+            });
             return new Response(JSON.stringify(answer),
               {status: 200, headers: {"Content-Type": "application/json"}});
           });
@@ -360,17 +372,21 @@ def test_absent_items_of_an_explanation_are_shown_with_their_labels(server, brow
     browser.find_element(By.ID, "lang-es").click()
     item = browser.find_element(By.CSS_SELECTOR, '.why-item[data-field="absent_symptoms"]')
     assert item.text == "Cough (descartado) (-12 ptos)"
-    warnings = [w.text for w in browser.find_elements(By.CSS_SELECTOR, "#warnings li")]
-    assert (
+    warnings = {
+        w.get_attribute("data-code"): w.text
+        for w in browser.find_elements(By.CSS_SELECTOR, "#warnings li")
+    }
+    assert warnings["symptom_not_in_release"] == (
         "el síntoma descartado HP:9999999 no está en la versión 2025-01-16 de HPO; se ha ignorado"
-        in warnings
     )
+    assert warnings["some_future_code"] == "a warning of a later API"
 
 
 def test_a_spanish_clinician_searches_in_spanish_reads_spanish_names_and_clears(server, browser):
     """Done-when of issue 15: "fiebre" and "tos" find Fever and Cough first, the differential
     shows the Spanish names the API gives (and marks English ones), a new result is announced,
-    and Clear or an error leaves no earlier patient's result on screen."""
+    and Clear or an error leaves no earlier patient's result on screen. A warning and an error
+    list are worded by their codes in Spanish, and again after each switch of language."""
     wait = WebDriverWait(browser, 15)
     browser.get(f"{server}/?lang=es")
     browser.execute_script("sessionStorage.setItem('triage.token', arguments[0])", CLINICIAN)
@@ -429,10 +445,38 @@ def test_a_spanish_clinician_searches_in_spanish_reads_spanish_names_and_clears(
     ).click()
     browser.find_element(By.ID, "triage-submit").click()
     wait.until(EC.visibility_of_element_located((By.ID, "result")))
+
+    # one finding, no vital sign: the API's warning is worded by its code (API v1.5), in Spanish,
+    # in English after a switch, and in Spanish again after switching back
+    (expected,) = _post(f"{server}/v1/predict", {"symptoms": [FEVER]}, CLINICIAN)["warning_details"]
+    assert expected["code"] == "few_findings"
+
+    def warnings_shown() -> list[tuple[str, str]]:
+        """The warning box's heading, then each warning's code and text: all it says."""
+        box = browser.find_element(By.ID, "warnings-box")
+        assert box.is_displayed()
+        items = box.find_elements(By.CSS_SELECTOR, "#warnings li")
+        heading = box.find_element(By.TAG_NAME, "h3").get_attribute("textContent")
+        return [("", heading)] + [(item.get_attribute("data-code"), item.text) for item in items]
+
+    spanish = [("", "Avisos"), ("few_findings", FEW_FINDINGS_ES)]
+    assert warnings_shown() == spanish  # no English left
+    browser.find_element(By.ID, "lang-en").click()
+    assert warnings_shown() == [("", "Warnings"), ("few_findings", expected["message"])]
+    browser.find_element(By.ID, "lang-es").click()
+    assert warnings_shown() == spanish
+    box = browser.find_element(By.ID, "warnings-box")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    browser.save_screenshot(str(SCREENSHOT_WARNINGS_ES))
+
     _type(browser, "age", "500")
     browser.find_element(By.ID, "triage-submit").click()
     error = wait.until(EC.visibility_of_element_located((By.ID, "triage-error")))
     assert "Edad: fuera del intervalo permitido" in error.text  # translated by its code
     assert "outside" not in error.text
+    browser.find_element(By.ID, "lang-en").click()  # an error shown is worded again too
+    assert "Age: outside the allowed range" in error.text and "fuera" not in error.text
+    browser.find_element(By.ID, "lang-es").click()
+    assert "Edad: fuera del intervalo permitido" in error.text and "outside" not in error.text
     assert not browser.find_element(By.ID, "result").is_displayed()
     assert browser.find_elements(By.CSS_SELECTOR, "#differential tbody tr") == []

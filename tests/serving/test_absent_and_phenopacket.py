@@ -185,7 +185,7 @@ def test_absent_symptoms_the_release_lacks_are_ignored_with_a_warning(ranker_cli
 
 def test_openapi_documents_absent_symptoms_and_the_phenopacket_operation(client):
     doc = client.get("/schema/openapi.json").json()
-    assert doc["info"]["version"] == "1.4.0"
+    assert doc["info"]["version"] == "1.5.0"
     absent = doc["components"]["schemas"]["Patient"]["properties"]["absent_symptoms"]
     assert absent["items"]["pattern"] == r"^HP:\d{7}$" and absent["maxItems"] == 256
     operation = doc["paths"]["/v1/predict/phenopacket"]["post"]

@@ -166,6 +166,7 @@ def test_predict_returns_top_k_sorted_with_contract_fields(client):
         "orphan_probability",
         "severity",
         "warnings",
+        "warning_details",  # v1.5
     }
     assert body["model_version"] == "2026-01-12-a"
     assert len(body["prediction_id"]) >= 16
@@ -185,7 +186,7 @@ def test_predict_returns_top_k_sorted_with_contract_fields(client):
     assert body["severity"]["label"] in SEVERITIES
     assert set(body["severity"]["probabilities"]) == set(SEVERITIES)
     assert math.isclose(sum(body["severity"]["probabilities"].values()), 1.0, abs_tol=1e-4)
-    assert body["warnings"] == []
+    assert body["warnings"] == [] and body["warning_details"] == []
 
 
 def test_top_k_beyond_class_count_returns_every_class_and_orphan_sum(client):

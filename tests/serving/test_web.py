@@ -79,7 +79,7 @@ def test_every_ui_string_exists_in_english_and_spanish():
     english, spanish = _dictionary(js, "en"), _dictionary(js, "es")
     assert english == spanish
     used = set(re.findall(r'data-i18n(?:-placeholder)?="(\w+)"', html))
-    used |= set(re.findall(r'\bt\("(\w+)"', js)) - {"cat_", "f_", "sev_"}  # prefixes
+    used |= set(re.findall(r'\bt\("(\w+)"', js)) - {"cat_", "f_", "sev_", "w_"}  # prefixes
     used |= {f"sev_{s}" for s in SEVERITIES} | {f"cat_{c}" for c in ("common", "orphan", "healthy")}
     assert used <= english, sorted(used - english)
     for label in ("No enfermo", "Leve", "Aguda", "Crónica", "Terminal"):
