@@ -41,6 +41,7 @@ from pathlib import Path
 
 from diagnosis import audit
 from diagnosis.artifacts import read_current
+from diagnosis.remote import RemoteError
 from orchestration.resources import INPUTS_KEY
 from schemas.contracts import ContractError, Manifest
 
@@ -233,7 +234,7 @@ def current_inputs(storage, resources: Mapping[str, object], model_name: str) ->
             storage.pull(area)
         parts["labels"] = labels_digest(paths.labels, paths.predictions)
         parts["knowledge"] = read_hpo_release(paths.home).sha256
-    except (OSError, HpoReleaseError) as exc:
+    except (OSError, HpoReleaseError, RemoteError) as exc:
         missing = next(name for name in PART_NAMES if name not in parts)
         raise UndeterminedError(f"cannot read the {PART_NAMES[missing]}: {exc}") from exc
     return Inputs(parts)
@@ -310,7 +311,7 @@ def decide(
         if pointer is None:
             return train(f"nothing deployed yet in {deployments}")
         manifest = audit.read_manifest(deployments, pointer.version)
-    except (ContractError, audit.AuditError, OSError) as exc:
+    except (ContractError, audit.AuditError, OSError, RemoteError) as exc:
         return train(f"the current deployment cannot be read: {exc}")
     if manifest is None:
         return train(f"current.json points to {pointer.version}, which has no manifest")

@@ -107,7 +107,10 @@ def test_compare_names_what_changed_and_refuses_what_it_cannot_read():
     assert "records no input digests" in reuse.compare(inputs, {"fingerprint": "x"})
     assert "format" in reuse.compare(inputs, {**inputs.record(), "format": reuse.FORMAT + 1})
     older = {**inputs.record(), "parts": {**parts, "knowledge": "old", "labels": "old"}}
-    assert reuse.compare(inputs, older) == "changed since it was trained: clinician labels, HPO release"
+    assert (
+        reuse.compare(inputs, older)
+        == "changed since it was trained: clinician labels, HPO release"
+    )
     fewer = {**inputs.record(), "parts": {k: v for k, v in parts.items() if k != "settings"}}
     assert reuse.compare(inputs, fewer) == "changed since it was trained: settings"
 
@@ -256,7 +259,9 @@ def _new_hpo_release(home):
 def _changed_code(home, monkeypatch):
     copy = home.parent / "code"
     for package in reuse.CODE_PACKAGES:
-        shutil.copytree(REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     with (copy / "diagnosis" / "features.py").open("a") as handle:
         handle.write("# one more line\n")
     monkeypatch.setattr(reuse, "code_root", lambda: copy)
