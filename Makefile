@@ -24,11 +24,12 @@ export API_WORKERS
 
 help:
 	@echo "make run       install, run the pipeline, then start the Dagster UI, the API and the MLflow UI"
+	@echo "               (the pipeline keeps the deployed model when nothing changed; RETRAIN=1 forces training)"
 	@echo "make test      install, check imports and style (make lint), run the whole test suite"
 	@echo "make lint      import-linter contracts, ruff check and ruff format --check"
 	@echo "make test-reliability  faults, load and hostile input (kill -9, bad weeks, labels); not in make test"
 	@echo "make install   create .venv from uv.lock"
-	@echo "make pipeline  seed demo data if needed and materialise every asset (headless)"
+	@echo "make pipeline  seed demo data if needed, validate, train and deploy (headless; RETRAIN=1 as above)"
 	@echo "make serve     start the API on $(HOST):$(API_PORT)"
 	@echo "make ui        start the Dagster UI on $(HOST):$(UI_PORT)"
 	@echo "make mlflow    start the MLflow UI on $(HOST):$(MLFLOW_PORT) over the local SQLite store"
@@ -44,8 +45,9 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.installed
 
+# the current deployment is kept when nothing that determines the model changed; RETRAIN=1 trains
 pipeline: install
-	$(VENV)/bin/triage pipeline
+	$(VENV)/bin/triage pipeline $(if $(filter-out 0 no false,$(RETRAIN)),--retrain)
 
 serve: install
 	$(VENV)/bin/triage serve --host $(HOST) --port $(API_PORT) --workers $(API_WORKERS)

@@ -2,6 +2,7 @@
 immutable, versioned deployment and the atomic pointer switch (logic: :mod:`diagnosis.training.export`,
 :mod:`diagnosis.artifacts`)."""
 
+import json
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from diagnosis.training.dataset import (
 from diagnosis.training.evaluation import Evaluation, patient_dicts
 from diagnosis.training.export import Artifact, build_artifact, severity_spec, system_parity
 from diagnosis.training.fitting import TrainedModel
-from orchestration.resources import ModelPolicy, TriageStorage, code_version
+from orchestration.resources import INPUTS_KEY, INPUTS_TAG, ModelPolicy, TriageStorage, code_version
 from orchestration.settings import current_environment
 
 ONNX_PARITY_CHECK = "onnx_parity"
@@ -92,8 +93,10 @@ def onnx_parity(policy: ModelPolicy, onnx_model: Artifact) -> dg.AssetCheckResul
     )
 
 
-def _data_versions(context: dg.AssetExecutionContext, weeks: list[str]) -> dict:
-    records = context.instance.fetch_materializations(
+def weekly_export_versions(instance: dg.DagsterInstance, weeks: list[str]) -> dict:
+    """``{"weekly_exports": {week: {"file", "sha256"}}}`` from each week's latest
+    ``raw_patient_records`` materialisation (what a manifest records as its weeks)."""
+    records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_patient_records"), asset_partitions=weeks),
         limit=max(len(weeks) * 4, 10),
     ).records
@@ -115,6 +118,20 @@ def _hpo_files(context: dg.AssetExecutionContext) -> dict:
     metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
     keys = ("hpo_files_sha256", "hp_obo_sha256", "phenotype_hpoa_sha256", "hpo_source")
     return {key: metadata[key].value for key in keys if key in metadata}
+
+
+def _pipeline_inputs(context: dg.AssetExecutionContext) -> dict:
+    """The digests of what determined this model, as `triage pipeline` computed them before the
+    run (its run tag; :mod:`orchestration.reuse`): the next `triage pipeline` keeps this deployment
+    while they hold. Runs started otherwise (sensors, the UI) record none."""
+    raw = context.run.tags.get(INPUTS_TAG)
+    if not raw:
+        return {}
+    try:
+        return {INPUTS_KEY: json.loads(raw)}
+    except ValueError:
+        context.log.warning(f"run tag {INPUTS_TAG} is not JSON; no input digests recorded")
+        return {}
 
 
 @dg.asset(
@@ -176,10 +193,11 @@ def deployed_model(
         dagster_run_id=context.run_id,
         code_version=commit,
         data_versions={
-            **_data_versions(context, weeks),
+            **weekly_export_versions(context.instance, weeks),
             **datasets,
             "hpo_release": hpo_release,
             **_hpo_files(context),
+            **_pipeline_inputs(context),
         },
     )
     target = write_deployment(storage.paths.deployments, manifest, onnx_model.files())

@@ -34,6 +34,7 @@ examples:
   triage simulate --out /tmp/landing --weeks 2          # two synthetic weekly exports
   triage validate /tmp/landing/records_2026-01-05.txt --out /tmp/checked
   triage pipeline --max-quarantine-rate 0.2             # train; stop if a week is >20 % bad
+  triage pipeline --retrain                             # train even if nothing changed
   triage serve --port 8000                              # the API and the web form
   triage trace 0123456789abcdef0123456789abcdef         # where one answer came from
   triage rollback 20260105T101500Z --reason "gate miss on week 3"
@@ -79,7 +80,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from orchestration.pipeline import run_pipeline
 
-    return run_pipeline(seed_demo=not args.no_seed, max_quarantine_rate=args.max_quarantine_rate)
+    return run_pipeline(
+        seed_demo=not args.no_seed,
+        max_quarantine_rate=args.max_quarantine_rate,
+        retrain=args.retrain,
+    )
 
 
 def _rate(text: str) -> float:
@@ -400,7 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed demo data if the landing zone is empty, then materialise every asset",
         description=(
             "Headless run of the whole asset graph on the local Dagster instance "
-            "(TRIAGE_HOME/dagster), printing each step as it starts and finishes. Exits 1 on a "
+            "(TRIAGE_HOME/dagster), printing each step as it starts and finishes. When code, "
+            "weekly exports, clinician labels, settings and the HPO release are those the current "
+            "deployment was trained on, it is kept (one line names it; no run starts) unless "
+            "--retrain is given. Exits 1 on a "
             "failed step, 3 when the quality gate refuses the challenger (the champion keeps "
             "serving), 4 when a week's quarantine rate is above --max-quarantine-rate."
         ),
@@ -413,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="stop before training (exit 4) when any validated week has a larger share of its "
         "rows in quarantine (0-1; None: no limit)",
+    )
+    pipe.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train, gate and deploy even when code, data, labels, settings and the HPO release "
+        "are those the current deployment was trained on (by default it is kept: one line says "
+        "which version and why, and no run starts)",
     )
     pipe.set_defaults(func=_cmd_pipeline)
 

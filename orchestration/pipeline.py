@@ -125,7 +125,13 @@ def prune_unvalidated_partitions(instance) -> list[str]:
 EXIT_OK, EXIT_ERROR, EXIT_GATE_REFUSED, EXIT_QUARANTINE = 0, 1, 3, 4  # as orchestration.cli
 
 
-def run_pipeline(seed_demo: bool = True, max_quarantine_rate: float | None = None) -> int:
+def run_pipeline(
+    seed_demo: bool = True, max_quarantine_rate: float | None = None, retrain: bool = False
+) -> int:
+    """Validate new or changed weeks, then train, gate and deploy, unless nothing that determines
+    the model changed since the current deployment was trained (:mod:`orchestration.reuse`): then
+    that deployment is kept, with one line saying so, and no run starts. ``retrain`` forces the
+    training run."""
     from diagnosis.files import make_private, private_dir, private_umask
 
     private_umask()  # exports, tables, labels and keys written by this process are owner-only
@@ -153,10 +159,12 @@ def run_pipeline(seed_demo: bool = True, max_quarantine_rate: float | None = Non
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from assets.ingestion import admit_exports, landing_partition_keys, weekly_exports
+    from orchestration import reuse
     from orchestration.definitions import defs
     from orchestration.recovery import process_tags, sweep
-    from orchestration.resources import AlertsResource, existing_tracking_uri
+    from orchestration.resources import INPUTS_TAG, AlertsResource, existing_tracking_uri
     from orchestration.sensors import alert_refusals
+    from orchestration.settings import current_environment
 
     instance = dg.DagsterInstance.get()
     for line in sweep(instance, existing_tracking_uri(paths)).lines():
@@ -196,7 +204,8 @@ def run_pipeline(seed_demo: bool = True, max_quarantine_rate: float | None = Non
     # recorded after this run's validations, so the check's latest evaluation shows the refusal
     for refusal in refused:
         instance.report_runless_asset_event(refusal.check_evaluation())
-    for key in prune_unvalidated_partitions(instance):
+    pruned = prune_unvalidated_partitions(instance)
+    for key in pruned:
         print(f"week {key}: registered but never validated: partition removed (re-read next run)")
     for key, result in failed_weeks:
         print(f"week {key}: validation failed, left out: {_first_failure(result)}", file=sys.stderr)
@@ -217,6 +226,22 @@ def run_pipeline(seed_demo: bool = True, max_quarantine_rate: float | None = Non
         if too_many:
             print("nothing trained (exit 4)", file=sys.stderr)
             return EXIT_QUARANTINE
+    decision = reuse.decide(
+        storage,
+        instance,
+        defs.resources,
+        current_environment().model_name,
+        retrain=retrain,
+        validated_now=[k for k in keys if k in admitted] + pruned,
+        tracking_uri=existing_tracking_uri(paths),
+    )
+    for refusal in refused if decision.reuse else ():
+        print(refusal.summary())
+    print(decision.line(), flush=True)
+    if decision.reuse:
+        return EXIT_OK
+    if decision.inputs is not None:
+        tags = {**tags, INPUTS_TAG: decision.inputs.tag()}
     # Observe the HPO release first (as hpo_release_sensor does), so the knowledge assets record
     # its data version: otherwise the sensor's first observation shows them stale right after a
     # clean run ("hpo_release has a new data version").

@@ -324,6 +324,12 @@ def triage_mlflow(context: dg.InitResourceContext) -> MlFlow:
     return MlFlow(context.replace_config(config))
 
 
+# The digests of what determines the model (orchestration.reuse) travel from `triage pipeline` to
+# deployed_model in this run tag and are kept in the manifest under data_versions[INPUTS_KEY].
+INPUTS_TAG = "triage/pipeline_inputs"
+INPUTS_KEY = "pipeline_inputs"
+
+
 def code_version() -> str:
     """The git commit of the code that runs: TRIAGE_CODE_VERSION when set (container images,
     built without git), else the checkout's HEAD, else 'unknown'."""
