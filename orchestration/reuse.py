@@ -44,6 +44,7 @@ from diagnosis.artifacts import read_current
 from diagnosis.remote import RemoteError
 from orchestration.resources import INPUTS_KEY
 from schemas.contracts import ContractError, Manifest
+from schemas.layout import PREDICTION_LOG_GLOB
 
 FORMAT = 1  # of the recorded parts; another format never matches (full run)
 CODE_PACKAGES = ("diagnosis", "assets", "schemas", "orchestration")
@@ -180,7 +181,7 @@ def labels_digest(labels: Path, predictions: Path) -> str:
             labelled.add(value["prediction_id"].encode())
     if not labelled or not predictions.is_dir():
         return digest.hexdigest()
-    for log in sorted(predictions.glob(audit.LOG_GLOB)):
+    for log in sorted(predictions.glob(PREDICTION_LOG_GLOB)):
         with log.open("rb") as handle:
             for line in handle:
                 if line.startswith(PREDICTION_PREFIX):
