@@ -225,6 +225,7 @@ class Runtime:
     _entry_codes: tuple[str, ...] = field(default=(), repr=False)
     _entry_names: tuple[str, ...] = field(default=(), repr=False)
     _entry_categories: tuple[str, ...] = field(default=(), repr=False)
+    _entry_names_es: tuple[str | None, ...] = field(default=(), repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -322,6 +323,8 @@ class Runtime:
         object.__setattr__(runtime, "_entry_codes", tuple(e.code for e in entries))
         object.__setattr__(runtime, "_entry_names", tuple(e.name for e in entries))
         object.__setattr__(runtime, "_entry_categories", tuple(e.category for e in entries))
+        names_es = spanish_names()
+        object.__setattr__(runtime, "_entry_names_es", tuple(names_es.get(e.code) for e in entries))
         runtime._smoke_test()
         return runtime
 
@@ -698,7 +701,7 @@ class Runtime:
         orphan = ranked.orphan.tolist()
         labels = self.severity_labels
         codes, names, categories = self._entry_codes, self._entry_names, self._entry_categories
-        names_es = spanish_names()
+        names_es = self._entry_names_es
         ids = _prediction_ids(len(scored))
         answers: list[Prediction] = []
         for i, row in enumerate(first):
@@ -706,7 +709,7 @@ class Runtime:
                 DifferentialEntry(
                     code=codes[j],
                     name=names[j],
-                    name_es=names_es.get(codes[j]),
+                    name_es=names_es[j],
                     category=categories[j],
                     probability=p,
                 )
