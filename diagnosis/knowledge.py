@@ -9,7 +9,9 @@ with the classifier, exactly as the evaluation that gated the model did.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +25,13 @@ from schemas.contracts import ContractError, KnowledgeFile, WarningDetail, decod
 def age_row(age: float | None, edges: Sequence[float]) -> int:
     """The ranker's age-bin row for an age in years: 0 when unknown, then one row below the first
     edge, one per ``[edge_i, edge_i+1)`` and one past the last edge."""
-    if age is None or not np.isfinite(float(age)):
+    if age is None:
         return 0
-    return 1 + int(np.searchsorted(np.asarray(edges), float(age), side="right"))
+    age = float(age)
+    if not math.isfinite(age):
+        return 0
+    # np.searchsorted(edges, age, side="right") on the sorted edges, without an array per call
+    return 1 + bisect.bisect_right(edges, age)
 
 
 class KnowledgeLoadError(RuntimeError):

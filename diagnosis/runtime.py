@@ -226,6 +226,7 @@ class Runtime:
     _entry_codes: tuple[str, ...] = field(default=(), repr=False)
     _entry_names: tuple[str, ...] = field(default=(), repr=False)
     _entry_categories: tuple[str, ...] = field(default=(), repr=False)
+    _entry_names_es: tuple[str | None, ...] = field(default=(), repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -323,6 +324,8 @@ class Runtime:
         object.__setattr__(runtime, "_entry_codes", tuple(e.code for e in entries))
         object.__setattr__(runtime, "_entry_names", tuple(e.name for e in entries))
         object.__setattr__(runtime, "_entry_categories", tuple(e.category for e in entries))
+        names_es = spanish_names()
+        object.__setattr__(runtime, "_entry_names_es", tuple(names_es.get(e.code) for e in entries))
         runtime._smoke_test()
         return runtime
 
@@ -442,6 +445,11 @@ class Runtime:
         self, rows: Sequence[Mapping[str, Any]], k: int, lead: list[int] | None = None
     ) -> dict[str, np.ndarray]:
         """The ranker's graph inputs for rows as :meth:`as_scored` reads them."""
+        findings, contexts = self._query_parts(rows)
+        return sparse_graph.encode_queries(findings, contexts, self._k(k), self._probe, lead)
+
+    def _query_parts(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[list[int]], list[int]]:
+        """Each row's findings (rows of the ranker's ``W``) and context row (age bin x sex)."""
         knowledge = self.knowledge
         n_sexes = len(knowledge.sexes)
         findings, contexts = [], []
@@ -450,8 +458,10 @@ class Runtime:
             findings.append(rows_of[:-2])
             age, sex = rows_of[-2] - knowledge.age_offset, rows_of[-1] - knowledge.sex_offset
             contexts.append(age * n_sexes + sex)
-        k = max(1, min(int(k), len(knowledge.codes)))
-        return sparse_graph.encode_queries(findings, contexts, k, self._probe, lead)
+        return findings, contexts
+
+    def _k(self, k: int) -> int:
+        return max(1, min(int(k), len(self.knowledge.codes)))
 
     def components(self, patients: Sequence[Mapping[str, Any]]) -> Components:
         """The graph's outputs for patients (as :meth:`as_scored` reads them), before blending:
@@ -699,7 +709,7 @@ class Runtime:
         orphan = ranked.orphan.tolist()
         labels = self.severity_labels
         codes, names, categories = self._entry_codes, self._entry_names, self._entry_categories
-        names_es = spanish_names()
+        names_es = self._entry_names_es
         ids = _prediction_ids(len(scored))
         answers: list[Prediction] = []
         for i, row in enumerate(first):
@@ -707,7 +717,7 @@ class Runtime:
                 DifferentialEntry(
                     code=codes[j],
                     name=names[j],
-                    name_es=names_es.get(codes[j]),
+                    name_es=names_es[j],
                     category=categories[j],
                     probability=p,
                 )
@@ -784,12 +794,51 @@ class Runtime:
         names = [m.onnx_outputs.diagnosis, m.onnx_outputs.severity] + [
             sparse_graph.public_name(o) for o in _FAST_OUTPUTS
         ]
-        out = self.session.run(
-            names, {m.onnx_input: features, **self._queries(rows, k + len(self._probe), lead)}
-        )
+        queries, inverse = self._distinct_queries(rows, k + len(self._probe), lead)
+        out = self.session.run(names, {m.onnx_input: features, **queries})
         out[0] = _unit(np.asarray(out[0][:n], dtype=np.float64))
         out[1] = np.asarray(out[1][:n], dtype=np.float64)
+        if inverse is not None:  # every row gets its distinct query's ranker outputs
+            out[2:] = [o[inverse] for o in out[2:]]
         return out
+
+    def _distinct_queries(
+        self, rows: Sequence[Mapping[str, Any]], k: int, lead: list[int] | None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The ranker's inputs for the distinct queries among ``rows`` that share a lead, and
+        each row's index among them (``None``: all distinct, the rows themselves).
+
+        An explanation's occlusion rows that leave out a vital sign other than the age (or any
+        input the ranker does not read) ask the ranker exactly what the patient's own row asks:
+        the graph scores each distinct (findings, age bin and sex, lead) once, and the rows
+        share its outputs. The graph scores every row on its own (a row's outputs do not
+        depend on the other rows of the call), so the answers are the same bit for bit; only
+        the repeated work goes (4 of the 9 rows of a febrile patient with 4 vital signs)."""
+        findings, contexts = self._query_parts(rows)
+        if lead is None:
+            return sparse_graph.encode_queries(findings, contexts, self._k(k), self._probe), None
+        index: dict[tuple[Any, ...], int] = {}
+        inverse = np.empty(len(rows), dtype=np.int64)
+        first: list[int] = []
+        for i, (terms, context) in enumerate(zip(findings, contexts)):
+            key = (tuple(terms), context, lead[i])
+            at = index.get(key)
+            if at is None:
+                at = index[key] = len(first)
+                first.append(i)
+            inverse[i] = at
+        if len(first) == len(rows):
+            return sparse_graph.encode_queries(
+                findings, contexts, self._k(k), self._probe, lead
+            ), None
+        queries = sparse_graph.encode_queries(
+            [findings[i] for i in first],
+            [contexts[i] for i in first],
+            self._k(k),
+            self._probe,
+            [int(inverse[lead[i]]) for i in first],
+        )
+        return queries, inverse
 
     def _blend_raw(
         self, rows: Sequence[Mapping[str, Any]], raw: list[np.ndarray]

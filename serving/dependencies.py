@@ -7,7 +7,10 @@ fills in what needs I/O (the model's first load, the search indexes) and starts 
 background threads (S3 follower and log shipper). :func:`dependencies` is the app-level
 ``dependencies`` mapping: a handler names the parameter (``model_store``, ``prediction_log``,
 ``prediction_index``, ``label_store``, ``scoring_pool``, ``search``, ``symptom_names``, ``settings``) and gets the
-one instance of this app.
+one instance of this app. The prediction endpoints take one dependency, ``predict_services``
+(:class:`PredictServices`: the model store, the scoring pool, the prediction log and the symptom
+names): Litestar resolves several dependencies of one handler concurrently in an anyio task group
+(about 60 µs of CPU per request, a tenth of a prediction's), one alone is simply awaited.
 
 The same objects stay reachable on ``app.state`` (``model_store``, ``prediction_index``, …) for
 the guards (the token table), the metrics collector and tests that inspect them.
@@ -105,6 +108,16 @@ class Services:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PredictServices:
+    """What a prediction endpoint works with, resolved as one dependency (``predict_services``)."""
+
+    model_store: ModelStore
+    scoring_pool: ScoringPool
+    prediction_log: PredictionLog | None
+    symptom_names: SymptomNamer | None
+
+
 def _shared_log_lookup(remote: RemoteStore, mirror: Path):
     """Find a prediction id served by another host: mirror every host's log from S3, then scan."""
     shared = PredictionIndex(mirror, recent_max=0)
@@ -130,6 +143,14 @@ def dependencies(services: Services) -> dict[str, Provide]:
             await anyio.to_thread.run_sync(store.reload_now)
         return store
 
+    async def provide_predict_services() -> PredictServices:
+        return PredictServices(
+            await provide_model_store(),
+            services.scoring_pool,
+            services.prediction_log,
+            provide_symptom_names(),
+        )
+
     def provide_search() -> Knowledge:
         if services.knowledge is None:
             raise SearchUnavailable
@@ -147,4 +168,5 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "scoring_pool": Provide(lambda: services.scoring_pool, sync_to_thread=False),
         "search": Provide(provide_search, sync_to_thread=False),
         "symptom_names": Provide(provide_symptom_names, sync_to_thread=False),
+        "predict_services": Provide(provide_predict_services),
     }

@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_api.py [--home TRIAGE_HOME] [--workers 1] [--duration 8]
                                          [--rounds 2] [--connections 8] [--compare] [--no-stages]
+                                         [--no-split]
 
 Starts the API on a free loopback port over a deployed TRIAGE_HOME (default ./.triage, as left by
 ``make pipeline``) as ``triage serve`` runs it (uvicorn, ``--workers N``, no access log,
@@ -21,8 +22,16 @@ shared machine hits all of them: ratios to /health are computed round by round (
 minute) and averaged; latencies are the worst round's. ``server CPU µs/req`` is the CPU time the
 server's processes spent per answered request (from /proc), a figure that other jobs on the
 machine disturb much less than throughput. The cost model follows: the floor, what a prediction
-adds to it, and (``bench_inprocess.py``, in this process) each stage beside its limit. The targets
+adds to it, split into ``Runtime.predict`` (timed in this process by ``bench_inprocess.py``, which
+also prints each stage beside its limit) and the server's own work (auth, validation, prediction
+log, metrics, encoding, scheduling: the rest). The targets
 of issue 13 are printed with met / not met, and the load average beside the figures.
+
+``--split`` (the default; ``--no-split`` skips it) first starts the same server with
+``Runtime.predict`` memoised (each request shape is scored once, then its answer is returned; the
+server does everything else as usual) and measures the parse-only POST and both predict calls on
+it: their server CPU is the server's own work, and what the real server spends beyond it is the
+runtime as it runs inside the server (colder than alone in a loop).
 
 ``--compare`` also measures the alternatives the choice was made against: the other uvicorn
 worker count, and granian with 1 and 2 workers when it is importable (``pip install granian``; it
@@ -65,6 +74,7 @@ TARGET_CPU_US = {"predict, no explanation": 250.0, "predict": 600.0}  # server C
 TARGET_P99_MS = 10.0  # explained, 8 connections
 TARGET_BATCH_PER_S = 10_000  # patients/s through HTTP, 1,000 a request
 TARGET_RSS_MB = 500.0  # per worker
+CACHED_RUNTIME_ENV = "BENCH_CACHED_RUNTIME"  # the --split server: Runtime.predict memoised
 # (name, path, body script, connections: None = --connections)
 ENDPOINTS: tuple[tuple[str, str, str | None, int | None], ...] = (
     ("health", "/health", None, None),
@@ -94,9 +104,30 @@ def bench_app():  # noqa: ANN201 - a Litestar app, imported lazily
     async def parse_only(data: JSONBody[Patient]) -> Health:
         return Health(status="ok")
 
+    if os.environ.get(CACHED_RUNTIME_ENV):
+        _memoise_runtime()
     app = create_app()
     app.register(parse_only)
     return app
+
+
+def _memoise_runtime() -> None:
+    """``Runtime.predict`` answers each (patients, top_k, explain) shape once and then returns
+    that answer: the server does everything else as usual (auth, validation, budget, prediction
+    log, metrics, encoding), so its CPU per request is the server's own work (the cost model's
+    split). Only in the server ``--split`` starts."""
+    from diagnosis.runtime import Runtime
+
+    real = Runtime.predict
+    answers: dict[tuple[int, int, bool], object] = {}
+
+    def predict(self, patients, top_k, *, explain=False, symptom_name=None):  # noqa: ANN001, ANN202
+        key = (len(patients), top_k, explain)
+        if key not in answers:
+            answers[key] = real(self, patients, top_k, explain=explain, symptom_name=symptom_name)
+        return answers[key]
+
+    Runtime.predict = predict  # type: ignore[method-assign]
 
 
 @dataclass
@@ -182,10 +213,13 @@ def configs(workers: int, compare: bool) -> list[Config]:
     return chosen + alternatives
 
 
-def start_server(config: Config, home: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    config: Config, home: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "TRIAGE_HOME": str(home),
         "TRIAGE_API_KEYS": f"clinician:{TOKEN}",
         "OMP_NUM_THREADS": "1",
@@ -292,10 +326,15 @@ def wait_idle(base: str) -> None:
 
 
 def measure(
-    config: Config, home: Path, args: argparse.Namespace, scripts: dict[str, Path]
+    config: Config,
+    home: Path,
+    args: argparse.Namespace,
+    scripts: dict[str, Path],
+    endpoints: tuple[tuple[str, str, str | None, int | None], ...] = ENDPOINTS,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[dict[str, Result], tuple[float, float]]:
-    process, base = start_server(config, home)
-    results = {name: Result() for name, *_ in ENDPOINTS}
+    process, base = start_server(config, home, extra_env)
+    results = {name: Result() for name, *_ in endpoints}
 
     def run(path: str, script: str | None, connections: int | None, seconds: int) -> dict:
         out, _ = wrk(
@@ -307,11 +346,11 @@ def measure(
         return out
 
     try:
-        for _, path, script, connections in ENDPOINTS:  # warm-up: caches, connection set-up
+        for _, path, script, connections in endpoints:  # warm-up: caches, connection set-up
             run(path, script, connections, 2)
             wait_idle(base)
         for _ in range(args.rounds):
-            for name, path, script, connections in ENDPOINTS:
+            for name, path, script, connections in endpoints:
                 before = cpu_seconds(process.pid)
                 out = run(path, script, connections, args.duration)
                 spent = cpu_seconds(process.pid) - before
@@ -332,8 +371,19 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def report(config: Config, results: dict[str, Result], memory: tuple[float, float]) -> list[str]:
-    """Print the table, the HTTP cost model and the targets; return the targets not met."""
+def report(
+    config: Config,
+    results: dict[str, Result],
+    memory: tuple[float, float],
+    stages: dict[str, float] | None = None,
+    own: dict[str, float] | None = None,
+) -> list[str]:
+    """Print the table, the HTTP cost model and the targets; return the targets not met.
+    ``stages``: the in-process cost model (``bench_inprocess.measure``), whose ``Runtime.predict``
+    figures split what a prediction adds to the floor into the runtime and the server's own work
+    (auth, validation, prediction log, metrics, encoding, scheduling). ``own``: the server CPU
+    per request of the same endpoints with ``Runtime.predict`` memoised (``--split``): the
+    server's own work measured, the rest being the runtime as it runs inside the server."""
     health = results["health"]
     print(f"\n{config.name}  (RSS {memory[0]:.0f} MB in all, largest process {memory[1]:.0f} MB)")
     print(
@@ -358,11 +408,29 @@ def report(config: Config, results: dict[str, Result], memory: tuple[float, floa
     print(
         f"    HTTP floor: GET /health {cpu['health']:.0f}; POST parsing the same body {floor:.0f}"
     )
+    runtime_stage = {
+        "predict, no explanation": "= predict, no explanation",
+        "predict": "= predict, explained",
+    }
     for name in ("predict, no explanation", "predict"):
-        print(
-            f"    {name}: {cpu[name]:.0f} = floor {floor:.0f} + {cpu[name] - floor:.0f} "
-            "(auth, validation, scoring, answer, log, metrics, encoding)"
-        )
+        added = cpu[name] - floor
+        runtime = (stages or {}).get(runtime_stage[name])
+        if own and name in own:  # measured: the same server with the runtime memoised
+            split = (
+                f": the server's own work {own[name] - floor:.0f} (auth, validation, budget, "
+                f"log, metrics, encoding; measured with Runtime.predict memoised) + the runtime "
+                f"inside the server {cpu[name] - own[name]:.0f}"
+                + (f" ({runtime:.0f} alone in a loop)" if runtime is not None else "")
+            )
+        elif runtime is not None:
+            split = (
+                f": Runtime.predict {runtime:.0f} (alone in a loop) + the rest "
+                f"{added - runtime:.0f} (the server's own work, and the runtime running colder "
+                "inside the server)"
+            )
+        else:
+            split = " (auth, validation, scoring, answer, log, metrics, encoding)"
+        print(f"    {name}: {cpu[name]:.0f} = floor {floor:.0f} + {added:.0f}{split}")
     print(
         f"    {batch_name}: {cpu[batch_name] / BATCH:.1f} per patient "
         f"({cpu[batch_name] / 1e3:.1f} ms a request)"
@@ -410,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure the other uvicorn worker count and granian (if installed)",
     )
     parser.add_argument("--no-stages", action="store_true", help="skip the in-process stage table")
+    parser.add_argument(
+        "--no-split",
+        action="store_true",
+        help="skip the second server (Runtime.predict memoised) that measures the server's own work",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -428,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
 
     batch = {"patients": patients_from_landing(home / "landing", BATCH)}
     failed: list[str] = []
+    measured: list[tuple[Config, dict[str, Result], tuple[float, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         scripts = {}
         for name, body in (("predict", PATIENT), ("batch", batch)):
@@ -438,15 +512,29 @@ def main(argv: list[str] | None = None) -> int:
                 'wrk.headers["Content-Type"] = "application/json"\n'
                 f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n'
             )
-        for config in configs(args.workers, args.compare):
-            results, memory = measure(config, home, args, scripts)
-            failed += report(config, results, memory)
-    print(f"\nload average {os.getloadavg()[0]:.2f} at the end of the HTTP runs")
-    if not args.no_stages:
+        chosen, *alternatives = configs(args.workers, args.compare)
+        own: dict[str, float] | None = None
+        if not args.no_split:  # the same server, Runtime.predict memoised: its own work
+            split_endpoints = tuple(e for e in ENDPOINTS if e[0].startswith(("parse", "predict")))
+            cached, _ = measure(
+                chosen, home, args, scripts, split_endpoints, {CACHED_RUNTIME_ENV: "1"}
+            )
+            own = {name: mean(r.cpu_us) for name, r in cached.items()}
+            print(
+                "server CPU µs/req with Runtime.predict memoised (the server's own work): "
+                + ", ".join(f"{name} {value:.0f}" for name, value in own.items())
+            )
+        for config in (chosen, *alternatives):
+            measured.append((config, *measure(config, home, args, scripts)))
+    print(f"load average {os.getloadavg()[0]:.2f} at the end of the HTTP runs")
+    stages = None
+    if not args.no_stages:  # first: the HTTP tables below split their cost by its figures
         import bench_inprocess
 
         print()
-        bench_inprocess.main(["--home", str(home), "--batch", str(BATCH)])
+        stages = bench_inprocess.measure(["--home", str(home), "--batch", str(BATCH)])
+    for config, results, memory in measured:
+        failed += report(config, results, memory, stages, own if config is chosen else None)
     print(f"\ntargets not met: {len(failed)}" + "".join(f"\n  - {t}" for t in failed))
     return 0
 

@@ -197,6 +197,13 @@ def single_rate(model: Runtime, patients: list[dict]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    measure(argv)
+    return 0
+
+
+def measure(argv: list[str] | None = None) -> dict[str, float]:
+    """Print the table and the batch figures; return ``{stage: CPU µs}`` (``bench_api.py`` sets
+    the HTTP figures beside the runtime's)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", default=os.environ.get("TRIAGE_HOME", ".triage"))
     parser.add_argument("--repeat", type=int, default=400, help="calls per timed stage")
@@ -233,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         f"calls: {'met' if batch > single else 'NOT met'}"
     )
     print(f"  load average {os.getloadavg()[0]:.2f} at the end")
-    return 0
+    return {name: value for name, value, _, _ in rows}
 
 
 if __name__ == "__main__":

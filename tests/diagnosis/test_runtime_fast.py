@@ -22,6 +22,7 @@ import pytest
 
 from diagnosis import sparse_graph
 from diagnosis.blend import BlendParams
+from diagnosis.explain import occlusion_rows
 from diagnosis.features import FeatureSpec
 from diagnosis.hpo import Ontology, hpo_data_dir, load_annotations, parse_context_annotations
 from diagnosis.ranker import KnowledgeRanker
@@ -256,6 +257,39 @@ def test_explained_effects_are_reproduced_by_resending_without_the_input(runtime
                     assert entry.probability - probability[entry.code] == item.effect
                     checked += 1
         assert checked > 0
+
+
+def test_an_explanation_scores_each_distinct_ranker_query_once(runtime, ranker, monkeypatch):
+    """Occlusion rows that leave out a vital sign the ranker does not read ask it what the
+    patient's row asks: the graph gets each distinct query once, and the answer is the one
+    every row scored separately gives, bit for bit."""
+    patient = {**_patients(ranker, 5, seed=23)[4], "heart_rate": 95.0, "body_temperature": 38.5}
+    inputs, rows = occlusion_rows(
+        runtime.as_scored(patient), runtime.spec.vitals, runtime.spec.sexes
+    )
+    ranked: list[int] = []
+    real_run = runtime.session.run
+
+    def counting(names, feeds, *args, **kwargs):
+        ranked.append(len(feeds[sparse_graph.QUERY_CONTEXT]))
+        return real_run(names, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.session, "run", counting)
+    (shared,) = runtime.predict([patient], TOP_K, explain=True)
+    # the heart rate's and the temperature's rows share the patient's query
+    assert len(rows) == 1 + len(inputs) and ranked == [len(rows) - 2]
+    monkeypatch.setattr(
+        Runtime,
+        "_distinct_queries",
+        lambda self, rows, k, lead: (self._queries(rows, k, lead), None),
+    )
+    (separate,) = runtime.predict([patient], TOP_K, explain=True)
+    assert ranked[-1] == len(rows)
+    assert [(e.code, e.probability, e.explanation) for e in shared.differential] == [
+        (e.code, e.probability, e.explanation) for e in separate.differential
+    ]
+    assert shared.severity == separate.severity
+    assert shared.orphan_probability == separate.orphan_probability
 
 
 def test_a_graph_exported_before_the_batched_top_k_is_refused_by_name(artifact):

@@ -5,14 +5,16 @@ tokens, last known good at start-up. The real-process checks are in tests/reliab
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import anyio
 import pytest
 from litestar.testing import TestClient
 
 from serving import scoring
 from serving.app import create_app
-from serving.scoring import ScoringPool, chunks, patient_work, request_work
+from serving.scoring import ScoringAbandoned, ScoringPool, chunks, patient_work, request_work
 from serving.settings import SettingsError, parse_api_keys
 
 from .conftest import (
@@ -120,6 +122,52 @@ def test_chunked_scoring_answers_as_one_call(ranker_client, monkeypatch, explain
     chunked = ranker_client.post(url, json=body, headers=auth()).json()["predictions"]
     assert calls == [12]
     assert _without_ids(chunked) == _without_ids(whole)
+
+
+def test_a_small_request_is_scored_on_the_event_loop_unless_a_thread_slot_is_busy():
+    """One small chunk (<= INLINE_WORK) runs on the event loop's thread; a larger request, or a
+    small one arriving while a chunk holds the thread slot, goes through the worker threads; the
+    stop checks apply to both paths."""
+
+    async def where(pool: ScoringPool, costs: list[float], busy: bool = False) -> set[int]:
+        seen: set[int] = set()
+
+        def score(part: range) -> list[int]:
+            seen.add(threading.get_ident())
+            return list(part)
+
+        holder = object()
+        if busy:  # another request's chunk holds the only slot; released after a moment
+            await pool.limiter.acquire_on_behalf_of(holder)
+
+            async def release() -> None:
+                await anyio.sleep(0.05)
+                pool.limiter.release_on_behalf_of(holder)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(release)
+                assert await pool.run_chunks(costs, score) == list(range(len(costs)))
+        else:
+            assert await pool.run_chunks(costs, score) == list(range(len(costs)))
+        return seen
+
+    async def scenario() -> None:
+        loop_thread = threading.get_ident()
+        pool = ScoringPool()
+        assert await where(pool, [1.0]) == {loop_thread}
+        assert await where(pool, [scoring.INLINE_WORK / 2] * 2) == {loop_thread}
+        assert loop_thread not in await where(pool, [scoring.INLINE_WORK + 1])
+        assert loop_thread not in await where(pool, [1.0], busy=True)
+        assert loop_thread not in await where(pool, [1.0] * 400)  # several chunks
+        pool.stopping = True
+        with pytest.raises(ScoringAbandoned, match="shutting down"):
+            await where(pool, [1.0])
+        pool.stopping = False
+        with pytest.raises(ScoringAbandoned, match="disconnected"):
+            await pool.run_chunks([1.0], lambda part: list(part), lambda: True)
+        assert pool.abandoned == 2
+
+    anyio.run(scenario)
 
 
 def test_scoring_stopped_by_shutdown_or_deadline_is_503_and_logs_nothing(client, served_home):
