@@ -256,9 +256,16 @@ def selection_plan(
     context: dg.OpExecutionContext,
     config: SelectionConfig,
     policy: ModelPolicy,
+    mlflow: dg.ResourceParam[MlFlow],
     training_features: TrainingSet,
     training_table: pl.DataFrame,
 ) -> SelectionPlan:
+    # `mlflow` is initialised here, in one step before the candidates fan out: its set-up creates
+    # the tracking store when it does not exist yet (a local SQLite file) and the Dagster run's
+    # parent MLflow run. Done by several candidate steps at once (Celery workers, multiprocess),
+    # the store's migrations collide ("table _alembic_tmp_experiments already exists") and each
+    # step may start a parent run of its own.
+    del mlflow
     data = training_features
     rows = int(data.X.shape[0])
     plan = SelectionPlan(

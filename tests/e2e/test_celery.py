@@ -265,7 +265,15 @@ def test_selection_candidates_run_on_two_celery_workers_and_are_gathered(tmp_pat
             with logs[name].open("wb") as log:
                 # one pool process per worker: two workers, two step-executing processes
                 workers[name] = _start_worker(
-                    env, name, "-l", "info", "--", "--concurrency=1", stderr=log
+                    env,
+                    name,
+                    "-l",
+                    "info",
+                    "-i",
+                    "orchestration.definitions",
+                    "--",
+                    "--concurrency=1",
+                    stderr=log,
                 )
         # the upstream, in process, while the workers import the code location
         prepared = subprocess.run(
