@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
+from assets.validation import EVERY_VALID_WEEK, weeks_by_key
 from diagnosis.categories import category_of
 from diagnosis.ranker import KnowledgeRanker
 from diagnosis.training import candidates as candidates_module
@@ -52,7 +53,7 @@ from orchestration.resources import ModelPolicy
     group_name="training",
     kinds={"polars"},
     ins={
-        "validated_patient_records": dg.AssetIn(),
+        "validated_patient_records": EVERY_VALID_WEEK,
         "disease_catalogue": dg.AssetIn(),
         "labelled_feedback": dg.AssetIn(),
     },
@@ -66,10 +67,11 @@ from orchestration.resources import ModelPolicy
 def training_table(
     context: dg.AssetExecutionContext,
     policy: ModelPolicy,
-    validated_patient_records: dict[str, pl.DataFrame],
+    validated_patient_records: dict[str, pl.DataFrame] | pl.DataFrame,
     disease_catalogue: pl.DataFrame,
     labelled_feedback: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
+    validated_patient_records = weeks_by_key(context, validated_patient_records)
     table, too_few = assemble_training_table(
         validated_patient_records,
         disease_catalogue,

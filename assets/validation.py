@@ -8,6 +8,24 @@ from assets.ingestion import weekly_exports
 from orchestration.resources import QualityPolicy, TriageStorage
 from schemas.validation import VALID_RECORDS_SCHEMA, validate_records
 
+# An unpartitioned asset reading every valid week: the IO manager hands several partitions over
+# as {week: frame} but a single one as its bare frame, so the input is typed Any and read through
+# weeks_by_key (a home with exactly one valid week trains like any other).
+EVERY_VALID_WEEK = dg.AssetIn("validated_patient_records", dagster_type=dg.Any)
+
+
+def weeks_by_key(
+    context: dg.AssetExecutionContext, loaded: dict[str, pl.DataFrame] | pl.DataFrame
+) -> dict[str, pl.DataFrame]:
+    """Every valid week's frame by its partition key, however many weeks there are."""
+    if isinstance(loaded, dict):
+        return loaded
+    keys = sorted(context.asset_partition_keys_for_input("validated_patient_records"))
+    if len(keys) != 1:
+        raise dg.Failure(f"one frame loaded for {len(keys)} weeks of validated_patient_records")
+    return {keys[0]: loaded}
+
+
 ROW_ACCOUNTING_CHECK = "row_accounting"
 SCHEMA_CHECK = "schema_conformance"
 QUARANTINE_RATE_CHECK = "quarantine_rate"

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from assets.monitoring.predictions import PREDICTION_LOG
+from assets.validation import EVERY_VALID_WEEK, weeks_by_key
 from diagnosis import audit
 from diagnosis.artifacts import read_current, read_deployed_manifest
 from diagnosis.training.dataset import SPLIT_TRAIN
@@ -96,7 +97,7 @@ def serving_reference(
     group_name="monitoring",
     kinds={"evidently"},
     deps=[PREDICTION_LOG, DRIFT_REFERENCE],
-    ins={"validated_patient_records": dg.AssetIn()},
+    ins={"validated_patient_records": EVERY_VALID_WEEK},
     description=(
         "Evidently data-drift report of the recent window of served predictions (the last "
         "drift_window_days of the prediction log) against the training data of the model that "
@@ -110,8 +111,9 @@ def drift_report(
     context: dg.AssetExecutionContext,
     storage: TriageStorage,
     monitoring: MonitoringPolicy,
-    validated_patient_records: dict[str, pl.DataFrame],
+    validated_patient_records: dict[str, pl.DataFrame] | pl.DataFrame,
 ) -> dg.Output[dict]:
+    validated_patient_records = weeks_by_key(context, validated_patient_records)
     reference_path, reference_info = serving_reference(context, storage)
     if reference_path is None:
         raise dg.Failure(

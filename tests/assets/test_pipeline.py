@@ -196,3 +196,23 @@ def test_files_with_patient_data_written_by_the_pipeline_are_private(deployed_ho
     } <= names
     assert (deployed_home / "storage" / "clinician_labels") in checked
     assert (deployed_home / "secrets" / "pseudonym.key") in checked
+
+
+def test_a_home_with_a_single_valid_week_trains_and_deploys(tmp_path, monkeypatch, capsys):
+    """The IO manager hands one partition over as a bare frame, not {week: frame}: the assets that
+    read every valid week (training_table, drift_report) take both shapes."""
+    from diagnosis.simulation import write_weekly_exports
+    from orchestration.pipeline import run_pipeline
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("TRIAGE_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    monkeypatch.delenv("TRIAGE_MLFLOW_TRACKING_URI", raising=False)
+    write_weekly_exports(
+        home / "landing", patients=1500, weeks=1, seed=5, defect_rate=0.02, start="2026-04-06"
+    )
+    assert run_pipeline(seed_demo=False) == 0, capsys.readouterr().err
+    pointer = json.loads((home / "deployments" / "current.json").read_text())
+    manifest = json.loads((home / "deployments" / pointer["manifest"]).read_text())
+    assert list(manifest["data_versions"]["weekly_exports"]) == ["2026-04-06"]
+    assert (home / "reports" / "drift").is_dir()
