@@ -73,6 +73,17 @@ def _environment(tmp_path: Path, database: int) -> dict:
     return env
 
 
+def _wait_for_run(run, workers: dict, log_of, seconds: float) -> None:
+    """Wait for the run's process; a run whose worker died would wait for its steps forever, so
+    fail with that worker's log (``log_of(name)``) instead, or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while run.poll() is None:
+        for name, worker in workers.items():
+            assert worker.poll() is None, log_of(name)[-3000:]
+        assert time.monotonic() < deadline, f"the Celery run did not finish in {seconds} s"
+        time.sleep(1)
+
+
 @pytest.fixture
 def celery_env(tmp_path):
     env = _environment(tmp_path, 11)
@@ -150,12 +161,7 @@ def test_steps_run_on_celery_workers(celery_env):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 600
-        while run.poll() is None:
-            # a run whose worker died would wait for its steps forever: fail with the reason
-            assert worker.poll() is None, worker.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the Celery run did not finish in 10 minutes"
-            time.sleep(1)
+        _wait_for_run(run, {"worker": worker}, lambda _: worker.stderr.read().decode(), 600)
         output = run.stdout.read().decode()
         assert run.returncode == 0, output[-3000:]
     finally:
@@ -302,12 +308,7 @@ def test_selection_candidates_run_on_two_celery_workers_and_are_gathered(tmp_pat
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 300
-            while run.poll() is None:
-                for name, worker in workers.items():
-                    assert worker.poll() is None, logs[name].read_text()[-3000:]
-                assert time.monotonic() < deadline, "the Celery run did not finish in 5 minutes"
-                time.sleep(1)
+            _wait_for_run(run, workers, lambda name: logs[name].read_text(), 300)
             assert run.returncode == 0, run.stdout.read().decode()[-3000:]
         finally:
             _stop(run)
