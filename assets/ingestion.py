@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from diagnosis.files import atomic_write, move_private
+from diagnosis.files import atomic_write, file_sha256, move_private
 from orchestration.resources import TriageStorage
 from schemas.validation import RawFileError, read_raw_export
 
@@ -161,7 +161,7 @@ def admit_exports(
             continue
         reason = unreadable_reason(path)
         if reason is None:
-            admitted[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+            admitted[key] = file_sha256(path)
         else:
             refused.append(refuse_export(storage, path, reason))
     return admitted, refused
@@ -190,7 +190,7 @@ def admit_exports(
 )
 def raw_patient_records(context: dg.AssetExecutionContext, storage: TriageStorage):
     path = find_export(storage, context.partition_key)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     frame = read_raw_export(path)
     yield dg.Output(
         frame,

@@ -9,6 +9,7 @@ files through other libraries (the pipeline's IO manager, MLflow) set :func:`pri
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -103,3 +104,9 @@ def move_private(source: Path, target: Path) -> None:
     os.replace(source, target)
     fsync_directory(target.parent)
     fsync_directory(source.parent)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (hex)."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import polars as pl
 
+from diagnosis.files import file_sha256
+
 __all__ = [
     "ROOT",
     "PHENOTYPIC_ABNORMALITY",
@@ -129,11 +131,6 @@ def release_fingerprint(obo_sha256: str, hpoa_sha256: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _header_lines(path: Path, comment: str | None, limit: int = 200) -> list[str]:
     """The first lines of a file's header: ``#`` lines of an hpoa, lines before the first
     stanza of an obo."""
@@ -213,8 +210,8 @@ def read_hpo_release(home: str | Path | None = None) -> HpoRelease:
             source=source,
             ontology_version=obo_version(obo),
             annotations_version=hpoa_version(hpoa),
-            obo_sha256=_file_sha256(obo),
-            hpoa_sha256=_file_sha256(hpoa),
+            obo_sha256=file_sha256(obo),
+            hpoa_sha256=file_sha256(hpoa),
         )
     except (OSError, UnicodeDecodeError) as exc:
         raise HpoReleaseError(f"cannot read the HPO release in {directory}: {exc}") from exc

@@ -814,9 +814,9 @@ class Runtime:
         share its outputs. The graph scores every row on its own (a row's outputs do not
         depend on the other rows of the call), so the answers are the same bit for bit; only
         the repeated work goes (4 of the 9 rows of a febrile patient with 4 vital signs)."""
-        findings, contexts = self._query_parts(rows)
         if lead is None:
-            return sparse_graph.encode_queries(findings, contexts, self._k(k), self._probe), None
+            return self._queries(rows, k), None
+        findings, contexts = self._query_parts(rows)
         index: dict[tuple[Any, ...], int] = {}
         inverse = np.empty(len(rows), dtype=np.int64)
         first: list[int] = []

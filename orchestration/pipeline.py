@@ -72,11 +72,10 @@ def seed_demo_if_empty(paths: TriagePaths) -> list[Path]:
 def already_validated(instance, paths: TriagePaths, key: str) -> bool:
     """True when week ``key`` was validated from a file with the same SHA-256 as the one in the
     landing zone now: re-running the pipeline validates only new or changed weeks."""
-    import hashlib
-
     import dagster as dg
 
     from assets.ingestion import find_export
+    from diagnosis.files import file_sha256
     from orchestration.resources import TriageStorage
 
     raw, valid = (
@@ -89,7 +88,7 @@ def already_validated(instance, paths: TriagePaths, key: str) -> bool:
         return False
     path = find_export(TriageStorage(home=str(paths.home)), key)
     recorded = raw[0].asset_materialization.metadata["file_sha256"].value
-    return recorded == hashlib.sha256(path.read_bytes()).hexdigest()
+    return recorded == file_sha256(path)
 
 
 def prune_unvalidated_partitions(instance) -> list[str]:

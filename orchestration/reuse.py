@@ -41,6 +41,7 @@ from pathlib import Path
 
 from diagnosis import audit
 from diagnosis.artifacts import read_current
+from diagnosis.files import file_sha256
 from diagnosis.remote import RemoteError
 from orchestration.resources import INPUTS_KEY
 from schemas.contracts import ContractError, Manifest
@@ -85,16 +86,11 @@ class UndeterminedError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ the parts
-def _sha256_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _files_digest(root: Path, files: Iterable[Path]) -> str:
     """One SHA-256 over each file's path below ``root`` and its bytes' SHA-256, in path order."""
     digest = hashlib.sha256()
     for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
-        digest.update(f"{path.relative_to(root).as_posix()}\0{_sha256_file(path)}\n".encode())
+        digest.update(f"{path.relative_to(root).as_posix()}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -154,7 +150,7 @@ def exports_digest(exports: Mapping[str, Path]) -> str:
     digest = hashlib.sha256()
     for key in sorted(exports):
         path = exports[key]
-        digest.update(f"{key}\0{path.name}\0{_sha256_file(path)}\n".encode())
+        digest.update(f"{key}\0{path.name}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -362,7 +358,7 @@ def _files_problem(folder: Path, manifest: Manifest) -> str | None:
         path = folder / name
         if not path.is_file():
             return f"{path} is missing"
-        if _sha256_file(path) != sha256:
+        if file_sha256(path) != sha256:
             return f"{path} does not match the SHA-256 in its manifest"
     return None
 
