@@ -147,6 +147,7 @@ class Ranks:
     rank: np.ndarray
     top_probability: np.ndarray
     top_correct: np.ndarray
+    orphan: np.ndarray | None = None  # the served orphan probability, when the scorer gives one
 
 
 def rank_truth(probabilities: np.ndarray, codes: Sequence[str], truths: Sequence[str]) -> Ranks:
@@ -169,7 +170,8 @@ def rank_truth(probabilities: np.ndarray, codes: Sequence[str], truths: Sequence
 
 
 def summarise(ranks: Ranks, cited: Sequence[bool]) -> dict[str, dict[str, float]]:
-    """top-1/3/10, MRR, ECE of the top candidate and its mean probability, per group."""
+    """top-1/3/10, MRR, ECE of the top candidate and its mean probability, per group; with the
+    served orphan probability, its mean and the share of cases told below one half."""
     cited_arr = np.asarray(cited, dtype=bool)
     out: dict[str, dict[str, float]] = {}
     for group in GROUPS:
@@ -193,6 +195,11 @@ def summarise(ranks: Ranks, cited: Sequence[bool]) -> dict[str, dict[str, float]
             "mean_top_probability": float(ranks.top_probability[mask].mean()),
             "top_accuracy": float(ranks.top_correct[mask].mean()),
         }
+        if ranks.orphan is not None:
+            # every case is a rare (OMIM) disease: a clinician should read "rare"
+            orphan = ranks.orphan[mask]
+            out[group]["mean_orphan_probability"] = float(orphan.mean())
+            out[group]["orphan_below_half_share"] = float((orphan < 0.5).mean())
     return out
 
 
@@ -219,13 +226,14 @@ def evaluate_runtime(runtime, cases: Sequence[ReferenceCase], batch: int = 500) 
     scores a request: present and excluded findings, age, sex). The true disease is ranked among
     the OMIM entries of the served distribution (the truths are OMIM diseases; comparable with the
     baselines); calibration is that of what a clinician reads: the probability of the first entry
-    of the whole served differential, right when it is the true disease."""
+    of the whole served differential, right when it is the true disease. Every case is a rare
+    disease, so the served orphan probability is reported too (its mean per group)."""
     codes = runtime.codes
     omim = np.array([c.startswith("OMIM:") for c in codes])
     omim_codes = list(codes[omim])
     truths = [case.truth for case in cases]
     patients = [case.patient() for case in cases]
-    ranks, top_probability, top_correct = [], [], []
+    ranks, top_probability, top_correct, orphan = [], [], [], []
     for start in range(0, len(patients), batch):
         scores = runtime.score(patients[start : start + batch])
         part = rank_truth(scores.probabilities[:, omim], omim_codes, truths[start : start + batch])
@@ -233,11 +241,13 @@ def evaluate_runtime(runtime, cases: Sequence[ReferenceCase], batch: int = 500) 
         first = runtime.top(scores.probabilities, 1)[:, 0]
         top_probability.append(scores.probabilities[np.arange(len(first)), first])
         top_correct.append(codes[first] == np.asarray(truths[start : start + batch]))
+        orphan.append(np.asarray(scores.orphan, dtype=np.float64))
     empty = np.zeros(0)
     result = Ranks(
         np.concatenate(ranks) if ranks else empty.astype(np.int64),
         np.concatenate(top_probability) if top_probability else empty,
         np.concatenate(top_correct) if top_correct else empty.astype(bool),
+        np.concatenate(orphan) if orphan else empty,
     )
     return RealEvaluation(
         summary=summarise(result, [case.cited for case in cases]),

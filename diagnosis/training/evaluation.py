@@ -24,6 +24,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 
 from diagnosis.blend import BlendParams, gate_features
 from diagnosis.categories import CATEGORY_ORPHAN, HEALTHY_CODE, category_of
+from diagnosis.features import MEASURED_VITALS
 from diagnosis.runtime import Components, Runtime, Scores
 from diagnosis.severity import incoherent
 from diagnosis.training.dataset import SPLIT_EVALUATION
@@ -39,6 +40,8 @@ PATIENT_COLUMNS = (
 )
 ALPHAS = (0.0, 0.25, 0.5)
 TOP = 10
+# a rare patient as a triage desk first sees one: this many of the findings, no vitals measured
+DESK_FINDINGS = 3
 
 
 def patient_dicts(rows: pl.DataFrame) -> list[dict[str, Any]]:
@@ -202,8 +205,9 @@ def evaluate(
     record_patients = patient_dicts(rows)
     record_truth = rows["diagnosis"].to_list()
     rare_truth = cases["diagnosis"].to_list()
+    rare_patients = patient_dicts(cases)
     records = candidate.components(record_patients)
-    rare = candidate.components(patient_dicts(cases))
+    rare = candidate.components(rare_patients)
     rng = np.random.default_rng(seed)
     record_half = rng.random(len(record_truth)) < 0.5
     rare_half = rng.random(len(rare_truth)) < 0.5
@@ -263,6 +267,8 @@ def evaluate(
             else 0.0,
         }
     )
+    desk = desk_patients([rare_patients[i] for i in rare_test], seed)
+    metrics.update(desk_metrics(served, desk, rare_truth_test.tolist()))
     if champion is not None:
         champion_ranked = Ranked.of(champion, champion.score(test_patients))
         champion_metrics = record_metrics(
@@ -286,6 +292,42 @@ def evaluate(
         breakdown=breakdown(ranked, truth, test_patients),
         severity=served.manifest.severity,
     )
+
+
+def desk_patients(
+    patients: list[dict[str, Any]], seed: int, findings: int = DESK_FINDINGS
+) -> list[dict[str, Any]]:
+    """Rare patients as a triage desk first sees them: ``findings`` of each patient's symptoms kept
+    at random (all of them when it has fewer), age and sex as recorded, and no vitals measured
+    (missing, never filled with normal values). The simulated rare cases carry many findings and
+    ordinary vitals, the easy case for the blend; a clinician often sends three terms."""
+    rng = np.random.default_rng([seed, findings])
+    out = []
+    for patient in patients:
+        symptoms = list(patient.get("symptoms") or ())
+        if len(symptoms) > findings:
+            keep = np.sort(rng.choice(len(symptoms), size=findings, replace=False))
+            symptoms = [symptoms[i] for i in keep]
+        out.append({**patient, **{vital: None for vital in MEASURED_VITALS}, "symptoms": symptoms})
+    return out
+
+
+def desk_metrics(runtime: Runtime, patients: list[dict[str, Any]], truth: list[str]) -> dict:
+    """What ``runtime`` serves for rare patients seen at a triage desk (:func:`desk_patients`):
+    the mean orphan probability (what a clinician reads: is it rare?), the share of them told
+    orphan probability below one half, and top-10 of the true disease."""
+    if not patients:
+        return {"rare_desk_cases": 0}
+    scores = runtime.score(patients)
+    orphan = scores.orphan.astype(np.float64)
+    top = runtime.codes[runtime.top(scores.probabilities, TOP)]
+    return {
+        "rare_desk_cases": len(patients),
+        "rare_desk_findings": DESK_FINDINGS,
+        "rare_desk_mean_orphan_probability": float(orphan.mean()),
+        "rare_desk_orphan_below_half_share": _share(orphan < 0.5),
+        "rare_desk_top10": _share(np.array([t in row for t, row in zip(truth, top)])),
+    }
 
 
 AGE_BANDS = ((0, 18, "0-17"), (18, 40, "18-39"), (40, 65, "40-64"), (65, 200, "65+"))
