@@ -142,32 +142,22 @@ def test_the_api_serves_the_deployed_model(deployed_home, deployed_weeks):
 
 
 def test_a_second_run_validates_only_new_weeks_and_deploys_a_new_version(
-    deployed_home, deployed_weeks, capsys
+    deployed_home, deployed_weeks, second_run
 ):
-    from diagnosis.simulation import write_weekly_exports
-    from orchestration.pipeline import run_pipeline
-
-    before = json.loads((deployed_home / "deployments" / "current.json").read_text())
-    new_week = "2026-03-23"
-    write_weekly_exports(
-        deployed_home / "landing",
-        patients=600,
-        weeks=1,
-        seed=12,
-        defect_rate=0.04,
-        start=new_week,
-    )
-    assert run_pipeline(seed_demo=False) == 0
-    out = capsys.readouterr().out
+    """On a copy of the shared home (conftest ``second_run``): the shared home keeps its model."""
+    assert second_run.exit_code == 0, second_run.out
     for week in deployed_weeks:
-        assert f"weekly_validation {week}: unchanged" in out
-    assert f"weekly_validation {new_week}: ok" in out
-    after = json.loads((deployed_home / "deployments" / "current.json").read_text())
+        assert f"weekly_validation {week}: unchanged" in second_run.out
+    assert f"weekly_validation {second_run.new_week}: ok" in second_run.out
+    home, before = second_run.home, second_run.pointer_before
+    after = json.loads((home / "deployments" / "current.json").read_text())
     assert after["version"] != before["version"]
-    manifest = json.loads((deployed_home / "deployments" / after["manifest"]).read_text())
-    assert new_week in manifest["data_versions"]["weekly_exports"]
+    manifest = json.loads((home / "deployments" / after["manifest"]).read_text())
+    assert second_run.new_week in manifest["data_versions"]["weekly_exports"]
     # the previous version stays on disk, immutable, for audit and rollback
-    assert (deployed_home / "deployments" / before["manifest"]).exists()
+    assert (home / "deployments" / before["manifest"]).exists()
+    shared = json.loads((deployed_home / "deployments" / "current.json").read_text())
+    assert shared == before
 
 
 def test_files_with_patient_data_written_by_the_pipeline_are_private(deployed_home):

@@ -2,8 +2,6 @@
 that sized the sample is in the metadata, the candidates' MLflow runs are gathered with the
 selected one tagged, and a run that adds a small week reuses the selection with its evidence."""
 
-import shutil
-
 import dagster as dg
 import pytest
 
@@ -47,39 +45,18 @@ def test_candidates_run_as_steps_and_the_curve_and_runs_are_recorded(deployed_ho
     assert any(r.info.run_name == selected.replace(" + ", "+") for r in runs), selected
 
 
-def test_a_small_new_week_reuses_the_last_selection_with_its_evidence(
-    deployed_home, tmp_path, monkeypatch
-):
-    from diagnosis.simulation import write_weekly_exports
-    from orchestration.pipeline import run_pipeline
-
-    # a copy: the session's deployed home is shared by other suites and must stay as deployed
-    home = tmp_path / "home"
-    shutil.copytree(deployed_home, home)
-    monkeypatch.setenv("TRIAGE_HOME", str(home))
-    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    instance = dg.DagsterInstance.get()
-    ran = [
-        r
-        for r in _selections(instance)
-        if r.asset_materialization.metadata["reused"].value is False
-    ][-1]
-    write_weekly_exports(
-        home / "landing",
-        patients=300,
-        weeks=1,
-        seed=21,
-        defect_rate=0.0,
-        start="2026-04-06",
-    )
+def test_a_small_new_week_reuses_the_last_selection_with_its_evidence(second_run):
+    """The second run of conftest ``second_run`` (a copy of the shared home with one more week of
+    600 records, a quarter of the training rows): the selection is reused, with its evidence."""
     # (whether the retrained model then passes the quality gate is not this test's concern)
-    run_pipeline(seed_demo=False)
-    latest = _selections(dg.DagsterInstance.get())[-1].asset_materialization.metadata
+    with dg.DagsterInstance.from_config(str(second_run.home / "dagster")) as instance:
+        latest = _selections(instance)[-1].asset_materialization.metadata
+    ran = second_run.selection_before
     assert latest["reused"].value is True, latest.get("run_reason")
-    assert latest["reused_from_run"].value == ran.run_id
+    assert latest["reused_from_run"].value == ran["run_id"]
     assert "same code and settings" in latest["reuse_reason"].value
     # the evidence travels with it: the same comparison and curve as the run that selected
-    before = ran.asset_materialization.metadata
-    assert latest["comparison"].value == before["comparison"].value
-    assert latest["selected"].value == before["selected"].value
-    assert latest["training_rows_now"].value > before["training_rows"].value
+    before = ran["metadata"]
+    assert latest["comparison"].value == before["comparison"]
+    assert latest["selected"].value == before["selected"]
+    assert latest["training_rows_now"].value > before["training_rows"]
