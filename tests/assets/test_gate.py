@@ -1,4 +1,9 @@
-"""The gate: a deliberately worse challenger is refused and the champion keeps serving."""
+"""The gate: a deliberately worse challenger is refused and the champion keeps serving.
+
+A challenger worse on the hospital's records (one depth-1 XGBoost tree per class) is refused in
+tests/e2e/test_retraining_loop.py, where a running API is shown to keep its model; here, one worse
+on real published cases, and an identical retrain that passes. What a clinician reads (the
+orphan probability of rare patients): tests/assets/test_gate_served.py."""
 
 import json
 import shutil
@@ -18,46 +23,6 @@ def home_copy(deployed_home, tmp_path, monkeypatch):
     monkeypatch.setenv("TRIAGE_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     return home
-
-
-def test_a_worse_challenger_is_refused_and_the_served_model_stays(home_copy):
-    from diagnosis.runtime import load_deployment
-    from orchestration.definitions import defs
-
-    before = json.loads((home_copy / "deployments" / "current.json").read_text())
-    served_before = load_deployment(home_copy / "deployments").version
-    # one depth-1 XGBoost tree per class (family forced over model_selection's choice): far
-    # weaker than the champion trained with the selected candidate
-    weak = {
-        "ops": {
-            "diagnosis_model": {
-                "config": {
-                    "n_estimators": 1,
-                    "max_depth": 1,
-                    "family": "xgboost",
-                    "balancing": "random_over_sampling",
-                }
-            }
-        }
-    }
-    with dg.DagsterInstance.from_config(str(home_copy / "dagster")) as instance:
-        result = defs.resolve_job_def("training").execute_in_process(
-            instance=instance, run_config=weak, raise_on_error=False
-        )
-    assert not result.success
-    gate = {e.check_name: e for e in result.get_asset_check_evaluations()}["quality_gate"]
-    assert not gate.passed
-    assert "champion" in gate.description
-    assert gate.metadata["champion_version"].value == before["version"]
-    materialised = {
-        event.asset_key
-        for event in result.all_events
-        if event.event_type_value == "ASSET_MATERIALIZATION"
-    }
-    assert dg.AssetKey("model_evaluation") in materialised
-    assert dg.AssetKey("deployed_model") not in materialised
-    assert json.loads((home_copy / "deployments" / "current.json").read_text()) == before
-    assert load_deployment(home_copy / "deployments").version == served_before
 
 
 def test_a_challenger_worse_on_real_cases_is_refused_and_the_served_model_stays(home_copy):

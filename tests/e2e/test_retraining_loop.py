@@ -108,7 +108,12 @@ with dg.DagsterInstance.get() as instance:
         instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
 gate = {e.check_name: e for e in run.get_asset_check_evaluations()}.get("quality_gate")
 feedback = run.output_for_node("labelled_feedback") if run.success else None
+materialised = sorted({e.asset_key.to_user_string() for e in run.all_events
+                       if e.event_type_value == "ASSET_MATERIALIZATION"})
 print(json.dumps({"success": run.success, "gate_passed": gate.passed if gate else None,
+                  "gate_description": gate.description if gate else None,
+                  "gate_champion": gate.metadata["champion_version"].value if gate else None,
+                  "materialised": materialised,
                   "feedback_rows": feedback.height if feedback is not None else None}))
 """
 
@@ -181,6 +186,11 @@ def test_labels_close_the_loop_through_the_gate(loop_home, api):
         }
         refused = run_training(loop_home, result.run_requests[0].tags, weak)
         assert not refused["success"] and refused["gate_passed"] is False
+        # refused for being worse than the champion it names; evaluated, never deployed
+        assert "champion" in refused["gate_description"]
+        assert refused["gate_champion"] == pointer["version"]
+        assert "model_evaluation" in refused["materialised"]
+        assert "deployed_model" not in refused["materialised"]
         time.sleep(1.0)  # several reload intervals
         assert served_version(api) == pointer["version"]
         assert json.loads((loop_home / "deployments" / "current.json").read_text()) == pointer
