@@ -68,7 +68,8 @@ def reference_cases(hpo_ontology: Ontology) -> dg.Output[list[ReferenceCase]]:
     "runtime the API uses, on the exported ONNX artifact: held-out records and rare cases "
     "simulated from the annotations; accuracy, macro-F1, orphan recall and top-10, rare-disease "
     "top-1/top-10 for diseases with no training record, severity. The blend is fitted on the "
-    "other half. The serving champion is scored by the same code on the same rows. Metrics and "
+    "other half (at most ModelPolicy.blend_max_records records of it); rows are scored in "
+    "batches. The serving champion is scored by the same code on the same rows. Metrics and "
     "the confusion matrix go to MLflow. The same runtime scores the real published cases of "
     "reference_cases (top-1/3/10, MRR, calibration; a reliability diagram in MLflow).",
 )
@@ -89,7 +90,14 @@ def model_evaluation(
             champion = load_deployment(storage.paths.deployments)
         except ModelLoadError as exc:
             context.log.warning(f"the current champion cannot be loaded for comparison: {exc}")
-    result = evaluate(onnx_model.runtime(), training_table, cases, policy.random_seed, champion)
+    result = evaluate(
+        onnx_model.runtime(),
+        training_table,
+        cases,
+        policy.random_seed,
+        champion,
+        max_calibration_rows=policy.blend_max_records,
+    )
     # real published cases, through the same runtime, challenger and champion alike
     real = evaluate_runtime(result.served, reference_cases)
     result.metrics.update(real.metrics("real"))
