@@ -33,3 +33,21 @@ def test_parity_sample_is_bounded_stratified_and_keeps_every_class():
     for code in ("A", "B", "C"):
         assert abs(counts[code] / len(picked) - full[code] / len(diagnoses)) < 0.01
     assert parity_sample(diagnoses, 2_000, seed=7).tolist() == picked.tolist()  # seeded
+
+
+def test_fit_imputer_by_column_blocks_gives_the_statistics_of_a_whole_fit():
+    from sklearn.impute import SimpleImputer
+
+    from diagnosis.training.candidates import IMPUTER_BLOCK_COLUMNS, fit_imputer
+
+    rng = np.random.default_rng(3)
+    X = (rng.random((501, 3 * IMPUTER_BLOCK_COLUMNS + 7)) < 0.1).astype(np.float32)
+    X[:, :5] = rng.normal(60, 20, (501, 5)).astype(np.float32)
+    X[rng.random(501) < 0.3, 1] = np.nan
+    X[::2, 0] = 0.0  # a real zero (an age of 0) is a value, not a missing one
+    X[:, 70] = np.nan  # a column with no value at all
+    whole = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
+    blocks = fit_imputer(SimpleImputer(strategy="median", keep_empty_features=True), X)
+    assert np.array_equal(whole.statistics_, blocks.statistics_)
+    assert np.array_equal(whole.transform(X), blocks.transform(X), equal_nan=True)
+    assert blocks.n_features_in_ == X.shape[1]
