@@ -24,7 +24,13 @@ from diagnosis.training.dataset import (
     encode_table,
 )
 from diagnosis.training.evaluation import Evaluation, patient_dicts
-from diagnosis.training.export import Artifact, build_artifact, severity_spec, system_parity
+from diagnosis.training.export import (
+    Artifact,
+    build_artifact,
+    parity_sample,
+    severity_spec,
+    system_parity,
+)
 from diagnosis.training.fitting import TrainedModel
 from orchestration.resources import INPUTS_KEY, INPUTS_TAG, ModelPolicy, TriageStorage, code_version
 from orchestration.settings import current_environment
@@ -41,10 +47,12 @@ __all__ = ["CHAMPION_ALIAS", "ONNX_PARITY_CHECK", "deployed_model", "onnx_model"
         "The served model as one ONNX graph: inputs `features` (vitals, sex, symptom indicators) "
         "and `query_terms` (the ranker's HPO indicator); outputs the diagnosis and severity "
         "probabilities and the knowledge ranker's log-scores over every ORPHA/OMIM disease. With "
-        "its SHA-256 and the measured parity against the fitted pipelines and the numpy ranker on held-out rows."
+        "its SHA-256 and the measured parity against the fitted pipelines and the numpy ranker on held-out rows (at most "
+        "ModelPolicy.parity_max_rows of them, stratified by diagnosis, in batches)."
     ),
 )
 def onnx_model(
+    policy: ModelPolicy,
     diagnosis_model: TrainedModel,
     knowledge_ranker: KnowledgeRanker,
     training_table: pl.DataFrame,
@@ -57,6 +65,10 @@ def onnx_model(
     )
     artifact = build_artifact(diagnosis_model, knowledge_ranker, names, categories, severity)
     rows = training_table.filter(pl.col("split") == SPLIT_EVALUATION)
+    held_out = rows.height
+    rows = rows[
+        parity_sample(rows["diagnosis"].to_list(), policy.parity_max_rows, policy.random_seed)
+    ]
     X = encode_table(rows, diagnosis_model.spec)
     artifact.max_abs_diff = system_parity(
         diagnosis_model, knowledge_ranker, artifact.onnx, X, patient_dicts(rows)
@@ -70,6 +82,7 @@ def onnx_model(
             "knowledge_sha256": artifact.manifest.knowledge_sha256,
             "max_abs_diff": artifact.max_abs_diff,
             "parity_rows": artifact.parity_rows,
+            "parity_held_out_rows": held_out,
         },
     )
 

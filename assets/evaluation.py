@@ -18,6 +18,7 @@ from diagnosis.reference import (
 )
 from diagnosis.runtime import ModelLoadError, Runtime, load_deployment
 from diagnosis.training.evaluation import (
+    MAX_CALIBRATION_ROWS,
     Evaluation,
     confusion_figure,
     evaluate,
@@ -68,7 +69,8 @@ def reference_cases(hpo_ontology: Ontology) -> dg.Output[list[ReferenceCase]]:
     "runtime the API uses, on the exported ONNX artifact: held-out records and rare cases "
     "simulated from the annotations; accuracy, macro-F1, orphan recall and top-10, rare-disease "
     "top-1/top-10 for diseases with no training record, severity. The blend is fitted on the "
-    "other half. The serving champion is scored by the same code on the same rows. Metrics and "
+    "other half (at most ModelPolicy.blend_max_records records of it); rows are scored in "
+    "batches. The serving champion is scored by the same code on the same rows. Metrics and "
     "the confusion matrix go to MLflow. The same runtime scores the real published cases of "
     "reference_cases (top-1/3/10, MRR, calibration; a reliability diagram in MLflow).",
 )
@@ -90,7 +92,13 @@ def model_evaluation(
         except ModelLoadError as exc:
             context.log.warning(f"the current champion cannot be loaded for comparison: {exc}")
     result = score_challenger(
-        onnx_model.runtime(), training_table, cases, reference_cases, policy.random_seed, champion
+        onnx_model.runtime(),
+        training_table,
+        cases,
+        reference_cases,
+        policy.random_seed,
+        champion,
+        max_calibration_rows=policy.blend_max_records,
     )
     real = result.real
     mlflow.log_params({f"blend_{k}": v for k, v in result.blend.to_dict().items()})
@@ -126,11 +134,12 @@ def score_challenger(
     reference: list[ReferenceCase],
     seed: int,
     champion: Runtime | None = None,
+    max_calibration_rows: int = MAX_CALIBRATION_ROWS,
 ) -> Evaluation:
     """What ``model_evaluation`` computes: :func:`evaluate` (blend fitted, held-out records,
     simulated rare cases, the same rare cases as a triage desk sees them) and the real published
     cases through the served runtime, challenger and champion alike."""
-    result = evaluate(runtime, table, cases, seed, champion)
+    result = evaluate(runtime, table, cases, seed, champion, max_calibration_rows)
     real = evaluate_runtime(result.served, reference)
     result.metrics.update(real.metrics("real"))
     result.real = real

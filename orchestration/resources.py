@@ -114,6 +114,10 @@ class ModelPolicy(dg.ConfigurableResource):
     min_rare_top10: float = 0.6
     knowledge_cases: int = 600
     max_onnx_abs_diff: float = 1e-4
+    # ONNX parity is checked on at most this many held-out rows (stratified by diagnosis)
+    parity_max_rows: int = 5000
+    # the blend is fitted on at most this many held-out records (and the simulated rare cases)
+    blend_max_records: int = 10_000
     champion_tolerance: float = 0.02
     # real published cases: refuse a challenger worse than the champion beyond these
     real_top10_tolerance: float = 0.02

@@ -53,6 +53,7 @@ import numpy as np
 import polars as pl
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.pipeline import Pipeline as ImbPipeline
+from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
@@ -212,6 +213,29 @@ def inference_pipeline(fitted: ImbPipeline) -> Pipeline:
     """The fitted steps without the sampler, as a plain scikit-learn Pipeline (what ONNX exports
     and what imblearn itself runs at predict time)."""
     return Pipeline([(name, step) for name, step in fitted.steps if name != "sample"])
+
+
+IMPUTER_BLOCK_COLUMNS = 64
+
+
+def fit_imputer(imputer: SimpleImputer, X: np.ndarray) -> SimpleImputer:
+    """``imputer.fit(X)``, its statistics computed :data:`IMPUTER_BLOCK_COLUMNS` columns at a
+    time: a column's median does not depend on the other columns, so the statistics are the same
+    to the bit, but scikit-learn's median goes through a masked array and needs several times the
+    matrix at once (measured: +950 MB for a 211 MB float32 matrix; a 100 k training split with
+    its triage copies is 650 MB). Every other fitted attribute comes from a fit on the first row
+    (dtype, feature count)."""
+    if X.shape[1] <= IMPUTER_BLOCK_COLUMNS or len(X) < 2:
+        return imputer.fit(X)
+    statistics = np.concatenate(
+        [
+            clone(imputer).fit(X[:, j : j + IMPUTER_BLOCK_COLUMNS]).statistics_
+            for j in range(0, X.shape[1], IMPUTER_BLOCK_COLUMNS)
+        ]
+    )
+    imputer.fit(X[:1])
+    imputer.statistics_ = statistics
+    return imputer
 
 
 def fit_quietly(pipeline: ImbPipeline, X: np.ndarray, y: np.ndarray, **kwargs) -> ImbPipeline:

@@ -42,6 +42,12 @@ ALPHAS = (0.0, 0.25, 0.5)
 TOP = 10
 # a rare patient as a triage desk first sees one: this many of the findings, no vitals measured
 DESK_FINDINGS = 3
+# Rows per runtime call in evaluation: the ranker scores every patient against the whole catalogue
+# (~12,600 diseases), so [rows, catalogue] float64 arrays are ~100 KB a row; a batch bounds them.
+BATCH_ROWS = 500
+# Held-out records the blend (and the severity weight) is fitted on, at most: a random subset of
+# the calibration half when it is larger (the simulated rare cases of that half are all kept).
+MAX_CALIBRATION_ROWS = 10_000
 
 
 def patient_dicts(rows: pl.DataFrame) -> list[dict[str, Any]]:
@@ -53,15 +59,61 @@ def _share(hits: np.ndarray) -> float:
     return float(hits.mean()) if hits.size else 0.0
 
 
+def batches(n: int, size: int = BATCH_ROWS) -> list[slice]:
+    """Consecutive row slices of at most ``size`` rows covering ``n`` rows."""
+    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def compact(parts: Components) -> Components:
+    """The ranker's log-scores kept as float32, the graph's own output type (exactly: the
+    runtime widened them from float32), half the memory; :func:`widened` restores them."""
+    if parts.ranker_scores is None or parts.ranker_scores.dtype == np.float32:
+        return parts
+    return Components(
+        parts.classifier, parts.severity, parts.ranker_scores.astype(np.float32), parts.unseen_share
+    )
+
+
+def widened(parts: Components) -> Components:
+    """The log-scores back in float64, as :meth:`Runtime.components` returns them."""
+    if parts.ranker_scores is None or parts.ranker_scores.dtype == np.float64:
+        return parts
+    return Components(
+        parts.classifier, parts.severity, parts.ranker_scores.astype(np.float64), parts.unseen_share
+    )
+
+
+def components_in_batches(runtime: Runtime, patients: list[dict[str, Any]]) -> Components:
+    """:meth:`Runtime.components` of ``patients``, :data:`BATCH_ROWS` at a time, the log-scores
+    kept compact (:func:`compact`)."""
+    parts = [compact(runtime.components(patients[s])) for s in batches(len(patients))]
+    if not parts:
+        return compact(runtime.components([]))
+    return Components.concat(parts)
+
+
+def blend_in_batches(runtime: Runtime, parts: Components):
+    """(rows slice, :class:`Scores` of those rows) for each batch of ``parts``: the served
+    distribution over the whole catalogue never exists for every row at once."""
+    n = len(parts.classifier)
+    for rows in batches(n):
+        yield rows, runtime.blend(widened(parts.subset(rows)))
+
+
 def fit_blend(runtime: Runtime, parts: Components, truth: list[str]) -> BlendParams:
     """Fit the rare-or-not gate by logistic regression, then choose alpha by orphan top-1."""
     orphan_mask = np.array([c.category == CATEGORY_ORPHAN for c in runtime.classes])
-    features = gate_features(
-        parts.classifier,
-        orphan_mask,
-        parts.ranker_scores,
-        runtime.knowledge.empty_best,
-        parts.unseen_share,
+    features = np.concatenate(
+        [
+            gate_features(
+                batch.classifier,
+                orphan_mask,
+                batch.ranker_scores,
+                runtime.knowledge.empty_best,
+                batch.unseen_share,
+            )
+            for batch in (widened(parts.subset(rows)) for rows in batches(len(truth)))
+        ]
     )
     is_orphan = np.array([category_of(c) == CATEGORY_ORPHAN for c in truth])
     gate = LogisticRegression(C=1.0, max_iter=1000).fit(features, is_orphan)
@@ -70,8 +122,9 @@ def fit_blend(runtime: Runtime, parts: Components, truth: list[str]) -> BlendPar
     best: tuple[float, BlendParams] | None = None
     for alpha in ALPHAS:
         params = BlendParams(tuple(gate.coef_[0].tolist()), float(gate.intercept_[0]), alpha)
-        scores = runtime.with_blend(params).blend(parts)
-        top1 = codes[scores.probabilities.argmax(axis=1)]
+        top1 = np.empty(len(truth), dtype=object)
+        for rows, scores in blend_in_batches(runtime.with_blend(params), parts):
+            top1[rows] = codes[scores.probabilities.argmax(axis=1)]
         hits = _share((top1 == truth_arr)[is_orphan])
         if best is None or hits > best[0]:
             best = (hits, params)
@@ -91,8 +144,11 @@ def fit_severity_beta(runtime: Runtime, parts: Components, severities: list[str]
         candidate = runtime.with_severity(
             msgspec.structs.replace(runtime.manifest.severity, beta=beta)
         )
-        severity = candidate.blend(parts).severity
-        loglik = float(np.log(np.clip(severity[np.arange(len(truth)), truth], 1e-9, 1.0)).mean())
+        logs = np.empty(len(truth))
+        for rows, scores in blend_in_batches(candidate, parts):
+            picked = scores.severity[np.arange(len(scores.severity)), truth[rows]]
+            logs[rows] = np.log(np.clip(picked, 1e-9, 1.0))
+        loglik = float(logs.mean())
         if best is None or loglik > best[0]:
             best = (loglik, candidate)
     return best[1]
@@ -127,6 +183,34 @@ class Ranked:
             orphan=scores.orphan.tolist(),
             severity=scores.severity.tolist(),
         )
+
+    @classmethod
+    def concat(cls, parts: list[Ranked]) -> Ranked:
+        return cls(
+            codes=[row for part in parts for row in part.codes],
+            probabilities=[row for part in parts for row in part.probabilities],
+            orphan=[p for part in parts for p in part.orphan],
+            severity=[row for part in parts for row in part.severity],
+        )
+
+
+def rank_parts(runtime: Runtime, parts: Components) -> Ranked:
+    """:meth:`Ranked.of` the blended ``parts``, batch by batch."""
+    return Ranked.concat(
+        [Ranked.of(runtime, scores) for _, scores in blend_in_batches(runtime, parts)]
+    )
+
+
+def rank_in_batches(runtime: Runtime, patients: list[dict[str, Any]]) -> tuple[Ranked, np.ndarray]:
+    """What the runtime serves for ``patients`` (:meth:`Runtime.score`, :data:`BATCH_ROWS` at a
+    time) as :class:`Ranked`, and each row's first class by the classifier alone."""
+    class_codes = np.array([c.code for c in runtime.classes], dtype=object)
+    ranked, first = [], []
+    for rows in batches(len(patients)):
+        parts = runtime.components(patients[rows])
+        ranked.append(Ranked.of(runtime, runtime.blend(parts)))
+        first.append(class_codes[parts.classifier.argmax(axis=1)])
+    return Ranked.concat(ranked), np.concatenate(first) if first else np.empty(0, dtype=object)
 
 
 def record_metrics(
@@ -197,6 +281,7 @@ def evaluate(
     cases: pl.DataFrame,
     seed: int,
     champion: Runtime | None = None,
+    max_calibration_rows: int = MAX_CALIBRATION_ROWS,
 ) -> Evaluation:
     """Fit the blend on one half of the held-out records and the simulated rare cases, and score
     the whole served system (classifier + ranker + blend, through ``candidate``) on the other half.
@@ -204,52 +289,53 @@ def evaluate(
     rows = table.filter(pl.col("split") == SPLIT_EVALUATION)
     record_patients = patient_dicts(rows)
     record_truth = rows["diagnosis"].to_list()
+    record_severity = rows["severity"].to_list()
     rare_truth = cases["diagnosis"].to_list()
     rare_patients = patient_dicts(cases)
-    records = candidate.components(record_patients)
-    rare = candidate.components(rare_patients)
+    rare = components_in_batches(candidate, rare_patients)
     rng = np.random.default_rng(seed)
     record_half = rng.random(len(record_truth)) < 0.5
     rare_half = rng.random(len(rare_truth)) < 0.5
-    calibration = Components.concat([records.subset(record_half), rare.subset(rare_half)])
+    calibration_rows = np.flatnonzero(record_half)
+    if len(calibration_rows) > max_calibration_rows:
+        kept = np.random.default_rng(seed + 1).choice(
+            calibration_rows, max_calibration_rows, replace=False
+        )
+        calibration_rows = np.sort(kept)
+    records = components_in_batches(candidate, [record_patients[i] for i in calibration_rows])
+    calibration = Components.concat([records, rare.subset(rare_half)])
     params = fit_blend(
         candidate,
         calibration,
-        [t for t, h in zip(record_truth, record_half) if h]
+        [record_truth[i] for i in calibration_rows]
         + [t for t, h in zip(rare_truth, rare_half) if h],
     )
+    del calibration
     served = candidate.with_blend(params)
     if served.manifest.severity is not None:
-        calibration_rows = np.flatnonzero(record_half)
-        served = fit_severity_beta(
-            served,
-            records.subset(calibration_rows),
-            [rows["severity"][int(i)] for i in calibration_rows],
-        )
+        served = fit_severity_beta(served, records, [record_severity[i] for i in calibration_rows])
+    del records
 
     test = np.flatnonzero(~record_half)
     test_patients = [record_patients[i] for i in test]
     truth = [record_truth[i] for i in test]
-    severity_truth = [rows["severity"][int(i)] for i in test]
-    ranked = Ranked.of(served, served.score(test_patients))
+    severity_truth = [record_severity[i] for i in test]
+    ranked, classifier_top1 = rank_in_batches(served, test_patients)
     metrics: dict[str, float | int] = {
         **record_metrics(ranked, truth, severity_truth, served.severity_labels),
-        "calibration_rows": int(record_half.sum() + rare_half.sum()),
+        "calibration_rows": int(len(calibration_rows) + rare_half.sum()),
+        "calibration_records_available": int(record_half.sum()),
         "severity_incoherent_share": incoherent_share(served, ranked),
         "severity_beta": float(served.manifest.severity.beta)
         if served.manifest.severity is not None
         else -1.0,
     }
-    test_parts = records.subset(test)
-    class_codes = np.array([c.code for c in served.classes], dtype=object)
-    classifier_top1 = class_codes[test_parts.classifier.argmax(axis=1)]
     metrics["classifier_only_macro_f1"] = float(
         f1_score(np.array(truth, dtype=object), classifier_top1, average="macro", zero_division=0)
     )
 
     rare_test = np.flatnonzero(~rare_half)
-    rare_scores = served.blend(rare.subset(rare_test))
-    rare_ranked = Ranked.of(served, rare_scores)
+    rare_ranked = rank_parts(served, rare.subset(rare_test))
     rare_truth_test = np.array([rare_truth[i] for i in rare_test], dtype=object)
     rare_top = np.array(rare_ranked.codes, dtype=object).reshape(len(rare_test), -1)
     learned = {c.code for c in served.classes}
@@ -262,7 +348,7 @@ def evaluate(
             if len(rare_test)
             else 0.0,
             "rare_top10": _share(np.array([t in row for t, row in zip(rare_truth_test, rare_top)])),
-            "rare_mean_orphan_probability": float(rare_scores.orphan.mean())
+            "rare_mean_orphan_probability": float(np.mean(rare_ranked.orphan))
             if len(rare_test)
             else 0.0,
         }
@@ -270,7 +356,7 @@ def evaluate(
     desk = desk_patients([rare_patients[i] for i in rare_test], seed)
     metrics.update(desk_metrics(served, desk, rare_truth_test.tolist()))
     if champion is not None:
-        champion_ranked = Ranked.of(champion, champion.score(test_patients))
+        champion_ranked, _ = rank_in_batches(champion, test_patients)
         champion_metrics = record_metrics(
             champion_ranked, truth, severity_truth, champion.severity_labels
         )

@@ -154,41 +154,73 @@ def parity(model: TrainedModel, content: bytes, X: np.ndarray) -> float:
     )
 
 
+PARITY_BATCH_ROWS = (
+    500  # rows per onnxruntime call in system_parity (the ranker's [rows, D] output)
+)
+
+
 def system_parity(
     model: TrainedModel,
     ranker: KnowledgeRanker,
     content: bytes,
     X: np.ndarray,
     patients: list[dict],
+    batch_rows: int = PARITY_BATCH_ROWS,
 ) -> float:
-    """Largest absolute difference, over a batch as the API runs it, between onnxruntime and the
-    fitted heads (probabilities) and the numpy ranker (softmax of its log-scores). ``patients``
-    are the rows as API bodies (symptoms, excluded findings, age, sex)."""
+    """Largest absolute difference, over batches as the API runs them (``batch_rows`` at a time),
+    between onnxruntime and the fitted heads (probabilities) and the numpy ranker (softmax of its
+    log-scores). ``patients`` are the rows as API bodies (symptoms, excluded findings, age,
+    sex)."""
     session = _session(content)
-    expected_diagnosis, expected_severity = model.predict_proba(X)
-    rows = [
-        ranker.query_rows(
-            p.get("symptoms") or (), p.get("absent_symptoms") or (), p.get("age"), p.get("sex")
+    worst = 0.0
+    for start in range(0, len(patients), batch_rows):
+        batch = slice(start, start + batch_rows)
+        expected_diagnosis, expected_severity = model.predict_proba(X[batch])
+        rows = [
+            ranker.query_rows(
+                p.get("symptoms") or (), p.get("absent_symptoms") or (), p.get("age"), p.get("sex")
+            )
+            for p in patients[batch]
+        ]
+        diagnosis, severity, scores = session.run(
+            [ONNX_DIAGNOSIS_OUTPUT, ONNX_SEVERITY_OUTPUT, ONNX_RANKER_OUTPUT],
+            {ONNX_INPUT: X[batch].astype(np.float32), **ranker.onnx_feeds(rows)},
         )
-        for p in patients
-    ]
-    diagnosis, severity, scores = session.run(
-        [ONNX_DIAGNOSIS_OUTPUT, ONNX_SEVERITY_OUTPUT, ONNX_RANKER_OUTPUT],
-        {ONNX_INPUT: X.astype(np.float32), **ranker.onnx_feeds(rows)},
-    )
-    expected_scores = ranker.score_rows(rows)
-    return float(
-        max(
-            np.max(np.abs(diagnosis - expected_diagnosis), initial=0.0),
-            np.max(np.abs(severity - expected_severity), initial=0.0),
-            np.max(
-                np.abs(
-                    softmax(scores.astype(np.float64)) - softmax(expected_scores.astype(np.float64))
-                ),
-                initial=0.0,
+        expected_scores = ranker.score_rows(rows)
+        worst = max(
+            worst,
+            float(np.max(np.abs(diagnosis - expected_diagnosis), initial=0.0)),
+            float(np.max(np.abs(severity - expected_severity), initial=0.0)),
+            float(
+                np.max(
+                    np.abs(
+                        softmax(scores.astype(np.float64))
+                        - softmax(expected_scores.astype(np.float64))
+                    ),
+                    initial=0.0,
+                )
             ),
         )
-    )
+    return worst
+
+
+def parity_sample(diagnoses: list[str], max_rows: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of at most about ``max_rows`` rows, stratified by diagnosis: every row
+    when there are no more; else each diagnosis its share of ``max_rows`` (at least one row), drawn
+    at random with ``seed``. ONNX parity is a property of the graph, not of the data's size."""
+    n = len(diagnoses)
+    if n <= max_rows:
+        return np.arange(n)
+    order = np.random.default_rng(seed).permutation(n)
+    by_class: dict[str, list[int]] = {}
+    for i in order:
+        by_class.setdefault(diagnoses[i], []).append(int(i))
+    picked = [
+        i
+        for members in by_class.values()
+        for i in members[: max(1, round(max_rows * len(members) / n))]
+    ]
+    return np.sort(np.array(picked, dtype=np.int64))
 
 
 def knowledge_index(ranker: KnowledgeRanker) -> bytes:
