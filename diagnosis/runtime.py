@@ -123,6 +123,24 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
+def served_graph(onnx_bytes: bytes, outputs: Sequence[str]) -> bytes:
+    """The artifact's graph with only ``outputs`` left as graph outputs (same nodes, same
+    weights). onnxruntime runs every node of a session whatever a call fetches, and a graph
+    output gets its own buffer: the ranker's log-scores over the whole catalogue
+    (``ranker_scores``, [n, diseases]) were copied out of the scatter's buffer on every call
+    although :meth:`Runtime.predict` never reads them. Without that output the reshape is a view
+    and the copy goes (measured: about 6 % of a batch's onnxruntime time); every output left is
+    computed by the same kernels from the same inputs, so the values are the same bit for bit
+    (``tests/diagnosis/test_runtime_fast.py``)."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    kept = [o for o in model.graph.output if o.name in outputs]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    return model.SerializeToString()
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -227,6 +245,8 @@ class Runtime:
     _entry_names: tuple[str, ...] = field(default=(), repr=False)
     _entry_categories: tuple[str, ...] = field(default=(), repr=False)
     _entry_names_es: tuple[str | None, ...] = field(default=(), repr=False)
+    # the same graph with only the outputs :meth:`_run` reads (:func:`served_graph`)
+    _served: ort.InferenceSession | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -321,6 +341,17 @@ class Runtime:
             object.__setattr__(runtime, "_class_entries", np.arange(len(classes)))
             object.__setattr__(runtime, "_probe_entries", len(classes) + probe)
             runtime._check_graph()
+            try:
+                served = ort.InferenceSession(
+                    served_graph(onnx_bytes, runtime._served_outputs()),
+                    session_options(),
+                    providers=["CPUExecutionProvider"],
+                )
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ModelLoadError(
+                    f"onnxruntime cannot load version {version}'s served graph: {exc}"
+                ) from None
+            object.__setattr__(runtime, "_served", served)
         object.__setattr__(runtime, "_entry_codes", tuple(e.code for e in entries))
         object.__setattr__(runtime, "_entry_names", tuple(e.name for e in entries))
         object.__setattr__(runtime, "_entry_categories", tuple(e.category for e in entries))
@@ -790,17 +821,24 @@ class Runtime:
         top-k outputs (:data:`_FAST_OUTPUTS`), n rows each."""
         m = self.manifest
         n = len(rows)
-        features = self.spec.encode(rows if n > 1 else [rows[0], rows[0]])
-        names = [m.onnx_outputs.diagnosis, m.onnx_outputs.severity] + [
-            sparse_graph.public_name(o) for o in _FAST_OUTPUTS
-        ]
+        features = self.spec.encode(rows)
+        if n == 1:  # the classifier heads score a lone row as a batch of two (see components)
+            features = np.concatenate([features, features])
         queries, inverse = self._distinct_queries(rows, k + len(self._probe), lead)
-        out = self.session.run(names, {m.onnx_input: features, **queries})
+        session = self.session if self._served is None else self._served
+        out = session.run(self._served_outputs(), {m.onnx_input: features, **queries})
         out[0] = _unit(np.asarray(out[0][:n], dtype=np.float64))
         out[1] = np.asarray(out[1][:n], dtype=np.float64)
         if inverse is not None:  # every row gets its distinct query's ranker outputs
             out[2:] = [o[inverse] for o in out[2:]]
         return out
+
+    def _served_outputs(self) -> list[str]:
+        """The outputs :meth:`_run` fetches, in the order it reads them."""
+        m = self.manifest
+        return [m.onnx_outputs.diagnosis, m.onnx_outputs.severity] + [
+            sparse_graph.public_name(o) for o in _FAST_OUTPUTS
+        ]
 
     def _distinct_queries(
         self, rows: Sequence[Mapping[str, Any]], k: int, lead: list[int] | None
@@ -884,10 +922,9 @@ class Runtime:
         keys[:, self._hidden] = 2.0
         keys[:, c : c + n_top][self._is_probe[diseases]] = 2.0
         order = np.lexsort((entries, keys), axis=1)[:, :k]
-        return (
-            np.take_along_axis(entries, order, axis=1),
-            np.take_along_axis(probabilities, order, axis=1),
-        )
+        # plain fancy indexing: what np.take_along_axis returns, without its index building
+        at = np.arange(n)[:, None]
+        return entries[at, order], probabilities[at, order]
 
     def _severity_fast(
         self, blended: CandidateBlend, head: np.ndarray, mix: np.ndarray

@@ -26,7 +26,7 @@ from diagnosis.explain import occlusion_rows
 from diagnosis.features import FeatureSpec
 from diagnosis.hpo import Ontology, hpo_data_dir, load_annotations, parse_context_annotations
 from diagnosis.ranker import KnowledgeRanker
-from diagnosis.runtime import CHUNK_ROWS, Components, ModelLoadError, Runtime
+from diagnosis.runtime import CHUNK_ROWS, Components, ModelLoadError, Runtime, served_graph
 from diagnosis.severity import knowledge_profiles
 from schemas.clinical import SEVERITIES
 
@@ -268,13 +268,13 @@ def test_an_explanation_scores_each_distinct_ranker_query_once(runtime, ranker, 
         runtime.as_scored(patient), runtime.spec.vitals, runtime.spec.sexes
     )
     ranked: list[int] = []
-    real_run = runtime.session.run
+    real_run = runtime._served.run
 
     def counting(names, feeds, *args, **kwargs):
         ranked.append(len(feeds[sparse_graph.QUERY_CONTEXT]))
         return real_run(names, feeds, *args, **kwargs)
 
-    monkeypatch.setattr(runtime.session, "run", counting)
+    monkeypatch.setattr(runtime._served, "run", counting)
     (shared,) = runtime.predict([patient], TOP_K, explain=True)
     # the heart rate's and the temperature's rows share the patient's query
     assert len(rows) == 1 + len(inputs) and ranked == [len(rows) - 2]
@@ -303,3 +303,33 @@ def test_a_graph_exported_before_the_batched_top_k_is_refused_by_name(artifact):
     manifest = msgspec.structs.replace(manifest, onnx_sha256=hashlib.sha256(old).hexdigest())
     with pytest.raises(ModelLoadError, match=f"older ranker graph.*{probe}"):
         Runtime.from_artifact(manifest, old, knowledge)
+
+
+def test_the_served_graph_without_the_catalogue_scores_gives_the_same_outputs(runtime, ranker):
+    """The served session (the artifact's graph with ``ranker_scores`` no longer a graph output)
+    returns, bit for bit, what the artifact's own graph returns for the outputs predict reads:
+    for a lone patient, for a batch and for an explanation's rows with their leads."""
+    assert runtime._served is not None
+    outputs = runtime._served_outputs()
+    served = {o.name for o in runtime._served.get_outputs()}
+    assert served == set(outputs)
+    assert sparse_graph.public_name(sparse_graph.SCORES) not in served
+    patients = [runtime.as_scored(p) for p in _patients(ranker, 40, seed=31)]
+    m = runtime.manifest
+    k = TOP_K + len(runtime._probe)
+    cases = [(patients[3:4], None), (patients, None), (patients[5:12], [0, 0, 0, 3, 3, 5, 5])]
+    for rows, lead in cases:
+        features = runtime.spec.encode(rows if len(rows) > 1 else rows + rows)
+        feeds = {m.onnx_input: features, **runtime._queries(rows, k, lead)}
+        full = runtime.session.run(outputs, feeds)
+        pruned = runtime._served.run(outputs, feeds)
+        for name, a, b in zip(outputs, full, pruned):
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+def test_served_graph_keeps_only_the_outputs_asked_for(artifact):
+    _, content, _ = artifact
+    kept = [sparse_graph.public_name(sparse_graph.TOP_INDEX), "diagnosis_probabilities"]
+    model = onnx.load_from_string(served_graph(content, kept))
+    assert sorted(o.name for o in model.graph.output) == sorted(kept)
+    assert len(model.graph.node) == len(onnx.load_from_string(content).graph.node)
