@@ -123,22 +123,61 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
-def served_graph(onnx_bytes: bytes, outputs: Sequence[str]) -> bytes:
-    """The artifact's graph with only ``outputs`` left as graph outputs (same nodes, same
-    weights). onnxruntime runs every node of a session whatever a call fetches, and a graph
-    output gets its own buffer: the ranker's log-scores over the whole catalogue
-    (``ranker_scores``, [n, diseases]) were copied out of the scatter's buffer on every call
-    although :meth:`Runtime.predict` never reads them. Without that output the reshape is a view
-    and the copy goes (measured: about 6 % of a batch's onnxruntime time); every output left is
-    computed by the same kernels from the same inputs, so the values are the same bit for bit
-    (``tests/diagnosis/test_runtime_fast.py``)."""
+def served_graph(model: Any, outputs: Sequence[str], given: str | None = None) -> bytes:
+    """The artifact's graph reduced to what :meth:`Runtime.predict` reads: only ``outputs`` left
+    as graph outputs and, with ``given``, that tensor (``ranker_scores``) a graph input instead
+    of computed (the runtime passes :class:`diagnosis.sparse_graph.SparseScorer`'s scores); the
+    nodes, initializers and inputs no output needs any more are dropped.
+
+    onnxruntime runs every node of a session whatever a call fetches, and gives a graph output
+    its own buffer: the log-scores over the whole catalogue were copied out of the scatter's
+    buffer on every call although predict never reads them. Every output left is computed by
+    the same kernels from the same values, so it is the same bit for bit
+    (``tests/diagnosis/test_runtime_fast.py``). ``model``: the graph's bytes, or its parsed
+    ``onnx.ModelProto`` (changed in place)."""
     import onnx
 
-    model = onnx.load_from_string(onnx_bytes)
-    kept = [o for o in model.graph.output if o.name in outputs]
-    del model.graph.output[:]
-    model.graph.output.extend(kept)
+    if isinstance(model, bytes):
+        model = onnx.load_from_string(model)
+    graph = model.graph
+    kept = [o for o in graph.output if o.name in outputs]
+    nodes = list(graph.node)
+    if given is not None:
+        declared = next(o for o in graph.output if o.name == given)
+        nodes = [n for n in nodes if given not in n.output]
+        graph.input.append(declared)
+    needed = {o.name for o in kept}
+    live = []
+    for node in reversed(nodes):  # the graph is topologically sorted
+        if needed.intersection(node.output):
+            live.append(node)
+            needed.update(node.input)
+    del graph.output[:]
+    graph.output.extend(kept)
+    del graph.node[:]
+    graph.node.extend(reversed(live))
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    inputs = [i for i in graph.input if i.name in needed]
+    del graph.input[:]
+    graph.input.extend(inputs)
     return model.SerializeToString()
+
+
+def _scorer(model: Any) -> sparse_graph.SparseScorer | None:
+    """The ranker's weights as the exported graph holds them (``rk__``-prefixed initializers,
+    :func:`diagnosis.training.export`), or ``None`` for a graph laid out otherwise (it is then
+    served through its own CSR walk). ``model``: the parsed ``onnx.ModelProto``."""
+    from onnx import numpy_helper
+
+    prefix = "rk__"
+    wanted = {prefix + n for n in sparse_graph.SparseScorer.NAMES}
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in wanted}
+    try:
+        return sparse_graph.SparseScorer.from_initializers(arrays, prefix)
+    except KeyError:
+        return None
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -247,6 +286,8 @@ class Runtime:
     _entry_names_es: tuple[str | None, ...] = field(default=(), repr=False)
     # the same graph with only the outputs :meth:`_run` reads (:func:`served_graph`)
     _served: ort.InferenceSession | None = field(default=None, repr=False)
+    # the ranker's log-scores in numpy, handed to _served (None: _served computes them)
+    _scorer: sparse_graph.SparseScorer | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -341,17 +382,7 @@ class Runtime:
             object.__setattr__(runtime, "_class_entries", np.arange(len(classes)))
             object.__setattr__(runtime, "_probe_entries", len(classes) + probe)
             runtime._check_graph()
-            try:
-                served = ort.InferenceSession(
-                    served_graph(onnx_bytes, runtime._served_outputs()),
-                    session_options(),
-                    providers=["CPUExecutionProvider"],
-                )
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise ModelLoadError(
-                    f"onnxruntime cannot load version {version}'s served graph: {exc}"
-                ) from None
-            object.__setattr__(runtime, "_served", served)
+            runtime._set_served(onnx_bytes)
         object.__setattr__(runtime, "_entry_codes", tuple(e.code for e in entries))
         object.__setattr__(runtime, "_entry_names", tuple(e.name for e in entries))
         object.__setattr__(runtime, "_entry_categories", tuple(e.category for e in entries))
@@ -359,6 +390,47 @@ class Runtime:
         object.__setattr__(runtime, "_entry_names_es", tuple(names_es.get(e.code) for e in entries))
         runtime._smoke_test()
         return runtime
+
+    def _set_served(self, onnx_bytes: bytes) -> None:
+        """The session :meth:`_run` calls (:func:`served_graph`): the catalogue's scores from
+        :class:`~diagnosis.sparse_graph.SparseScorer` when the graph's weights are found, and
+        checked against the artifact's own graph on a few queries before anything is served."""
+        import onnx
+
+        version = self.version
+        model = onnx.load_from_string(onnx_bytes)
+        scorer = _scorer(model)
+        given = sparse_graph.public_name(sparse_graph.SCORES) if scorer is not None else None
+        try:
+            served = ort.InferenceSession(
+                served_graph(model, self._served_outputs(), given),
+                session_options(),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(
+                f"onnxruntime cannot load version {version}'s served graph: {exc}"
+            ) from None
+        object.__setattr__(self, "_served", served)
+        object.__setattr__(self, "_scorer", scorer)
+        if scorer is None:
+            return
+        # a few queries over several contexts and the most used rows of the weight matrix
+        terms = np.argsort(-scorer.term_length, kind="stable")[:6].tolist()
+        n_contexts = scorer.contexts.shape[0]
+        queries = sparse_graph.encode_queries(
+            [[], terms[:2], terms[2:], terms[::-1]],
+            [0, n_contexts - 1, n_contexts // 2, 0],
+        )
+        (expected,) = self.session.run(
+            [sparse_graph.public_name(sparse_graph.SCORES)],
+            {self.manifest.onnx_input: self.spec.encode([{}] * 4), **queries},
+        )
+        if not np.array_equal(scorer.scores(queries), expected):
+            raise ModelLoadError(
+                f"version {version}: the ranker's scores computed from its weights differ from "
+                "its graph's; refusing to serve answers that differ from what was evaluated"
+            )
 
     def _check_graph(self) -> None:
         """A ranker graph exported before the batched top-k (issue 13) lacks its inputs and
@@ -825,8 +897,15 @@ class Runtime:
         if n == 1:  # the classifier heads score a lone row as a batch of two (see components)
             features = np.concatenate([features, features])
         queries, inverse = self._distinct_queries(rows, k + len(self._probe), lead)
+        feeds = {m.onnx_input: features}
+        if self._scorer is None:
+            feeds.update(queries)
+        else:  # the catalogue scored in numpy (sparse_graph.SparseScorer), the rest in the graph
+            feeds[sparse_graph.public_name(sparse_graph.SCORES)] = self._scorer.scores(queries)
+            for name in (sparse_graph.QUERY_K, sparse_graph.QUERY_PROBE, sparse_graph.QUERY_LEAD):
+                feeds[name] = queries[name]
         session = self.session if self._served is None else self._served
-        out = session.run(self._served_outputs(), {m.onnx_input: features, **queries})
+        out = session.run(self._served_outputs(), feeds)
         out[0] = _unit(np.asarray(out[0][:n], dtype=np.float64))
         out[1] = np.asarray(out[1][:n], dtype=np.float64)
         if inverse is not None:  # every row gets its distinct query's ranker outputs
