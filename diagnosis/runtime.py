@@ -101,6 +101,11 @@ _FAST_OUTPUTS = (
     sparse_graph.PROBE_SCORES,
 )
 
+_FAST_NAMES = tuple(sparse_graph.public_name(o) for o in _FAST_OUTPUTS)
+# the graph inputs the served graph still reads when the catalogue is scored in numpy
+_GRAPH_QUERY_INPUTS = (sparse_graph.QUERY_K, sparse_graph.QUERY_PROBE, sparse_graph.QUERY_LEAD)
+_SCORES_NAME = sparse_graph.public_name(sparse_graph.SCORES)
+
 
 class ModelLoadError(RuntimeError):
     """The artifact cannot be served; the message says which file and why."""
@@ -901,8 +906,8 @@ class Runtime:
         if self._scorer is None:
             feeds.update(queries)
         else:  # the catalogue scored in numpy (sparse_graph.SparseScorer), the rest in the graph
-            feeds[sparse_graph.public_name(sparse_graph.SCORES)] = self._scorer.scores(queries)
-            for name in (sparse_graph.QUERY_K, sparse_graph.QUERY_PROBE, sparse_graph.QUERY_LEAD):
+            feeds[_SCORES_NAME] = self._scorer.scores(queries)
+            for name in _GRAPH_QUERY_INPUTS:
                 feeds[name] = queries[name]
         session = self.session if self._served is None else self._served
         out = session.run(self._served_outputs(), feeds)
@@ -915,9 +920,7 @@ class Runtime:
     def _served_outputs(self) -> list[str]:
         """The outputs :meth:`_run` fetches, in the order it reads them."""
         m = self.manifest
-        return [m.onnx_outputs.diagnosis, m.onnx_outputs.severity] + [
-            sparse_graph.public_name(o) for o in _FAST_OUTPUTS
-        ]
+        return [m.onnx_outputs.diagnosis, m.onnx_outputs.severity, *_FAST_NAMES]
 
     def _distinct_queries(
         self, rows: Sequence[Mapping[str, Any]], k: int, lead: list[int] | None
