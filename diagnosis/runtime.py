@@ -185,6 +185,23 @@ def _scorer(model: Any) -> sparse_graph.SparseScorer | None:
         return None
 
 
+def _release_freed_memory() -> None:
+    """Hand the heap memory freed after loading back to the system (glibc's ``malloc_trim``;
+    a no-op elsewhere). Parsing the graph for :func:`served_graph` and the weights'
+    :class:`~diagnosis.sparse_graph.SparseScorer` copies frees ~50 MB of temporary buffers that
+    glibc otherwise keeps in the process (measured in process: 253 MB after loading the demo
+    deployment, 203 MB after the trim; main held 174 MB, the difference being the scorer's
+    arrays)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -388,6 +405,7 @@ class Runtime:
             object.__setattr__(runtime, "_probe_entries", len(classes) + probe)
             runtime._check_graph()
             runtime._set_served(onnx_bytes)
+            _release_freed_memory()
         object.__setattr__(runtime, "_entry_codes", tuple(e.code for e in entries))
         object.__setattr__(runtime, "_entry_names", tuple(e.name for e in entries))
         object.__setattr__(runtime, "_entry_categories", tuple(e.category for e in entries))
