@@ -23,7 +23,9 @@ Scoring a patient:
 2. :meth:`Runtime.predict` (the API): ONE onnxruntime call (:meth:`Runtime.rank`) gives the
    classifier's diagnosis and severity probabilities and, from the ranker's graph
    (:mod:`diagnosis.sparse_graph`), each patient's top diseases, softmax sums and severity-profile
-   mix; :class:`diagnosis.blend.CandidateBlend` blends only the entries that can reach the top k,
+   mix; the call runs :func:`served_graph`, the artifact's graph fed with the catalogue's
+   log-scores that :class:`diagnosis.sparse_graph.SparseScorer` adds up in numpy from the graph's
+   own weights (the same float32 sums bit for bit, checked at load); :class:`diagnosis.blend.CandidateBlend` blends only the entries that can reach the top k,
    never a row over the ~12,700 entries of the catalogue. An explanation's occlusion rows
    (:mod:`diagnosis.explain`) go through the same call, scored by the same arithmetic, so
    re-sending a patient without one input reproduces the reported effect exactly;
