@@ -208,9 +208,11 @@ class CandidateBlend:
         best = np.asarray(best, dtype=np.float64)
         alpha = params.alpha
         orphan_share = (classifier_probs * orphan_mask).sum(axis=1)
-        features = np.column_stack(
-            [_logit(orphan_share), best - empty_best, np.asarray(unseen_share, dtype=np.float64)]
-        )
+        # np.column_stack's values, without its per-column reshapes
+        features = np.empty((len(best), 3))
+        features[:, 0] = _logit(orphan_share)
+        np.subtract(best, empty_best, out=features[:, 1])
+        features[:, 2] = unseen_share
         p_orphan = orphan_probability(features, params)
         inverse = 1.0 / np.maximum(orphan_share, _EPS)
         # the softmax sums to 1 and the learned shares to orphan_share / max(orphan_share, eps)

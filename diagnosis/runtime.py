@@ -23,7 +23,9 @@ Scoring a patient:
 2. :meth:`Runtime.predict` (the API): ONE onnxruntime call (:meth:`Runtime.rank`) gives the
    classifier's diagnosis and severity probabilities and, from the ranker's graph
    (:mod:`diagnosis.sparse_graph`), each patient's top diseases, softmax sums and severity-profile
-   mix; :class:`diagnosis.blend.CandidateBlend` blends only the entries that can reach the top k,
+   mix; the call runs :func:`served_graph`, the artifact's graph fed with the catalogue's
+   log-scores that :class:`diagnosis.sparse_graph.SparseScorer` adds up in numpy from the graph's
+   own weights (the same float32 sums bit for bit, checked at load); :class:`diagnosis.blend.CandidateBlend` blends only the entries that can reach the top k,
    never a row over the ~12,700 entries of the catalogue. An explanation's occlusion rows
    (:mod:`diagnosis.explain`) go through the same call, scored by the same arithmetic, so
    re-sending a patient without one input reproduces the reported effect exactly;
@@ -101,6 +103,11 @@ _FAST_OUTPUTS = (
     sparse_graph.PROBE_SCORES,
 )
 
+_FAST_NAMES = tuple(sparse_graph.public_name(o) for o in _FAST_OUTPUTS)
+# the graph inputs the served graph still reads when the catalogue is scored in numpy
+_GRAPH_QUERY_INPUTS = (sparse_graph.QUERY_K, sparse_graph.QUERY_PROBE, sparse_graph.QUERY_LEAD)
+_SCORES_NAME = sparse_graph.public_name(sparse_graph.SCORES)
+
 
 class ModelLoadError(RuntimeError):
     """The artifact cannot be served; the message says which file and why."""
@@ -121,6 +128,80 @@ def session_options() -> ort.SessionOptions:
     # of staying reserved (RSS after a batch of 1,000: 378 MB instead of 758 MB; same speed)
     options.enable_cpu_mem_arena = False
     return options
+
+
+def served_graph(model: Any, outputs: Sequence[str], given: str | None = None) -> bytes:
+    """The artifact's graph reduced to what :meth:`Runtime.predict` reads: only ``outputs`` left
+    as graph outputs and, with ``given``, that tensor (``ranker_scores``) a graph input instead
+    of computed (the runtime passes :class:`diagnosis.sparse_graph.SparseScorer`'s scores); the
+    nodes, initializers and inputs no output needs any more are dropped.
+
+    onnxruntime runs every node of a session whatever a call fetches, and gives a graph output
+    its own buffer: the log-scores over the whole catalogue were copied out of the scatter's
+    buffer on every call although predict never reads them. Every output left is computed by
+    the same kernels from the same values, so it is the same bit for bit
+    (``tests/diagnosis/test_runtime_fast.py``). ``model``: the graph's bytes, or its parsed
+    ``onnx.ModelProto`` (changed in place)."""
+    import onnx
+
+    if isinstance(model, bytes):
+        model = onnx.load_from_string(model)
+    graph = model.graph
+    kept = [o for o in graph.output if o.name in outputs]
+    nodes = list(graph.node)
+    if given is not None:
+        declared = next(o for o in graph.output if o.name == given)
+        nodes = [n for n in nodes if given not in n.output]
+        graph.input.append(declared)
+    needed = {o.name for o in kept}
+    live = []
+    for node in reversed(nodes):  # the graph is topologically sorted
+        if needed.intersection(node.output):
+            live.append(node)
+            needed.update(node.input)
+    del graph.output[:]
+    graph.output.extend(kept)
+    del graph.node[:]
+    graph.node.extend(reversed(live))
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    inputs = [i for i in graph.input if i.name in needed]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    return model.SerializeToString()
+
+
+def _scorer(model: Any) -> sparse_graph.SparseScorer | None:
+    """The ranker's weights as the exported graph holds them (``rk__``-prefixed initializers,
+    :func:`diagnosis.training.export`), or ``None`` for a graph laid out otherwise (it is then
+    served through its own CSR walk). ``model``: the parsed ``onnx.ModelProto``."""
+    from onnx import numpy_helper
+
+    prefix = "rk__"
+    wanted = {prefix + n for n in sparse_graph.SparseScorer.NAMES}
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in wanted}
+    try:
+        return sparse_graph.SparseScorer.from_initializers(arrays, prefix)
+    except KeyError:
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap memory freed after loading back to the system (glibc's ``malloc_trim``;
+    a no-op elsewhere). Parsing the graph for :func:`served_graph` and the weights'
+    :class:`~diagnosis.sparse_graph.SparseScorer` copies frees ~50 MB of temporary buffers that
+    glibc otherwise keeps in the process (measured in process: 253 MB after loading the demo
+    deployment, 203 MB after the trim; main held 174 MB, the difference being the scorer's
+    arrays)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -227,6 +308,10 @@ class Runtime:
     _entry_names: tuple[str, ...] = field(default=(), repr=False)
     _entry_categories: tuple[str, ...] = field(default=(), repr=False)
     _entry_names_es: tuple[str | None, ...] = field(default=(), repr=False)
+    # the same graph with only the outputs :meth:`_run` reads (:func:`served_graph`)
+    _served: ort.InferenceSession | None = field(default=None, repr=False)
+    # the ranker's log-scores in numpy, handed to _served (None: _served computes them)
+    _scorer: sparse_graph.SparseScorer | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -321,6 +406,8 @@ class Runtime:
             object.__setattr__(runtime, "_class_entries", np.arange(len(classes)))
             object.__setattr__(runtime, "_probe_entries", len(classes) + probe)
             runtime._check_graph()
+            runtime._set_served(onnx_bytes)
+            _release_freed_memory()
         object.__setattr__(runtime, "_entry_codes", tuple(e.code for e in entries))
         object.__setattr__(runtime, "_entry_names", tuple(e.name for e in entries))
         object.__setattr__(runtime, "_entry_categories", tuple(e.category for e in entries))
@@ -328,6 +415,47 @@ class Runtime:
         object.__setattr__(runtime, "_entry_names_es", tuple(names_es.get(e.code) for e in entries))
         runtime._smoke_test()
         return runtime
+
+    def _set_served(self, onnx_bytes: bytes) -> None:
+        """The session :meth:`_run` calls (:func:`served_graph`): the catalogue's scores from
+        :class:`~diagnosis.sparse_graph.SparseScorer` when the graph's weights are found, and
+        checked against the artifact's own graph on a few queries before anything is served."""
+        import onnx
+
+        version = self.version
+        model = onnx.load_from_string(onnx_bytes)
+        scorer = _scorer(model)
+        given = sparse_graph.public_name(sparse_graph.SCORES) if scorer is not None else None
+        try:
+            served = ort.InferenceSession(
+                served_graph(model, self._served_outputs(), given),
+                session_options(),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(
+                f"onnxruntime cannot load version {version}'s served graph: {exc}"
+            ) from None
+        object.__setattr__(self, "_served", served)
+        object.__setattr__(self, "_scorer", scorer)
+        if scorer is None:
+            return
+        # a few queries over several contexts and the most used rows of the weight matrix
+        terms = np.argsort(-scorer.term_length, kind="stable")[:6].tolist()
+        n_contexts = scorer.contexts.shape[0]
+        queries = sparse_graph.encode_queries(
+            [[], terms[:2], terms[2:], terms[::-1]],
+            [0, n_contexts - 1, n_contexts // 2, 0],
+        )
+        (expected,) = self.session.run(
+            [sparse_graph.public_name(sparse_graph.SCORES)],
+            {self.manifest.onnx_input: self.spec.encode([{}] * 4), **queries},
+        )
+        if not np.array_equal(scorer.scores(queries), expected):
+            raise ModelLoadError(
+                f"version {version}: the ranker's scores computed from its weights differ from "
+                "its graph's; refusing to serve answers that differ from what was evaluated"
+            )
 
     def _check_graph(self) -> None:
         """A ranker graph exported before the batched top-k (issue 13) lacks its inputs and
@@ -790,17 +918,29 @@ class Runtime:
         top-k outputs (:data:`_FAST_OUTPUTS`), n rows each."""
         m = self.manifest
         n = len(rows)
-        features = self.spec.encode(rows if n > 1 else [rows[0], rows[0]])
-        names = [m.onnx_outputs.diagnosis, m.onnx_outputs.severity] + [
-            sparse_graph.public_name(o) for o in _FAST_OUTPUTS
-        ]
+        features = self.spec.encode(rows)
+        if n == 1:  # the classifier heads score a lone row as a batch of two (see components)
+            features = np.concatenate([features, features])
         queries, inverse = self._distinct_queries(rows, k + len(self._probe), lead)
-        out = self.session.run(names, {m.onnx_input: features, **queries})
+        feeds = {m.onnx_input: features}
+        if self._scorer is None:
+            feeds.update(queries)
+        else:  # the catalogue scored in numpy (sparse_graph.SparseScorer), the rest in the graph
+            feeds[_SCORES_NAME] = self._scorer.scores(queries)
+            for name in _GRAPH_QUERY_INPUTS:
+                feeds[name] = queries[name]
+        session = self.session if self._served is None else self._served
+        out = session.run(self._served_outputs(), feeds)
         out[0] = _unit(np.asarray(out[0][:n], dtype=np.float64))
         out[1] = np.asarray(out[1][:n], dtype=np.float64)
         if inverse is not None:  # every row gets its distinct query's ranker outputs
             out[2:] = [o[inverse] for o in out[2:]]
         return out
+
+    def _served_outputs(self) -> list[str]:
+        """The outputs :meth:`_run` fetches, in the order it reads them."""
+        m = self.manifest
+        return [m.onnx_outputs.diagnosis, m.onnx_outputs.severity, *_FAST_NAMES]
 
     def _distinct_queries(
         self, rows: Sequence[Mapping[str, Any]], k: int, lead: list[int] | None
@@ -884,10 +1024,9 @@ class Runtime:
         keys[:, self._hidden] = 2.0
         keys[:, c : c + n_top][self._is_probe[diseases]] = 2.0
         order = np.lexsort((entries, keys), axis=1)[:, :k]
-        return (
-            np.take_along_axis(entries, order, axis=1),
-            np.take_along_axis(probabilities, order, axis=1),
-        )
+        # plain fancy indexing: what np.take_along_axis returns, without its index building
+        at = np.arange(n)[:, None]
+        return entries[at, order], probabilities[at, order]
 
     def _severity_fast(
         self, blended: CandidateBlend, head: np.ndarray, mix: np.ndarray

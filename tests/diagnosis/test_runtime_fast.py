@@ -26,7 +26,7 @@ from diagnosis.explain import occlusion_rows
 from diagnosis.features import FeatureSpec
 from diagnosis.hpo import Ontology, hpo_data_dir, load_annotations, parse_context_annotations
 from diagnosis.ranker import KnowledgeRanker
-from diagnosis.runtime import CHUNK_ROWS, Components, ModelLoadError, Runtime
+from diagnosis.runtime import CHUNK_ROWS, Components, ModelLoadError, Runtime, served_graph
 from diagnosis.severity import knowledge_profiles
 from schemas.clinical import SEVERITIES
 
@@ -268,13 +268,13 @@ def test_an_explanation_scores_each_distinct_ranker_query_once(runtime, ranker, 
         runtime.as_scored(patient), runtime.spec.vitals, runtime.spec.sexes
     )
     ranked: list[int] = []
-    real_run = runtime.session.run
+    real_run = runtime._served.run
 
     def counting(names, feeds, *args, **kwargs):
-        ranked.append(len(feeds[sparse_graph.QUERY_CONTEXT]))
+        ranked.append(len(feeds[sparse_graph.QUERY_LEAD]))  # one per distinct query
         return real_run(names, feeds, *args, **kwargs)
 
-    monkeypatch.setattr(runtime.session, "run", counting)
+    monkeypatch.setattr(runtime._served, "run", counting)
     (shared,) = runtime.predict([patient], TOP_K, explain=True)
     # the heart rate's and the temperature's rows share the patient's query
     assert len(rows) == 1 + len(inputs) and ranked == [len(rows) - 2]
@@ -303,3 +303,108 @@ def test_a_graph_exported_before_the_batched_top_k_is_refused_by_name(artifact):
     manifest = msgspec.structs.replace(manifest, onnx_sha256=hashlib.sha256(old).hexdigest())
     with pytest.raises(ModelLoadError, match=f"older ranker graph.*{probe}"):
         Runtime.from_artifact(manifest, old, knowledge)
+
+
+def test_the_served_graph_and_numpy_scores_give_the_artifact_graphs_outputs(runtime, ranker):
+    """The served session (the artifact's graph with ``ranker_scores`` an input, computed by
+    :class:`SparseScorer` from the graph's own weights) returns, bit for bit, what the artifact's
+    own graph returns: the log-scores themselves and every output predict reads, for a lone
+    patient, a batch and an explanation's rows with their leads."""
+    assert runtime._served is not None and runtime._scorer is not None
+    outputs = runtime._served_outputs()
+    scores = sparse_graph.public_name(sparse_graph.SCORES)
+    assert {o.name for o in runtime._served.get_outputs()} == set(outputs)
+    assert {i.name for i in runtime._served.get_inputs()} == {
+        runtime.manifest.onnx_input,
+        scores,
+        sparse_graph.QUERY_K,
+        sparse_graph.QUERY_PROBE,
+        sparse_graph.QUERY_LEAD,
+    }
+    patients = [runtime.as_scored(p) for p in _patients(ranker, 40, seed=31)]
+    m = runtime.manifest
+    k = TOP_K + len(runtime._probe)
+    cases = [(patients[3:4], None), (patients, None), (patients[5:12], [0, 0, 0, 3, 3, 5, 5])]
+    for rows, lead in cases:
+        features = runtime.spec.encode(rows if len(rows) > 1 else rows + rows)
+        queries = runtime._queries(rows, k, lead)
+        full = runtime.session.run([*outputs, scores], {m.onnx_input: features, **queries})
+        computed = runtime._scorer.scores(queries)
+        assert computed.dtype == full[-1].dtype and np.array_equal(computed, full[-1])
+        feeds = {m.onnx_input: features, scores: computed}
+        feeds.update({n: queries[n] for n in (sparse_graph.QUERY_K, sparse_graph.QUERY_PROBE)})
+        feeds[sparse_graph.QUERY_LEAD] = queries[sparse_graph.QUERY_LEAD]
+        served = runtime._served.run(outputs, feeds)
+        for name, a, b in zip(outputs, full, served):
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+def test_numpy_scores_equal_the_reference_sum(runtime, ranker):
+    """:class:`SparseScorer` adds the queried weights onto the context rows one by one in query
+    order (a plain loop here), in float32."""
+    patients = [runtime.as_scored(p) for p in _patients(ranker, 30, seed=37)]
+    findings, contexts = runtime._query_parts(patients)
+    queries = sparse_graph.encode_queries(findings, contexts)
+    scorer = runtime._scorer
+    expected = np.stack([_reference_row(scorer, c, t) for t, c in zip(findings, contexts)])
+    assert np.array_equal(scorer.scores(queries), expected)
+
+
+def _reference_row(scorer, context: int, terms: list[int]) -> np.ndarray:
+    row = scorer.contexts[context].copy()
+    for t in terms:
+        lo = int(scorer.term_start[t])
+        hi = lo + int(scorer.term_length[t])
+        for d, w in zip(scorer.nnz_disease[lo:hi].tolist(), scorer.nnz_weight[lo:hi]):
+            row[d] = np.float32(row[d] + w)
+    return row
+
+
+def test_a_graph_without_the_known_weight_names_is_served_by_its_own_csr_walk(artifact, ranker):
+    """Weights laid out under other names: no numpy scorer, the served graph keeps its CSR walk
+    and the answers are the same."""
+    manifest, content, knowledge = artifact
+    model = onnx.load_from_string(content)
+    renamed = {"rk__nnz_weight": "rk__nnz_weight_other"}
+    for t in model.graph.initializer:
+        t.name = renamed.get(t.name, t.name)
+    for node in model.graph.node:
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+    other = model.SerializeToString()
+    manifest = msgspec.structs.replace(manifest, onnx_sha256=hashlib.sha256(other).hexdigest())
+    walked = Runtime.from_artifact(manifest, other, knowledge)
+    assert walked._scorer is None and walked._served is not None
+    assert sparse_graph.QUERY_TERMS in {i.name for i in walked._served.get_inputs()}
+    reference = Runtime.from_artifact(*artifact)
+    patients = _patients(ranker, 12, seed=41)
+    for explain in (False, True):
+        a = walked.predict(patients, TOP_K, explain=explain)
+        b = reference.predict(patients, TOP_K, explain=explain)
+        assert [_answer(x) for x in a] == [_answer(x) for x in b]
+
+
+def _answer(prediction) -> Any:
+    document = msgspec.to_builtins(prediction)
+    document.pop("prediction_id")
+    return document
+
+
+def test_scores_that_differ_from_the_graphs_refuse_the_version(artifact, monkeypatch):
+    real = sparse_graph.SparseScorer.scores
+    monkeypatch.setattr(
+        sparse_graph.SparseScorer,
+        "scores",
+        lambda self, queries: np.nextafter(real(self, queries), np.float32(np.inf)),
+    )
+    with pytest.raises(ModelLoadError, match="computed from its weights differ from its graph"):
+        Runtime.from_artifact(*artifact)
+
+
+def test_served_graph_keeps_only_the_outputs_asked_for(artifact):
+    _, content, _ = artifact
+    kept = [sparse_graph.public_name(sparse_graph.TOP_INDEX), "diagnosis_probabilities"]
+    model = onnx.load_from_string(served_graph(content, kept))
+    assert sorted(o.name for o in model.graph.output) == sorted(kept)
+    names = {n.output[0] for n in model.graph.node}
+    # the severity head is gone; the ranker's CSR walk stays (top_index needs it)
+    assert "severity_probabilities" not in names and "rk__hit_cell" in names
