@@ -272,6 +272,16 @@ def real_cases_markdown(metrics: dict) -> str:
 
 
 REAL_GROUPS = ("all", "cited", "uncited")
+# the measured figures the gate's result shows beside its floors (-1 when not measured)
+GATE_SHOWN = (
+    "champion_macro_f1",
+    "real_all_top10",
+    "champion_real_all_top10",
+    *(f"real_{group}_mean_orphan_probability" for group in REAL_GROUPS),
+    "rare_desk_mean_orphan_probability",
+    "real_all_ece",
+    "champion_real_all_ece",
+)
 
 
 def gate_failures(
@@ -350,9 +360,6 @@ def gate_failures(
 def quality_gate(policy: ModelPolicy, model_evaluation: Evaluation) -> dg.AssetCheckResult:
     metrics = model_evaluation.metrics
     failures = gate_failures(policy, metrics, model_evaluation.champion_version)
-    champion_f1 = metrics.get("champion_macro_f1")
-    real_top10 = metrics.get("real_all_top10")
-    champion_real_top10 = metrics.get("champion_real_all_top10")
 
     def shown(name: str) -> float:  # -1: not measured (no champion, no real cases)
         value = metrics.get(name)
@@ -367,20 +374,7 @@ def quality_gate(policy: ModelPolicy, model_evaluation: Evaluation) -> dg.AssetC
             "orphan_recall": metrics["orphan_recall"],
             "rare_top10": metrics.get("rare_top10"),
             "champion_version": model_evaluation.champion_version or "none",
-            "champion_macro_f1": champion_f1 if champion_f1 is not None else -1.0,
-            "real_all_top10": real_top10 if real_top10 is not None else -1.0,
-            "champion_real_all_top10": champion_real_top10
-            if champion_real_top10 is not None
-            else -1.0,
-            **{
-                f"real_{group}_mean_orphan_probability": shown(
-                    f"real_{group}_mean_orphan_probability"
-                )
-                for group in REAL_GROUPS
-            },
-            "rare_desk_mean_orphan_probability": shown("rare_desk_mean_orphan_probability"),
-            "real_all_ece": shown("real_all_ece"),
-            "champion_real_all_ece": shown("champion_real_all_ece"),
+            **{name: shown(name) for name in GATE_SHOWN},
             "min_macro_f1": policy.min_macro_f1,
             "min_orphan_recall": policy.min_orphan_recall,
             "min_real_orphan_probability": policy.min_real_orphan_probability,

@@ -109,6 +109,17 @@ _GRAPH_QUERY_INPUTS = (sparse_graph.QUERY_K, sparse_graph.QUERY_PROBE, sparse_gr
 _SCORES_NAME = sparse_graph.public_name(sparse_graph.SCORES)
 
 
+# Rows per runtime call where a whole table is scored (evaluation, ONNX parity, the real cases):
+# the ranker scores every patient against the whole catalogue (~12,600 diseases), so
+# [rows, catalogue] float64 arrays are ~100 KB a row; a batch bounds them.
+BATCH_ROWS = 500
+
+
+def batches(n: int, size: int = BATCH_ROWS) -> list[slice]:
+    """Consecutive row slices of at most ``size`` rows covering ``n`` rows."""
+    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+
 class ModelLoadError(RuntimeError):
     """The artifact cannot be served; the message says which file and why."""
 
@@ -425,7 +436,7 @@ class Runtime:
         version = self.version
         model = onnx.load_from_string(onnx_bytes)
         scorer = _scorer(model)
-        given = sparse_graph.public_name(sparse_graph.SCORES) if scorer is not None else None
+        given = _SCORES_NAME if scorer is not None else None
         try:
             served = ort.InferenceSession(
                 served_graph(model, self._served_outputs(), given),
@@ -448,7 +459,7 @@ class Runtime:
             [0, n_contexts - 1, n_contexts // 2, 0],
         )
         (expected,) = self.session.run(
-            [sparse_graph.public_name(sparse_graph.SCORES)],
+            [_SCORES_NAME],
             {self.manifest.onnx_input: self.spec.encode([{}] * 4), **queries},
         )
         if not np.array_equal(scorer.scores(queries), expected):

@@ -238,6 +238,16 @@ def fit_imputer(imputer: SimpleImputer, X: np.ndarray) -> SimpleImputer:
     return imputer
 
 
+def fit_imputed(pipeline, X: np.ndarray, y: np.ndarray, **kwargs) -> Pipeline:
+    """What ``pipeline.fit(X, y, **kwargs)`` does for impute -> [scale] -> model (the imputer
+    fitted and applied, then the rest fitted on its output), the imputer fitted by
+    :func:`fit_imputer`; returned as a plain scikit-learn Pipeline of the same fitted steps."""
+    (name, imputer), rest = pipeline.steps[0], Pipeline(pipeline.steps[1:])
+    fit_imputer(imputer, X)
+    fit_quietly(rest, imputer.transform(X), y, **kwargs)
+    return Pipeline([(name, imputer), *rest.steps])
+
+
 def fit_quietly(pipeline: ImbPipeline, X: np.ndarray, y: np.ndarray, **kwargs) -> ImbPipeline:
     """Fit without the iteration-cap warnings: the MLP's ``max_iter`` is a deliberate time budget
     (see the timings above) and candidates are judged by their cross-validated scores, not by

@@ -25,7 +25,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from diagnosis.blend import BlendParams, gate_features
 from diagnosis.categories import CATEGORY_ORPHAN, HEALTHY_CODE, category_of
 from diagnosis.features import MEASURED_VITALS
-from diagnosis.runtime import Components, Runtime, Scores
+from diagnosis.runtime import Components, Runtime, Scores, batches
 from diagnosis.severity import incoherent
 from diagnosis.training.dataset import SPLIT_EVALUATION
 
@@ -42,9 +42,6 @@ ALPHAS = (0.0, 0.25, 0.5)
 TOP = 10
 # a rare patient as a triage desk first sees one: this many of the findings, no vitals measured
 DESK_FINDINGS = 3
-# Rows per runtime call in evaluation: the ranker scores every patient against the whole catalogue
-# (~12,600 diseases), so [rows, catalogue] float64 arrays are ~100 KB a row; a batch bounds them.
-BATCH_ROWS = 500
 # Held-out records the blend (and the severity weight) is fitted on, at most: a random subset of
 # the calibration half when it is larger (the simulated rare cases of that half are all kept).
 MAX_CALIBRATION_ROWS = 10_000
@@ -57,11 +54,6 @@ def patient_dicts(rows: pl.DataFrame) -> list[dict[str, Any]]:
 
 def _share(hits: np.ndarray) -> float:
     return float(hits.mean()) if hits.size else 0.0
-
-
-def batches(n: int, size: int = BATCH_ROWS) -> list[slice]:
-    """Consecutive row slices of at most ``size`` rows covering ``n`` rows."""
-    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
 
 
 def compact(parts: Components) -> Components:

@@ -32,7 +32,7 @@ from diagnosis.features import (
     ONNX_SEVERITY_OUTPUT,
 )
 from diagnosis.ranker import AGE_EDGES, SEXES, KnowledgeRanker
-from diagnosis.runtime import Runtime
+from diagnosis.runtime import BATCH_ROWS, Runtime, batches
 from diagnosis.severity import PROFILE_MATRIX, class_profiles
 from diagnosis.training.fitting import TrainedModel
 from schemas.clinical import SEVERITIES
@@ -154,18 +154,13 @@ def parity(model: TrainedModel, content: bytes, X: np.ndarray) -> float:
     )
 
 
-PARITY_BATCH_ROWS = (
-    500  # rows per onnxruntime call in system_parity (the ranker's [rows, D] output)
-)
-
-
 def system_parity(
     model: TrainedModel,
     ranker: KnowledgeRanker,
     content: bytes,
     X: np.ndarray,
     patients: list[dict],
-    batch_rows: int = PARITY_BATCH_ROWS,
+    batch_rows: int = BATCH_ROWS,
 ) -> float:
     """Largest absolute difference, over batches as the API runs them (``batch_rows`` at a time),
     between onnxruntime and the fitted heads (probabilities) and the numpy ranker (softmax of its
@@ -173,8 +168,7 @@ def system_parity(
     sex)."""
     session = _session(content)
     worst = 0.0
-    for start in range(0, len(patients), batch_rows):
-        batch = slice(start, start + batch_rows)
+    for batch in batches(len(patients), batch_rows):
         expected_diagnosis, expected_severity = model.predict_proba(X[batch])
         rows = [
             ranker.query_rows(

@@ -20,7 +20,7 @@ from diagnosis.training.candidates import (
     XGB_PARAMS,
     XGBOOST,
     candidate_params,
-    fit_imputer,
+    fit_imputed,
     fit_quietly,
     make_pipeline,
 )
@@ -52,14 +52,6 @@ def _pipeline(seed: int, params: dict | None = None) -> Pipeline:
             ("model", XGBClassifier(random_state=seed, **(params or XGB_PARAMS))),
         ]
     )
-
-
-def _fit_severity(pipeline: Pipeline, X: np.ndarray, y: np.ndarray) -> Pipeline:
-    """``pipeline.fit(X, y)`` (impute -> XGBoost), the imputer fitted by :func:`fit_imputer`."""
-    imputer, model = pipeline.steps[0][1], pipeline.steps[1][1]
-    X = fit_imputer(imputer, X).transform(X)
-    model.fit(X, y)
-    return pipeline
 
 
 # Triage copies: the share of training rows added again as a triage desk sees them.
@@ -132,14 +124,7 @@ def fit_diagnosis_head(
     kwargs = {} if weights is None else {"model__sample_weight": weights}
     y = np.concatenate([data.y, y_copies])
     if not data.resampled:
-        # what pipeline.fit does (the imputer's fit_transform, then the rest on its output), with
-        # the imputer's medians computed a block of columns at a time (fit_imputer: same values)
-        X = np.concatenate([data.X, copies])
-        imputer = fit_imputer(pipeline.steps[0][1], X)
-        X = imputer.transform(X)
-        rest = Pipeline(pipeline.steps[1:])
-        fit_quietly(rest, X, y, **kwargs)
-        return Pipeline([("impute", imputer), *rest.steps])
+        return fit_imputed(pipeline, np.concatenate([data.X, copies]), y, **kwargs)
     rest = Pipeline(pipeline.steps[1:])  # the rows are already imputed
     X = np.concatenate([data.X, data.imputer.transform(copies)]) if len(copies) else data.X
     fit_quietly(rest, X, y, **kwargs)
@@ -161,7 +146,7 @@ def train_models(
     diagnosis = fit_diagnosis_head(family, data, seed, params if family == XGBOOST else None)
     recorded = data.recorded
     copies, source = with_unmeasured_vitals(recorded.X, data.spec, seed + 1)
-    severity = _fit_severity(
+    severity = fit_imputed(
         _pipeline(seed, params),
         np.concatenate([recorded.X, copies]),
         np.concatenate([recorded.y_severity, recorded.y_severity[source]]),

@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 
-from diagnosis.training.evaluation import batches
+from diagnosis.runtime import batches
 from diagnosis.training.export import parity_sample
 
 
