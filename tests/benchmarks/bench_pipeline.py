@@ -10,7 +10,8 @@ executor choice), while a sampler reads the resident memory of the pipeline's pr
 end; a step's peak RSS is the largest sample taken while it ran. The weekly validations are summed
 over their partitions. Then (``--new-week-rows``, default 25 000) one more weekly file is dropped
 into the landing zone and the pipeline runs again: validation of the new week + retraining, the
-"new weekly file, nothing else changed" case.
+"new weekly file, nothing else changed" case. A run whose challenger the quality gate refuses
+(exit 3) ran every step: its figures count (marked "gate refused") and the new week follows it.
 
 Printed: per-size tables (seconds and peak MB per step), the growth of each step between sizes
 (time ratio and the exponent b of t ~ N^b), the load average beside the figures (the machine is
@@ -42,6 +43,7 @@ TARGET_100K_RSS_MB = 2048.0
 TARGET_1M_SECONDS = 1200.0
 TARGET_NEW_WEEK_SECONDS = 60.0
 START = "2026-01-05"
+GATE_REFUSED = 3  # `triage pipeline` ran every step and the quality gate refused the challenger
 
 
 # ------------------------------------------------------------------------------ memory sampling
@@ -107,6 +109,7 @@ class RunFigures:
     maxrss_mb: float  # getrusage of the largest single process
     steps: dict[str, Step] = field(default_factory=dict)
     ok: bool = True
+    refused: bool = False  # exit 3: every step ran, the quality gate refused the challenger
 
 
 CODE: Path | None = None  # --code: another checkout of the project to run (a "before" figure)
@@ -201,10 +204,19 @@ def run_pipeline(home: Path, label: str) -> RunFigures:
     sampler.stop.set()
     sampler.join()
     maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if proc.returncode != 0:
+    refused = proc.returncode == GATE_REFUSED
+    if proc.returncode not in (0, GATE_REFUSED):
         print(f"  pipeline FAILED (exit {proc.returncode}):\n{out[-4000:]}")
+    elif refused:
+        print(f"  {out[out.rfind('check quality_gate refused') :].splitlines()[0]}")
     figures = RunFigures(
-        label, wall, sampler.peak(), maxrss, step_times(home, since, sampler), proc.returncode == 0
+        label,
+        wall,
+        sampler.peak(),
+        maxrss,
+        step_times(home, since, sampler),
+        proc.returncode == 0,
+        refused,
     )
     return figures
 
@@ -244,7 +256,7 @@ def print_run(figures: RunFigures) -> None:
     print(
         f"  {figures.label}: wall {figures.wall:.1f} s, peak RSS {figures.peak_mb:.0f} MB "
         f"(tree, sampled; largest process {figures.maxrss_mb:.0f} MB), "
-        f"{'ok' if figures.ok else 'FAILED'}, {load()}"
+        f"{'ok' if figures.ok else 'gate refused' if figures.refused else 'FAILED'}, {load()}"
     )
     print(f"    {'step':<44} {'runs':>4} {'seconds':>9} {'peak MB':>8}")
     for key, step in sorted(figures.steps.items(), key=lambda kv: -kv[1].seconds):
@@ -316,7 +328,8 @@ def main() -> int:
             print(f"\nN = {n:,}: simulated {args.weeks} weeks in {seconds:.1f} s ({home})")
             results[n] = run_pipeline(home, f"full pipeline, {n:,} patients")
             print_run(results[n])
-            if args.new_week_rows and results[n].ok:
+            # a refused challenger still ran every step: the new week is measured after it too
+            if args.new_week_rows and (results[n].ok or results[n].refused):
                 monday = dt.date.fromisoformat(START) + dt.timedelta(weeks=args.weeks)
                 simulate(home / "landing", args.new_week_rows, 1, args.seed + 1, monday.isoformat())
                 incremental[n] = run_pipeline(
@@ -334,7 +347,9 @@ def main() -> int:
     met = True
     if 100_000 in results:
         r = results[100_000]
-        met &= r.ok and verdict("100 k patients end to end", r.wall, TARGET_100K_SECONDS, "s")
+        met &= verdict("100 k patients end to end", r.wall, TARGET_100K_SECONDS, "s") and r.ok
+        if r.refused:
+            print("          (the quality gate refused that model: nothing was deployed)")
         met &= verdict("100 k patients peak RSS", r.peak_mb, TARGET_100K_RSS_MB, "MB")
     else:
         print("  (100 k not run)")
