@@ -36,6 +36,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# `triage pipeline` ran every step and the quality gate refused the challenger
+from orchestration.cli import EXIT_GATE_REFUSED
+
 ROOT = Path(__file__).resolve().parents[2]
 TRIAGE = str(Path(sys.executable).with_name("triage"))
 TARGET_100K_SECONDS = 180.0
@@ -43,7 +46,6 @@ TARGET_100K_RSS_MB = 2048.0
 TARGET_1M_SECONDS = 1200.0
 TARGET_NEW_WEEK_SECONDS = 60.0
 START = "2026-01-05"
-GATE_REFUSED = 3  # `triage pipeline` ran every step and the quality gate refused the challenger
 
 
 # ------------------------------------------------------------------------------ memory sampling
@@ -204,11 +206,11 @@ def run_pipeline(home: Path, label: str) -> RunFigures:
     sampler.stop.set()
     sampler.join()
     maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    refused = proc.returncode == GATE_REFUSED
-    if proc.returncode not in (0, GATE_REFUSED):
+    refused = proc.returncode == EXIT_GATE_REFUSED
+    if proc.returncode not in (0, EXIT_GATE_REFUSED):
         print(f"  pipeline FAILED (exit {proc.returncode}):\n{out[-4000:]}")
-    elif refused:
-        print(f"  {out[out.rfind('check quality_gate refused') :].splitlines()[0]}")
+    elif refused:  # the pipeline's own line naming the refusing check and its reasons
+        print(*(f"  {line.strip()}" for line in out.splitlines() if " refused: " in line), sep="\n")
     figures = RunFigures(
         label,
         wall,
