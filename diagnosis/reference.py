@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from diagnosis.runtime import BATCH_ROWS, batches
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 REFERENCE_CASES_FILE = DATA_DIR / "reference_cases.json"
 REFERENCE_SOURCE = "GA4GH phenopacket-store b694d17 (BSD 3-Clause), development half"
@@ -221,7 +223,9 @@ class RealEvaluation:
         } | {f"{prefix}_{group}_cases": figures["cases"] for group, figures in self.summary.items()}
 
 
-def evaluate_runtime(runtime, cases: Sequence[ReferenceCase], batch: int = 500) -> RealEvaluation:
+def evaluate_runtime(
+    runtime, cases: Sequence[ReferenceCase], batch: int = BATCH_ROWS
+) -> RealEvaluation:
     """Score ``cases`` through ``runtime`` (:class:`diagnosis.runtime.Runtime`, exactly as the API
     scores a request: present and excluded findings, age, sex). The true disease is ranked among
     the OMIM entries of the served distribution (the truths are OMIM diseases; comparable with the
@@ -234,13 +238,13 @@ def evaluate_runtime(runtime, cases: Sequence[ReferenceCase], batch: int = 500) 
     truths = [case.truth for case in cases]
     patients = [case.patient() for case in cases]
     ranks, top_probability, top_correct, orphan = [], [], [], []
-    for start in range(0, len(patients), batch):
-        scores = runtime.score(patients[start : start + batch])
-        part = rank_truth(scores.probabilities[:, omim], omim_codes, truths[start : start + batch])
+    for rows in batches(len(patients), batch):
+        scores = runtime.score(patients[rows])
+        part = rank_truth(scores.probabilities[:, omim], omim_codes, truths[rows])
         ranks.append(part.rank)
         first = runtime.top(scores.probabilities, 1)[:, 0]
         top_probability.append(scores.probabilities[np.arange(len(first)), first])
-        top_correct.append(codes[first] == np.asarray(truths[start : start + batch]))
+        top_correct.append(codes[first] == np.asarray(truths[rows]))
         orphan.append(np.asarray(scores.orphan, dtype=np.float64))
     empty = np.zeros(0)
     result = Ranks(
