@@ -16,7 +16,7 @@ from diagnosis.reference import (
     reliability_figure,
     reliability_markdown,
 )
-from diagnosis.runtime import ModelLoadError, Runtime, load_deployment
+from diagnosis.runtime import ModelLoadError, Runtime, load_deployment, release_freed_memory
 from diagnosis.training.evaluation import (
     MAX_CALIBRATION_ROWS,
     Evaluation,
@@ -83,6 +83,9 @@ def model_evaluation(
     training_table: pl.DataFrame,
     reference_cases: list[ReferenceCase],
 ) -> dg.Output[Evaluation]:
+    # the calibration records' log-scores are allocated next: hand back first what earlier
+    # steps of an in-process run freed (diagnosis.runtime.release_freed_memory)
+    release_freed_memory(collect_cycles=True)
     cases = knowledge_cases(policy.knowledge_cases, policy.random_seed + 1)
     champion = None
     storage.pull_deployment()

@@ -18,6 +18,7 @@ from dagster_mlflow.resources import MlFlow
 from assets.validation import EVERY_VALID_WEEK, weeks_by_key
 from diagnosis.categories import category_of
 from diagnosis.ranker import KnowledgeRanker
+from diagnosis.runtime import release_freed_memory
 from diagnosis.training import candidates as candidates_module
 from diagnosis.training.balancing import BalancedTrainingSet, balance
 from diagnosis.training.candidates import (
@@ -621,6 +622,9 @@ def diagnosis_model(
             f"balancing overridden by config: {config.balancing} instead of {data.balancing}"
         )
         data = balance(data.recorded, config.balancing, policy.random_seed)
+    # the two heads' matrices are allocated next: hand back first what earlier steps of an
+    # in-process run freed (diagnosis.runtime.release_freed_memory)
+    release_freed_memory(collect_cycles=True)
     model = train_models(data, policy.random_seed, params, family)
     mlflow.log_params(
         {

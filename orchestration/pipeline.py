@@ -4,6 +4,7 @@ Runs go to the local Dagster instance (TRIAGE_HOME/dagster), so they appear in t
 The in-process executor is used: the multiprocess one re-imports everything per step.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -131,6 +132,11 @@ def run_pipeline(
     the model changed since the current deployment was trained (:mod:`orchestration.reuse`): then
     that deployment is kept, with one line saying so, and no run starts. ``retrain`` forces the
     training run."""
+    with signal_dispositions_kept():
+        return _run_pipeline(seed_demo, max_quarantine_rate, retrain)
+
+
+def _run_pipeline(seed_demo: bool, max_quarantine_rate: float | None, retrain: bool) -> int:
     from diagnosis.files import make_private, private_dir, private_umask
 
     private_umask()  # exports, tables, labels and keys written by this process are owner-only
@@ -255,13 +261,16 @@ def run_pipeline(
     if not observed.success:
         print("hpo_release: the HPO release files cannot be read", file=sys.stderr)
         return EXIT_ERROR
-    with StepProgress(instance, "training") as progress:
-        result = defs.resolve_job_def("training").execute_in_process(
+    with StepProgress(instance, "training", job_name="training", tags=tags):
+        # execute_job, not execute_in_process: the latter keeps every step's output in memory
+        # until the run ends (training_features, balanced_training_set, ... 1.1 GB at 100 k
+        # patients); here each step's inputs are read back through the IO manager and dropped.
+        result = dg.execute_job(
+            dg.build_reconstructable_job("orchestration.pipeline", "training_job_in_process"),
             instance=instance,
             raise_on_error=False,
             run_config=QUIET_LOGS,
             tags=tags,
-            run_id=progress.run_id,
         )
     print(f"training: {'ok' if result.success else 'FAILED'} ({result.run_id})")
     for refusal in refused:
@@ -272,6 +281,38 @@ def run_pipeline(
         f"pipeline finished in {time.perf_counter() - started:.1f} s; model in {storage.describe('deployments')}"
     )
     return EXIT_ERROR if failed_weeks else EXIT_OK
+
+
+@contextlib.contextmanager
+def signal_dispositions_kept():
+    """SIGINT and SIGTERM as they were before the block. Dagster captures interrupts during a run
+    and, when it ends, gives SIGTERM whatever SIGINT has: in a process started in the background,
+    where SIGINT is ignored, SIGTERM would then be ignored too, by this process and by every
+    process it starts afterwards (a test's stand-in services, in one such run of the suite)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def training_job_in_process():
+    """The training job as ``triage pipeline`` runs it: every step in this process, whatever
+    executor the code location uses (TRIAGE_EXECUTOR); rebuilt by name for
+    ``dagster.execute_job``."""
+    import dagster as dg
+
+    from orchestration.definitions import defs
+
+    return defs.resolve_job_def("training").with_executor_def(dg.in_process_executor)
 
 
 def training_failure_code(result) -> int:
@@ -333,25 +374,45 @@ def quarantine_above(instance, weeks, limit: float) -> list[tuple[str, float]]:
 class StepProgress:
     """Prints each step of a run as it starts and finishes, with the seconds since the run began:
     a background thread reads the run's step events from the instance's event log once a second
-    (``execute_in_process`` blocks and its console log is kept at WARNING)."""
+    (the run blocks and its console log is kept at WARNING).
+
+    The run is the one given by ``run_id`` (for ``execute_in_process``, which takes one), else
+    the first run of ``job_name`` with ``tags`` (this process's, :func:`process_tags`) created
+    after the progress began (``dagster.execute_job`` chooses its own id)."""
 
     POLL_SECONDS = 1.0
 
-    def __init__(self, instance, label: str):
+    def __init__(self, instance, label: str, job_name: str | None = None, tags=None):
+        import datetime
         import threading
         import uuid
 
         self.instance, self.label = instance, label
-        self.run_id = str(uuid.uuid4())
+        self.run_id = None if job_name else str(uuid.uuid4())
+        self._job_name, self._tags = job_name, dict(tags or {})
+        self._since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._seen = 0
         self._started = time.perf_counter()
 
     def __enter__(self) -> "StepProgress":
-        print(f"{self.label}: started (run {self.run_id})", flush=True)
+        if self.run_id is not None:  # else printed once the run is found
+            print(f"{self.label}: started (run {self.run_id})", flush=True)
         self._thread.start()
         return self
+
+    def _find_run(self) -> str | None:
+        import dagster as dg
+
+        runs = self.instance.get_run_records(
+            filters=dg.RunsFilter(
+                job_name=self._job_name, tags=self._tags, created_after=self._since
+            ),
+            limit=1,
+            ascending=True,
+        )
+        return runs[0].dagster_run.run_id if runs else None
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -372,6 +433,11 @@ class StepProgress:
             dg.DagsterEventType.STEP_SKIPPED: "skipped",
         }
         try:
+            if self.run_id is None:
+                self.run_id = self._find_run()
+                if self.run_id is None:
+                    return
+                print(f"{self.label}: started (run {self.run_id})", flush=True)
             events = self.instance.all_logs(self.run_id, of_type=set(kinds))
         except Exception:  # progress is a courtesy: never fail the run over it
             return

@@ -32,7 +32,7 @@ from diagnosis.training.candidates import (
     CLASS_WEIGHT,
     MAX_RESAMPLED_ROWS,
     RESAMPLING,
-    fit_imputer,
+    fit_by_columns,
     make_sampler,
 )
 from diagnosis.training.dataset import TrainingSet, class_counts
@@ -89,7 +89,7 @@ def balance(
     elif balancing in RESAMPLING:
         imputer = SimpleImputer(strategy="median", keep_empty_features=True)
         sampling = make_sampler(balancing, y, seed, max_resampled_rows)
-        X, y = sampling.fit_resample(fit_imputer(imputer, X).transform(X), y)
+        X, y = sampling.fit_resample(fit_by_columns(imputer, X).transform(X), y)
         sampler = type(sampling).__name__
     return BalancedTrainingSet(
         balancing=balancing,

@@ -13,6 +13,7 @@ whole system.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,16 +85,48 @@ def components_in_batches(runtime: Runtime, patients: list[dict[str, Any]]) -> C
     return Components.concat(parts)
 
 
-def blend_in_batches(runtime: Runtime, parts: Components):
+@dataclass(frozen=True)
+class Recomputed:
+    """Rows whose components :func:`widened_batches` computes again through ``runtime`` at
+    every pass instead of keeping them: the calibration records, whose log-scores over the
+    catalogue would hold 0.5 GB at 10,000 records (a pass costs ~3-4 s per 10,000 rows). The
+    batches are those of :func:`components_in_batches`, so the values are the same."""
+
+    runtime: Runtime
+    patients: list[dict[str, Any]]
+
+
+Rows = Components | Recomputed
+
+
+def widened_batches(parts: Rows | Sequence[Rows]):
+    """(rows slice, the widened components of those rows) for each batch of ``parts``, several
+    parts read one after the other as if they were concatenated (without the copy)."""
+    offset = 0
+    for part in [parts] if isinstance(parts, Rows) else parts:
+        if isinstance(part, Recomputed):
+            n = len(part.patients)
+            for rows in batches(n):
+                batch = part.runtime.components(part.patients[rows])
+                yield slice(offset + rows.start, offset + rows.stop), batch
+        else:
+            n = len(part.classifier)
+            for rows in batches(n):
+                yield slice(offset + rows.start, offset + rows.stop), widened(part.subset(rows))
+        offset += n
+
+
+def blend_in_batches(runtime: Runtime, parts: Rows | Sequence[Rows]):
     """(rows slice, :class:`Scores` of those rows) for each batch of ``parts``: the served
     distribution over the whole catalogue never exists for every row at once."""
-    n = len(parts.classifier)
-    for rows in batches(n):
-        yield rows, runtime.blend(widened(parts.subset(rows)))
+    for rows, batch in widened_batches(parts):
+        yield rows, runtime.blend(batch)
 
 
-def fit_blend(runtime: Runtime, parts: Components, truth: list[str]) -> BlendParams:
-    """Fit the rare-or-not gate by logistic regression, then choose alpha by orphan top-1."""
+def fit_blend(runtime: Runtime, parts: Rows | Sequence[Rows], truth: list[str]) -> BlendParams:
+    """Fit the rare-or-not gate by logistic regression, then choose alpha by orphan top-1.
+    ``parts``: the rows of ``truth``, in one or several parts, read twice (the gate's features,
+    then every alpha batch by batch)."""
     orphan_mask = np.array([c.category == CATEGORY_ORPHAN for c in runtime.classes])
     features = np.concatenate(
         [
@@ -104,43 +137,56 @@ def fit_blend(runtime: Runtime, parts: Components, truth: list[str]) -> BlendPar
                 runtime.knowledge.empty_best,
                 batch.unseen_share,
             )
-            for batch in (widened(parts.subset(rows)) for rows in batches(len(truth)))
+            for _, batch in widened_batches(parts)
         ]
     )
     is_orphan = np.array([category_of(c) == CATEGORY_ORPHAN for c in truth])
     gate = LogisticRegression(C=1.0, max_iter=1000).fit(features, is_orphan)
     codes = runtime.codes
     truth_arr = np.array(truth)
+    blends = {
+        alpha: BlendParams(tuple(gate.coef_[0].tolist()), float(gate.intercept_[0]), alpha)
+        for alpha in ALPHAS
+    }
+    served = {alpha: runtime.with_blend(params) for alpha, params in blends.items()}
+    top1 = {alpha: np.empty(len(truth), dtype=object) for alpha in ALPHAS}
+    for rows, batch in widened_batches(parts):
+        for alpha, candidate in served.items():
+            top1[alpha][rows] = codes[candidate.blend(batch).probabilities.argmax(axis=1)]
     best: tuple[float, BlendParams] | None = None
     for alpha in ALPHAS:
-        params = BlendParams(tuple(gate.coef_[0].tolist()), float(gate.intercept_[0]), alpha)
-        top1 = np.empty(len(truth), dtype=object)
-        for rows, scores in blend_in_batches(runtime.with_blend(params), parts):
-            top1[rows] = codes[scores.probabilities.argmax(axis=1)]
-        hits = _share((top1 == truth_arr)[is_orphan])
+        hits = _share((top1[alpha] == truth_arr)[is_orphan])
         if best is None or hits > best[0]:
-            best = (hits, params)
+            best = (hits, blends[alpha])
     return best[1]
 
 
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def fit_severity_beta(runtime: Runtime, parts: Components, severities: list[str]) -> Runtime:
+def fit_severity_beta(
+    runtime: Runtime, parts: Rows | Sequence[Rows], severities: list[str]
+) -> Runtime:
     """Choose the weight of the severity head's likelihood ratio (:mod:`diagnosis.severity`) by
-    the log-likelihood of the recorded severities of the calibration rows."""
+    the log-likelihood of the recorded severities of the calibration rows. The blend does not
+    depend on it: each batch is blended once and its severity computed for every weight."""
     labels = {label: i for i, label in enumerate(runtime.severity_labels)}
     truth = np.array([labels[s] for s in severities])
+    candidates = [
+        runtime.with_severity(msgspec.structs.replace(runtime.manifest.severity, beta=beta))
+        for beta in BETAS
+    ]
+    logs = np.empty((len(BETAS), len(truth)))
+    for rows, batch in widened_batches(parts):
+        probabilities = runtime.blend(batch).probabilities
+        for i, candidate in enumerate(candidates):
+            # what Runtime.blend gives as the severity with that weight
+            severity = np.clip(candidate.severity_of(probabilities, batch.severity), 0.0, 1.0)
+            picked = severity[np.arange(len(severity)), truth[rows]]
+            logs[i, rows] = np.log(np.clip(picked, 1e-9, 1.0))
     best: tuple[float, Runtime] | None = None
-    for beta in BETAS:
-        candidate = runtime.with_severity(
-            msgspec.structs.replace(runtime.manifest.severity, beta=beta)
-        )
-        logs = np.empty(len(truth))
-        for rows, scores in blend_in_batches(candidate, parts):
-            picked = scores.severity[np.arange(len(scores.severity)), truth[rows]]
-            logs[rows] = np.log(np.clip(picked, 1e-9, 1.0))
-        loglik = float(logs.mean())
+    for i, candidate in enumerate(candidates):
+        loglik = float(logs[i].mean())
         if best is None or loglik > best[0]:
             best = (loglik, candidate)
     return best[1]
@@ -294,19 +340,16 @@ def evaluate(
             calibration_rows, max_calibration_rows, replace=False
         )
         calibration_rows = np.sort(kept)
-    records = components_in_batches(candidate, [record_patients[i] for i in calibration_rows])
-    calibration = Components.concat([records, rare.subset(rare_half)])
+    records = Recomputed(candidate, [record_patients[i] for i in calibration_rows])
     params = fit_blend(
         candidate,
-        calibration,
+        [records, rare.subset(rare_half)],
         [record_truth[i] for i in calibration_rows]
         + [t for t, h in zip(rare_truth, rare_half) if h],
     )
-    del calibration
     served = candidate.with_blend(params)
     if served.manifest.severity is not None:
         served = fit_severity_beta(served, records, [record_severity[i] for i in calibration_rows])
-    del records
 
     test = np.flatnonzero(~record_half)
     test_patients = [record_patients[i] for i in test]

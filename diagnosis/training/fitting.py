@@ -3,6 +3,7 @@ training set (:mod:`diagnosis.training.balancing`), and the XGBoost severity hea
 training rows; and the rare cases simulated from the annotations that evaluation
 scores the system on."""
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,8 +21,7 @@ from diagnosis.training.candidates import (
     XGB_PARAMS,
     XGBOOST,
     candidate_params,
-    fit_imputed,
-    fit_quietly,
+    fit_pipeline,
     make_pipeline,
 )
 from schemas.validation import validate_records
@@ -61,21 +61,33 @@ UNSTATED_SHARE = 0.25  # copies whose age (and, separately, sex) is not given
 
 
 def with_unmeasured_vitals(
-    X: np.ndarray, spec: FeatureSpec, seed: int, share: float = MISSING_COPY_SHARE
+    X: np.ndarray,
+    spec: FeatureSpec,
+    seed: int,
+    share: float = MISSING_COPY_SHARE,
+    *,
+    stacked: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Copies of a random ``share`` of the rows as a triage desk often sees them: half of the
     copies with no vital sign measured, the others with each vital missing at random (at least
     one), and in every copy each finding kept with probability :data:`SYMPTOM_KEEP` (at least one
     when the row had any), since a clinician at triage enters a few findings, not all the record
     holds; a quarter of the copies also lack the age, a quarter the sex. Returns (the copies, the
-    indices of the rows they copy). The "not measured" indicators of the copies are set, so the model learns what
-    the findings say when vitals are absent instead of reading a missing vital as a normal one,
-    and that one reported finding is not a healthy patient's record."""
+    indices of the rows they copy); with ``stacked``, (``X`` followed by the copies, in one
+    matrix allocated once, the indices). The "not measured" indicators of the copies are set, so
+    the model learns what the findings say when vitals are absent instead of reading a missing
+    vital as a normal one, and that one reported finding is not a healthy patient's record."""
     rng = np.random.default_rng(seed)
     if not spec.missing_indicators or share <= 0:
-        return X[:0].copy(), np.empty(0, dtype=np.int64)
+        return (X.copy() if stacked else X[:0].copy()), np.empty(0, dtype=np.int64)
     rows = np.flatnonzero(rng.random(len(X)) < share)
-    copies = X[rows].copy()
+    if stacked:
+        out = np.empty((len(X) + len(rows), X.shape[1]), dtype=X.dtype)
+        out[: len(X)] = X
+        copies = out[len(X) :]  # a view: the copies are edited in place
+        np.take(X, rows, axis=0, out=copies)
+    else:
+        out = copies = X[rows].copy()
     measured = [v for v in spec.missing_indicators if v in MEASURED_VITALS]
     columns = [spec.vitals.index(v) for v in measured]
     drop = rng.random((len(rows), len(columns))) < 0.5
@@ -104,7 +116,7 @@ def with_unmeasured_vitals(
             if not keep.any():
                 keep[rng.integers(0, len(present))] = True
             findings[i, present[~keep]] = 0.0
-    return copies, rows
+    return out, rows
 
 
 def fit_diagnosis_head(
@@ -115,7 +127,10 @@ def fit_diagnosis_head(
     the sampler ran, so the pipeline imputes with their medians; no sampler is in it."""
     pipeline = make_pipeline(family, NO_BALANCING, data.y, seed, params)
     recorded = data.recorded
-    copies, source = with_unmeasured_vitals(recorded.X, data.spec, seed)
+    if not data.resampled:  # data.X holds the recorded rows: they and their copies, stacked
+        X, source = with_unmeasured_vitals(data.X, data.spec, seed, stacked=True)
+    else:
+        copies, source = with_unmeasured_vitals(recorded.X, data.spec, seed)
     y_copies = recorded.y_diagnosis[source]
     weights = data.sample_weight
     if weights is not None:  # a copy weighs what a row of its class weighs
@@ -124,11 +139,24 @@ def fit_diagnosis_head(
     kwargs = {} if weights is None else {"model__sample_weight": weights}
     y = np.concatenate([data.y, y_copies])
     if not data.resampled:
-        return fit_imputed(pipeline, np.concatenate([data.X, copies]), y, **kwargs)
+        return fit_pipeline(pipeline, X, y, consume=True, **kwargs)
     rest = Pipeline(pipeline.steps[1:])  # the rows are already imputed
-    X = np.concatenate([data.X, data.imputer.transform(copies)]) if len(copies) else data.X
-    fit_quietly(rest, X, y, **kwargs)
+    if not len(copies):
+        rest = fit_pipeline(rest, data.X, y, **kwargs)
+    else:
+        X = np.concatenate([data.X, data.imputer.transform(copies)])
+        del copies
+        rest = fit_pipeline(rest, X, y, consume=True, **kwargs)
     return Pipeline([("impute", data.imputer), *rest.steps])
+
+
+def fit_severity_head(data: BalancedTrainingSet, seed: int, params: dict) -> Pipeline:
+    """The XGBoost severity head on the recorded (unbalanced) training rows and their triage
+    copies (:func:`with_unmeasured_vitals`, seeded apart from the diagnosis head's)."""
+    recorded = data.recorded
+    X, source = with_unmeasured_vitals(recorded.X, data.spec, seed + 1, stacked=True)
+    y = np.concatenate([recorded.y_severity, recorded.y_severity[source]])
+    return fit_pipeline(_pipeline(seed, params), X, y, consume=True)
 
 
 def train_models(
@@ -143,14 +171,14 @@ def train_models(
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
     params = params or XGB_PARAMS
-    diagnosis = fit_diagnosis_head(family, data, seed, params if family == XGBOOST else None)
-    recorded = data.recorded
-    copies, source = with_unmeasured_vitals(recorded.X, data.spec, seed + 1)
-    severity = fit_imputed(
-        _pipeline(seed, params),
-        np.concatenate([recorded.X, copies]),
-        np.concatenate([recorded.y_severity, recorded.y_severity[source]]),
-    )
+    # The two heads are fitted side by side, the severity head in a thread: XGBoost and the
+    # matrix products of the diagnosis head release the GIL, so each takes a core. Each keeps its
+    # own thread count (XGBoost n_jobs, the BLAS threads), so the fitted heads are the ones a
+    # fit in sequence gives.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="severity-head") as pool:
+        severity_fit = pool.submit(fit_severity_head, data, seed, params)
+        diagnosis = fit_diagnosis_head(family, data, seed, params if family == XGBOOST else None)
+        severity = severity_fit.result()
     medians = diagnosis.named_steps["impute"].statistics_[: len(data.spec.vitals)]
     return TrainedModel(
         spec=data.spec,

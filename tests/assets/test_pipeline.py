@@ -1,6 +1,8 @@
 """The whole graph on a small simulated cohort in a temporary TRIAGE_HOME, then the API on it."""
 
 import json
+import re
+import signal
 import sqlite3
 
 import dagster as dg
@@ -201,7 +203,22 @@ def test_a_home_with_a_single_valid_week_trains_and_deploys(tmp_path, monkeypatc
     write_weekly_exports(
         home / "landing", patients=1500, weeks=1, seed=5, defect_rate=0.02, start="2026-04-06"
     )
-    assert run_pipeline(seed_demo=False) == 0, capsys.readouterr().err
+    # as in a process started in the background: SIGINT ignored; SIGTERM must still stop it
+    # (and the processes it starts) after the training run
+    term = signal.getsignal(signal.SIGTERM)
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert run_pipeline(seed_demo=False) == 0, capsys.readouterr().err
+        assert signal.getsignal(signal.SIGTERM) == term
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
+    out = capsys.readouterr().out
+    # the training run (dagster.execute_job, which picks its own run id) is found and followed
+    run_id = re.search(r"^training: started \(run ([0-9a-f-]{36})\)$", out, re.M)
+    assert run_id, out
+    assert re.search(r"\[\s*[\d.]+ s\] diagnosis_model: done", out), out
+    assert f"training: ok ({run_id.group(1)})" in out
     pointer = json.loads((home / "deployments" / "current.json").read_text())
     manifest = json.loads((home / "deployments" / pointer["manifest"]).read_text())
     assert list(manifest["data_versions"]["weekly_exports"]) == ["2026-04-06"]

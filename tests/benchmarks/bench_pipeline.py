@@ -11,12 +11,15 @@ end; a step's peak RSS is the largest sample taken while it ran. The weekly vali
 over their partitions. Then (``--new-week-rows``, default 25 000) one more weekly file is dropped
 into the landing zone and the pipeline runs again: validation of the new week + retraining, the
 "new weekly file, nothing else changed" case. A run whose challenger the quality gate refuses
-(exit 3) ran every step: its figures count (marked "gate refused") and the new week follows it.
+(exit 3) ran every step: its figures count (marked "gate refused"), the new week follows it, and
+the end of the report says which runs deployed nothing; a run that failed counts as a target
+not met.
 
 Printed: per-size tables (seconds and peak MB per step), the growth of each step between sizes
 (time ratio and the exponent b of t ~ N^b), the load average beside the figures (the machine is
 shared), and whether issue 17's targets are met:
-  100 k patients end to end <= 180 s and peak RSS <= 2 GB; 1 M <= 20 min;
+  100 k patients end to end <= 180 s and peak RSS <= 2 GB; 1 M <= 20 min without swapping
+  (pages swapped out while the run lasted, /proc/vmstat);
   a new weekly file of 25 k rows: validation + retraining <= 60 s.
 """
 
@@ -49,6 +52,36 @@ START = "2026-01-05"
 
 
 # ------------------------------------------------------------------------------ memory sampling
+def _meminfo_mb(field_name: str) -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def total_memory_mb() -> float:
+    return _meminfo_mb("MemTotal")
+
+
+def swap_total_mb() -> float:
+    return _meminfo_mb("SwapTotal")
+
+
+def swapped_out_mb() -> float:
+    """MB the kernel has swapped out since boot (/proc/vmstat pswpout), 0 without the file."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "pswpout":
+                return int(value) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
 def _tree_rss_mb(root: int) -> float:
     """Resident memory (MB) of ``root`` and all its descendants, from /proc."""
     parents: dict[int, int] = {}
@@ -112,6 +145,12 @@ class RunFigures:
     steps: dict[str, Step] = field(default_factory=dict)
     ok: bool = True
     refused: bool = False  # exit 3: every step ran, the quality gate refused the challenger
+
+    @property
+    def ran_every_step(self) -> bool:
+        return self.ok or self.refused
+
+    swapped_out_mb: float = 0.0  # pages the kernel swapped out while the run lasted (any process)
 
 
 CODE: Path | None = None  # --code: another checkout of the project to run (a "before" figure)
@@ -201,8 +240,10 @@ def run_pipeline(home: Path, label: str) -> RunFigures:
     )
     sampler = Sampler(proc.pid)
     sampler.start()
+    swapped_before = swapped_out_mb()
     out, _ = proc.communicate()
     wall = time.perf_counter() - start
+    swapped = swapped_out_mb() - swapped_before
     sampler.stop.set()
     sampler.join()
     maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -219,6 +260,7 @@ def run_pipeline(home: Path, label: str) -> RunFigures:
         step_times(home, since, sampler),
         proc.returncode == 0,
         refused,
+        swapped,
     )
     return figures
 
@@ -258,7 +300,8 @@ def print_run(figures: RunFigures) -> None:
     print(
         f"  {figures.label}: wall {figures.wall:.1f} s, peak RSS {figures.peak_mb:.0f} MB "
         f"(tree, sampled; largest process {figures.maxrss_mb:.0f} MB), "
-        f"{'ok' if figures.ok else 'gate refused' if figures.refused else 'FAILED'}, {load()}"
+        f"{'ok' if figures.ok else 'gate refused' if figures.refused else 'FAILED'}, "
+        f"swapped out {figures.swapped_out_mb:.0f} MB, {load()}"
     )
     print(f"    {'step':<44} {'runs':>4} {'seconds':>9} {'peak MB':>8}")
     for key, step in sorted(figures.steps.items(), key=lambda kv: -kv[1].seconds):
@@ -349,33 +392,55 @@ def main() -> int:
     met = True
     if 100_000 in results:
         r = results[100_000]
-        met &= verdict("100 k patients end to end", r.wall, TARGET_100K_SECONDS, "s") and r.ok
-        if r.refused:
-            print("          (the quality gate refused that model: nothing was deployed)")
+        met &= (
+            verdict("100 k patients end to end", r.wall, TARGET_100K_SECONDS, "s")
+            and r.ran_every_step
+        )
         met &= verdict("100 k patients peak RSS", r.peak_mb, TARGET_100K_RSS_MB, "MB")
     else:
         print("  (100 k not run)")
     if 1_000_000 in results:
         r = results[1_000_000]
-        met &= r.ok and verdict("1 M patients end to end", r.wall, TARGET_1M_SECONDS, "s")
+        met &= (
+            verdict("1 M patients end to end", r.wall, TARGET_1M_SECONDS, "s") and r.ran_every_step
+        )
+        met &= verdict("1 M patients swapped out", r.swapped_out_mb, 0.0, "MB")
+        print(
+            f"          (peak RSS {r.peak_mb:,.0f} MB of {total_memory_mb():,.0f} MB; "
+            f"swap configured: {swap_total_mb():,.0f} MB)"
+        )
     else:
         print("  (1 M not run: --million)")
     for n, r in sorted(incremental.items()):
-        if not r.ok:
-            print("  (that run exited non-zero: see its output above, e.g. a refused challenger)")
-        met &= verdict(
+        met &= r.ran_every_step
+        name = (
             f"new weekly file ({args.new_week_rows:,} rows) after {n:,}: validation + retraining "
-            f"(steps {', '.join(RETRAINING[:3])}, ..., diagnosis_model)",
-            retraining_seconds(r),
-            TARGET_NEW_WEEK_SECONDS,
-            "s",
+            f"(steps {', '.join(RETRAINING[:3])}, ..., diagnosis_model)"
         )
+        if (n, args.new_week_rows) == (100_000, 25_000):
+            met &= verdict(name, retraining_seconds(r), TARGET_NEW_WEEK_SECONDS, "s")
+        else:  # the target is set for one case; the others are figures, said as such
+            print(
+                f"  (figure) {name}: {retraining_seconds(r):.1f} s (not a target: issue 17's is "
+                f"{TARGET_NEW_WEEK_SECONDS:g} s for 25,000 rows after 100,000)"
+            )
         print(
             f"          (the whole pipeline run, evaluation, export and deployment included: {r.wall:.1f} s)"
         )
-        if (n, args.new_week_rows) != (100_000, 25_000):
-            print("          (a scaled-down case: issue 17's target is 25,000 rows after 100,000)")
     print(f"  {'every figure above is within its target' if met else 'not every target was met'}")
+    # Whether a run's challenger was deployed is the quality gate's decision on the model, not a
+    # figure of scale: said apart, and never hidden.
+    runs = [(f"{n:,} patients", r) for n, r in sorted(results.items())] + [
+        (f"new week after {n:,}", r) for n, r in sorted(incremental.items())
+    ]
+    for name, r in runs:
+        if not r.ran_every_step:
+            print(f"  {name}: the pipeline FAILED (see its output above): its figures do not count")
+        elif r.refused:
+            print(
+                f"  {name}: every step ran, and the quality gate refused the challenger: nothing "
+                "was deployed (its reasons above)"
+            )
     return 0
 
 

@@ -224,3 +224,27 @@ def test_selected_family_trains_the_diagnosis_head_and_the_whole_graph_keeps_par
     assert parity(model, to_onnx(model), X) <= 1e-4
     with pytest.raises(ValueError):
         train_models(data, seed=0, family="svm")
+
+
+@pytest.mark.parametrize("balancing", ["none", CLASS_WEIGHT, SMOTE_BALANCING])
+def test_heads_fitted_side_by_side_are_the_heads_fitted_one_after_the_other(balancing):
+    """train_models fits the severity head in a thread beside the diagnosis head, on matrices it
+    transforms in place: the heads, and the rows it was given, are those of a fit in sequence."""
+    from diagnosis.training.candidates import XGB_PARAMS
+    from diagnosis.training.fitting import fit_diagnosis_head, fit_severity_head
+
+    spec = FeatureSpec(symptoms=tuple(f"HP:{i:07d}" for i in range(10)))
+    X, y = _data(n=300, features=spec.n_features, nans=True)
+    y_sev = np.random.default_rng(2).integers(0, 5, len(y))
+    data = balance(TrainingSet(spec, CLASSES, X, y, y_sev), balancing, seed=0)
+    rows = data.X.copy()
+    params = {**XGB_PARAMS, "n_estimators": 8}
+    model = train_models(data, seed=3, params=params, family="logistic_regression")
+    diagnosis = fit_diagnosis_head("logistic_regression", data, 3)
+    severity = fit_severity_head(data, 3, params)
+    assert np.array_equal(data.X, rows, equal_nan=True)  # the caller's rows are left alone
+    assert np.array_equal(model.diagnosis.predict_proba(X), diagnosis.predict_proba(X))
+    assert np.array_equal(model.severity.predict_proba(X), severity.predict_proba(X))
+    assert model.severity.named_steps["model"].get_booster().save_raw("json") == (
+        severity.named_steps["model"].get_booster().save_raw("json")
+    )
