@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,25 @@ from orchestration.pipeline import run_pipeline
 
 WEEKS = ["2026-03-02", "2026-03-09", "2026-03-16"]
 NEW_WEEK = "2026-03-23"
+
+# SIGINT and SIGTERM as the suite started with. Dagster's interrupt capture leaves SIGTERM with
+# SIGINT's handler after each run it executes in this process (orchestration.pipeline.
+# signal_dispositions_kept); in a suite started in the background, where SIGINT is ignored, the
+# processes later tests start would then ignore SIGTERM (measured: test_run_local's stand-in
+# services outlived the script that stopped them).
+_SIGNALS_AT_START = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+@pytest.fixture(autouse=True)
+def _signals_as_the_suite_started():
+    def restore():
+        for sig, handler in _SIGNALS_AT_START.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    restore()  # also after what session fixtures ran before this test
+    yield
+    restore()
 
 
 @pytest.fixture(scope="session")
